@@ -21,6 +21,12 @@ from optax import tree as otu
 from optimizers.k_functions import get_k
 
 
+def _flat(k_options):
+  # optax.inject_hyperparams binds the signature and passes the **k_options
+  # dict back as a keyword named "k_options"; unwrap it.
+  return {**k_options.pop("k_options", {}), **k_options}
+
+
 class ScaleByLionKState(NamedTuple):
   count: jax.Array  # shape (), int32: steps taken.
   mu: optax.Updates  # m_t, the b2 moving average of the gradients.
@@ -40,7 +46,7 @@ def scale_by_lion_k(k="l1", b1: float = 0.9, b2: float = 0.99,
     **k_options: options of K, e.g. ``method="svd"`` or ``ns_steps=5`` for
       "nuclear", ``p=3`` for "schatten", ``e=1e-3`` for "huber".
   """
-  kfn = get_k(k, **k_options)
+  kfn = get_k(k, **_flat(k_options))
   mu_dtype = jnp.dtype(mu_dtype) if mu_dtype is not None else None
 
   def init_fn(params):
@@ -69,7 +75,7 @@ def lion_k(learning_rate: optax.ScalarOrSchedule, k="l1", b1: float = 0.9,
   bools or a function of the params) selects the leaves that decay.
   """
   return optax.chain(
-      scale_by_lion_k(k, b1=b1, b2=b2, mu_dtype=mu_dtype, **k_options),
+      scale_by_lion_k(k, b1=b1, b2=b2, mu_dtype=mu_dtype, **_flat(k_options)),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -102,7 +102,7 @@ def muon(learning_rate: optax.ScalarOrSchedule, beta: float = 0.95,
          adam_weight_decay: float = 0.0, weight_decay_mask=None,
          mu_dtype: Optional[Any] = None, compute_dtype: Optional[Any] = None,
          gram: Optional[bool] = None,
-         routing: Callable[[Any, Any], bool] = default_muon_routing,
+         routing: Optional[Callable[[Any, Any], bool]] = None,
          ) -> optax.GradientTransformation:
   """Muon on the leaves ``routing`` selects, AdamW on the others.
 
@@ -119,9 +119,11 @@ def muon(learning_rate: optax.ScalarOrSchedule, beta: float = 0.95,
     adam_b1, adam_b2, adam_eps, adam_weight_decay: AdamW's hyperparameters.
     weight_decay_mask: which Muon leaves decay (pytree or function), as optax.
     mu_dtype: dtype of both sides' first moments.
-    routing: ``routing(path, leaf) -> bool``, True for Muon. Under
-      `optax.inject_hyperparams`, list it (and ``ns_steps``) in ``static_args``.
+    routing: ``routing(path, leaf) -> bool``, True for Muon; None is
+      `default_muon_routing`. Under `optax.inject_hyperparams` (which takes
+      callables for schedules) list it, and ``ns_steps``, in ``static_args``.
   """
+  routing = default_muon_routing if routing is None else routing
   muon_side = optax.chain(
       scale_by_lion_k("nuclear", b1=beta * beta if nesterov else beta, b2=beta,
                       mu_dtype=mu_dtype, method=method,
