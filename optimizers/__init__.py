@@ -5,15 +5,18 @@ Lion-K is the root: `scale_by_lion_k(k=...)` with K from the registry in
 docstring for the update rule and its citation.
 """
 
+from optimizers.factory import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from optimizers.k_functions import (K_FUNCTIONS, KFunction, dual_norms, get_k,
                                     register_k)
 from optimizers.lion_k import ScaleByLionKState, lion, lion_k, scale_by_lion_k
 from optimizers.muon import (MUON_SCALES, default_muon_routing, muon, muon_labels,
                              scale_by_shape, shape_scale)
+from optimizers.nexus import nexus
 from optimizers.orthogonalization import (NS_PRESETS, newton_schulz, ns_coefficients,
                                           orthogonalize, polar_svd)
 
 __all__ = [
+    "OPTIMIZERS", "SCHEDULES", "make_optimizer", "make_schedule", "nexus",
     "K_FUNCTIONS", "KFunction", "dual_norms", "get_k", "register_k",
     "ScaleByLionKState", "lion", "lion_k", "scale_by_lion_k",
     "MUON_SCALES", "default_muon_routing", "muon", "muon_labels", "scale_by_shape",

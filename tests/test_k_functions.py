@@ -8,8 +8,6 @@ import pytest
 
 from optimizers import K_FUNCTIONS, dual_norms, get_k
 
-jax.config.update("jax_enable_x64", False)
-
 NORM_KS = [("l1", {}), ("l2", {}), ("rownorm", {}), ("nuclear", {"method": "svd"}),
            ("spectral", {}), ("schatten", {"p": 3.0}), ("schatten", {"p": 1.5})]
 

@@ -1,0 +1,1 @@
+"""optiscape analysis: reads workdirs (never the training code's memory)."""

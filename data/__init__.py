@@ -1,0 +1,1 @@
+"""optiscape data: synthetic regression tasks, batching; later text sources."""

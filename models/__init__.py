@@ -1,0 +1,1 @@
+"""optiscape models: flax.linen modules applied as `model.apply({"params": p}, x)`."""

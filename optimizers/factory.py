@@ -1,0 +1,189 @@
+"""The optimizer as data: one config section in, one optax chain out.
+
+A config section looks like (big_vision style, "optimizer as data")::
+
+    optimizer.name = "muon"            # a key of OPTIMIZERS
+    optimizer.learning_rate = 0.02
+    optimizer.weight_decay = 0.1       # λ, multiplied by the learning rate
+    optimizer.schedule = "warmup_cosine"   # a key of SCHEDULES
+    optimizer.warmup_steps = 100
+    optimizer.grad_clip_norm = 1.0     # 0 = no clipping
+    optimizer.beta = 0.95              # everything else goes to the constructor
+
+The keys in SHARED_KEYS mean the same for every optimizer; every other key is a
+keyword argument of the named constructor, checked against its signature so a
+typo fails here with the list of accepted names, not deep inside optax.
+"""
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+import optax
+
+from optimizers.lion_k import lion, lion_k
+from optimizers.muon import muon, muon_labels, shape_scale
+
+
+def _sgd(learning_rate, weight_decay=0.0, mask=None, momentum=0.0, nesterov=False):
+  """SGD (with heavy-ball momentum if ``momentum`` > 0) and L2-type decay λ·θ
+  added to the gradient before the learning rate, like optax's other aliases."""
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask),
+                     optax.sgd(learning_rate, momentum=momentum or None,
+                               nesterov=nesterov))
+
+
+def _muon(learning_rate, weight_decay=0.0, mask=None, **kwargs):
+  return muon(learning_rate, weight_decay=weight_decay, weight_decay_mask=mask,
+              **kwargs)
+
+
+# name -> constructor(learning_rate, weight_decay=..., mask=..., **hyperparameters).
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "adamw": optax.adamw,
+    "lion": lion,
+    "lion_k": lion_k,
+    "muon": _muon,
+    "sgd": _sgd,
+}
+
+SCHEDULES = ("constant", "warmup_cosine", "wsd")
+
+# Keys every optimizer section may hold; all other keys are hyperparameters.
+SHARED_KEYS = ("name", "learning_rate", "weight_decay", "weight_decay_mask",
+               "schedule", "warmup_steps", "decay_fraction", "final_lr_fraction",
+               "grad_clip_norm")
+
+WEIGHT_DECAY_MASKS = ("all", "matrices")
+
+
+def make_schedule(learning_rate: float, num_steps: int, schedule: str = "constant",
+                  warmup_steps: int = 0, decay_fraction: float = 0.2,
+                  final_lr_fraction: float = 0.0) -> optax.Schedule:
+  """constant; warmup_cosine (linear warmup, cosine to final_lr_fraction·η at
+  num_steps); wsd = warmup-stable-decay (linear warmup, constant, linear decay
+  to final_lr_fraction·η over the last decay_fraction of the steps; Hu et al.,
+  "MiniCPM", arXiv:2404.06395)."""
+  if schedule not in SCHEDULES:
+    raise ValueError(f"Unknown schedule {schedule!r}; known: {SCHEDULES}.")
+  final = final_lr_fraction * learning_rate
+  warmup = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
+  if schedule == "constant":
+    main = optax.constant_schedule(learning_rate)
+  elif schedule == "warmup_cosine":
+    main = optax.cosine_decay_schedule(learning_rate, max(num_steps - warmup_steps, 1),
+                                       alpha=final_lr_fraction)
+  else:
+    decay_steps = max(int(round(decay_fraction * num_steps)), 1)
+    stable_steps = max(num_steps - warmup_steps - decay_steps, 0)
+    main = optax.join_schedules(
+        [optax.constant_schedule(learning_rate),
+         optax.linear_schedule(learning_rate, final, decay_steps)], [stable_steps])
+  if warmup_steps <= 0:
+    return main
+  return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def hyperparameters(opt_config: Mapping[str, Any]) -> dict[str, Any]:
+  """The constructor's own keyword arguments: the section minus SHARED_KEYS."""
+  return {k: v for k, v in dict(opt_config).items() if k not in SHARED_KEYS}
+
+
+def check_optimizer_config(opt_config: Mapping[str, Any]) -> None:
+  """Raises ValueError (one line) on an unknown name, schedule or hyperparameter."""
+  name = opt_config.get("name")
+  if name not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}.")
+  if opt_config.get("schedule", "constant") not in SCHEDULES:
+    raise ValueError(f"Unknown schedule {opt_config.get('schedule')!r}; "
+                     f"known: {SCHEDULES}.")
+  if opt_config.get("weight_decay_mask", "all") not in WEIGHT_DECAY_MASKS:
+    raise ValueError(f"Unknown weight_decay_mask {opt_config.get('weight_decay_mask')!r}; "
+                     f"known: {WEIGHT_DECAY_MASKS}.")
+  signature = inspect.signature(OPTIMIZERS[name])
+  takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+  accepted = sorted(set(signature.parameters) - {"learning_rate", "weight_decay", "mask"})
+  if name == "muon":  # _muon forwards **kwargs to muon.
+    accepted = sorted(set(inspect.signature(muon).parameters)
+                      - {"learning_rate", "weight_decay", "weight_decay_mask"})
+    takes_any = False
+  for key in hyperparameters(opt_config):
+    if not takes_any and key not in accepted:
+      raise ValueError(f"Unknown hyperparameter {key!r} for optimizer {name!r}; it "
+                       f"accepts {accepted}. Pick the optimizer with the config variant "
+                       f"(':optimizer={name}') so its hyperparameters come with it.")
+
+
+def _decay_mask(kind: str):
+  if kind == "all":
+    return None
+  return lambda params: jax.tree.map(lambda p: np.ndim(p) >= 2, params)
+
+
+def make_optimizer(opt_config: Mapping[str, Any], num_steps: int
+                   ) -> optax.GradientTransformation:
+  """The optax chain a config section describes (see the module docstring)."""
+  check_optimizer_config(opt_config)
+  cfg = dict(opt_config)
+  sched = dict(schedule=cfg.get("schedule", "constant"), num_steps=num_steps,
+               warmup_steps=cfg.get("warmup_steps", 0),
+               decay_fraction=cfg.get("decay_fraction", 0.2),
+               final_lr_fraction=cfg.get("final_lr_fraction", 0.0))
+  kwargs = hyperparameters(cfg)
+  if cfg["name"] == "muon" and kwargs.get("adam_learning_rate") is not None:
+    # The AdamW side follows the same schedule shape at its own peak.
+    kwargs["adam_learning_rate"] = make_schedule(kwargs["adam_learning_rate"], **sched)
+  tx = OPTIMIZERS[cfg["name"]](make_schedule(cfg["learning_rate"], **sched),
+                               weight_decay=cfg.get("weight_decay", 0.0),
+                               mask=_decay_mask(cfg.get("weight_decay_mask", "all")),
+                               **kwargs)
+  clip = cfg.get("grad_clip_norm", 0.0) or 0.0
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+  """λ·K*(θ) ≤ bound for one leaf. A plain dataclass, so a pytree leaf."""
+  k: str
+  k_options: dict
+  weight_decay: float
+  bound: float
+
+
+def implicit_constraints(opt_config: Mapping[str, Any], params) -> Any:
+  """Per leaf, the constraint λ·K*(θ) ≤ bound the optimizer converges into:
+  a `Constraint` per leaf.
+
+  AdamW and Lion: K = ℓ1, so K* = ℓ∞ (Xie & Li, "Implicit Bias of AdamW: ℓ∞
+  Norm Constrained Optimization", arXiv:2404.04454; Chen et al. 2023 for Lion).
+  Lion-K: its own K. Muon: K = nuclear, K* = spectral norm, bound = the
+  per-matrix scale s (the update is s·UVᵀ); its AdamW leaves are ℓ∞ with
+  adam_weight_decay. SGD has no norm constraint; ℓ2 (Frobenius) is reported
+  for comparison with the other runs. A masked-out leaf gets weight_decay 0.
+  """
+  cfg = dict(opt_config)
+  name, lam = cfg["name"], float(cfg.get("weight_decay", 0.0))
+  matrices_only = cfg.get("weight_decay_mask", "all") == "matrices"
+
+  def decay(leaf, lam_):
+    return 0.0 if matrices_only and np.ndim(leaf) < 2 else lam_
+
+  if name == "muon":
+    scale = cfg.get("scale", "shape")
+    adam_lam = float(cfg.get("adam_weight_decay", 0.0))
+    return jax.tree.map(
+        lambda label, p: (
+            Constraint(k="nuclear", k_options={}, weight_decay=decay(p, lam),
+                 bound=shape_scale(np.shape(p), scale)) if label == "muon" else
+            Constraint(k="l1", k_options={}, weight_decay=adam_lam, bound=1.0)),
+        muon_labels(params), params)
+  if name == "lion_k":
+    k = cfg.get("k", "l1")
+    options = {key: v for key, v in hyperparameters(cfg).items()
+               if key not in ("k", "b1", "b2", "mu_dtype")}
+  else:
+    k, options = ("l2", {}) if name == "sgd" else ("l1", {})
+  return jax.tree.map(lambda p: Constraint(k=k, k_options=options, weight_decay=decay(p, lam),
+                                     bound=1.0), params)

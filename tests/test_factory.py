@@ -1,0 +1,107 @@
+"""optimizers/factory.py: config section -> optax chain, schedules, constraints."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs.common import optimizer_config
+from optimizers import factory
+
+
+def _params():
+  return {"hidden": {"kernel": jnp.arange(12.0).reshape(3, 4) / 10, "bias": jnp.ones(4)},
+          "head": {"kernel": jnp.ones((4, 1))}}
+
+
+def _one_step(tx, params, grads):
+  updates, _ = tx.update(grads, tx.init(params), params)
+  return optax.apply_updates(params, updates)
+
+
+def test_unknown_optimizer_lists_known_ones():
+  with pytest.raises(ValueError, match=r"Unknown optimizer 'adamm'; known: \['adamw', 'lion'"):
+    factory.make_optimizer({"name": "adamm", "learning_rate": 0.1}, 10)
+
+
+def test_unknown_hyperparameter_is_named():
+  with pytest.raises(ValueError, match="Unknown hyperparameter 'eps' for optimizer 'lion'"):
+    factory.make_optimizer(dict(optimizer_config("lion"), eps=1e-8), 10)
+  with pytest.raises(ValueError, match="Unknown schedule 'linear'"):
+    factory.make_optimizer(dict(optimizer_config("sgd"), schedule="linear"), 10)
+
+
+@pytest.mark.parametrize("name", sorted(factory.OPTIMIZERS))
+def test_every_optimizer_builds_and_steps(name):
+  params = _params()
+  grads = jax.tree.map(jnp.ones_like, params)
+  new = _one_step(factory.make_optimizer(optimizer_config(name), 100), params, grads)
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
+    assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_adamw_matches_optax_with_the_same_numbers():
+  params, grads = _params(), jax.tree.map(lambda p: 0.3 * p + 0.1, _params())
+  section = dict(optimizer_config("adamw"), learning_rate=0.1, weight_decay=0.5)
+  ours = _one_step(factory.make_optimizer(section, 100), params, grads)
+  ref = _one_step(optax.adamw(0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.5), params,
+                  grads)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_lion_step_is_sign_plus_decay():
+  params = _params()
+  grads = jax.tree.map(lambda p: p - 0.35, params)
+  section = dict(optimizer_config("lion"), learning_rate=0.01, weight_decay=2.0)
+  new = _one_step(factory.make_optimizer(section, 100), params, grads)
+  for p, g, n in zip(jax.tree.leaves(params), jax.tree.leaves(grads), jax.tree.leaves(new)):
+    np.testing.assert_allclose(n, p - 0.01 * (np.sign(g) + 2.0 * p), rtol=1e-6)
+
+
+def test_matrices_only_weight_decay_mask():
+  params = _params()
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  section = dict(optimizer_config("sgd"), momentum=0.0, learning_rate=0.1, weight_decay=1.0,
+                 weight_decay_mask="matrices")
+  new = _one_step(factory.make_optimizer(section, 10), params, zeros)
+  np.testing.assert_allclose(new["hidden"]["kernel"], 0.9 * params["hidden"]["kernel"])
+  np.testing.assert_allclose(new["hidden"]["bias"], params["hidden"]["bias"])
+
+
+def test_gradient_clipping():
+  params = {"w": jnp.zeros(4)}
+  section = dict(optimizer_config("sgd"), momentum=0.0, learning_rate=1.0,
+                 grad_clip_norm=0.5)
+  new = _one_step(factory.make_optimizer(section, 10), params, {"w": jnp.full(4, 10.0)})
+  np.testing.assert_allclose(jnp.linalg.norm(new["w"]), 0.5, rtol=1e-6)
+
+
+def test_schedules():
+  constant = factory.make_schedule(1.0, 100)
+  assert float(constant(0)) == float(constant(99)) == 1.0
+  cosine = factory.make_schedule(1.0, 100, "warmup_cosine", warmup_steps=10)
+  np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(55), cosine(100)],
+                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  wsd = factory.make_schedule(2.0, 100, "wsd", warmup_steps=10, decay_fraction=0.2,
+                              final_lr_fraction=0.1)
+  np.testing.assert_allclose([wsd(5), wsd(10), wsd(79), wsd(80), wsd(90), wsd(100)],
+                             [1.0, 2.0, 2.0, 2.0, 1.1, 0.2], atol=1e-6)
+
+
+def test_implicit_constraints_follow_the_optimizer():
+  params = _params()
+  muon = factory.implicit_constraints(
+      dict(optimizer_config("muon"), weight_decay=0.1, adam_weight_decay=0.01), params)
+  assert muon["hidden"]["kernel"].k == "nuclear"
+  assert muon["hidden"]["kernel"].weight_decay == 0.1
+  np.testing.assert_allclose(muon["hidden"]["kernel"].bound, np.sqrt(4 / 3))  # Shape scale.
+  assert muon["head"]["kernel"].k == "l1" and muon["head"]["kernel"].weight_decay == 0.01
+  adamw = factory.implicit_constraints(dict(optimizer_config("adamw"), weight_decay=0.1),
+                                       params)
+  assert {c.k for c in jax.tree.leaves(adamw)} == {"l1"}
+  lion_k = factory.implicit_constraints(dict(optimizer_config("lion_k"), k="schatten", p=3.0),
+                                        params)
+  assert lion_k["head"]["kernel"].k == "schatten"
+  assert lion_k["head"]["kernel"].k_options == {"p": 3.0}
