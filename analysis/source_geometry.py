@@ -1,0 +1,128 @@
+"""How close the data sources' minima sit, seen from one parameter point θ.
+
+The Nexus claim (optimizers/nexus.py): at equal pretraining loss, an optimizer
+can sit where the sources' (language, code, math) gradients agree and their
+minima lie close together. Two measurements, pure functions of a parameter
+pytree, a ``loss_fn(params, batch) -> scalar`` and one batch per source, with
+the source batches stacked on a leading axis K (every leaf (K, ...)):
+
+- `gradient_similarity`: the K×K matrix of cosine similarities between the
+  sources' gradients at θ (all sources' gradients in one vmapped call).
+- `source_minima`: fine-tune a copy of θ on each source alone for T steps
+  (vmapped over sources, one jitted scan) and report ‖θ_s − θ‖, the pairwise
+  ‖θ_s − θ_s'‖, the pairwise loss barrier between the source minima on the
+  mixture loss (Frankle et al.'s definition, analysis.barriers), each source's
+  loss drop L_s(θ) − L_s(θ_s), and the first-order proxy
+  L_s(θ) − L_s(θ − γ∇L_mix(θ)): how much a step on the mixture lowers source s.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from analysis.barriers import loss_barriers
+from analysis.evaluate import all_pairs, evaluate_paths, gather_pairs
+
+
+def _num_sources(source_batches) -> int:
+  sizes = {x.shape[0] for x in jax.tree.leaves(source_batches)}
+  if len(sizes) != 1:
+    raise ValueError(f"Every leaf of source_batches needs the same leading source axis K; "
+                     f"got sizes {sorted(sizes)}.")
+  return sizes.pop()
+
+
+def source_gradients(loss_fn: Callable[[Any, Any], jax.Array], params, source_batches):
+  """∇L_s(θ) for every source: the params' pytree with a leading axis K."""
+  _num_sources(source_batches)
+  return jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, source_batches)
+
+
+def cosine_matrix(grads_K) -> jax.Array:
+  """K×K cosine similarities of K gradient pytrees stacked on axis 0 (0 for a zero gradient)."""
+  flat_KxP = jnp.concatenate([g.reshape(g.shape[0], -1).astype(jnp.float32)
+                              for g in jax.tree.leaves(grads_K)], axis=1)
+  norms_K = jnp.linalg.norm(flat_KxP, axis=1)
+  unit_KxP = flat_KxP / jnp.where(norms_K > 0, norms_K, 1.0)[:, None]
+  return unit_KxP @ unit_KxP.T
+
+
+@jax.jit
+def _mean_off_diagonal(cos_KxK):
+  k = cos_KxK.shape[0]
+  return (jnp.sum(cos_KxK) - jnp.trace(cos_KxK)) / max(k * (k - 1), 1)
+
+
+def gradient_similarity(loss_fn, params, source_batches) -> dict:
+  """{"cosine": K×K matrix, "mean_pairwise": mean off-diagonal cosine,
+  "grad_norms": (K,)} of the sources' gradients at ``params``."""
+  grads_K = jax.jit(source_gradients, static_argnums=0)(loss_fn, params, source_batches)
+  cos_KxK = cosine_matrix(grads_K)
+  norms_K = jnp.sqrt(sum(jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=1)
+                         for g in jax.tree.leaves(grads_K)))
+  return {"cosine": np.asarray(cos_KxK), "mean_pairwise": float(_mean_off_diagonal(cos_KxK)),
+          "grad_norms": np.asarray(norms_K)}
+
+
+def finetune_per_source(loss_fn, params, source_batches, optimizer: optax.GradientTransformation,
+                        steps: int):
+  """θ_s after ``steps`` steps of ``optimizer`` on source s alone, from θ, for
+  every s at once: the params' pytree with a leading axis K."""
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps}.")
+
+  def one_source(batch):
+    def body(carry, _):
+      p, state = carry
+      updates, state = optimizer.update(jax.grad(loss_fn)(p, batch), state, p)
+      return (optax.apply_updates(p, updates), state), None
+    (p, _), _ = jax.lax.scan(body, (params, optimizer.init(params)), None, length=steps)
+    return p
+
+  return jax.jit(jax.vmap(one_source))(source_batches)
+
+
+def _tree_distance(a, b) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square((x - y).astype(jnp.float32)))
+                      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+
+
+def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTransformation,
+                  steps: int, proxy_step: float = 1e-2, points: int = 17) -> dict:
+  """The closeness of the sources' minima around ``params`` (module docstring).
+
+  The mixture loss is the mean over sources. Returns numpy arrays:
+  distance_to_start (K,), pairwise_distance (K, K), pairwise_barrier (K, K)
+  (Frankle's mean barrier of the mixture loss on the segment θ_s → θ_s'),
+  loss_start / loss_end / loss_drop (K,), first_order_proxy (K,).
+  """
+  k = _num_sources(source_batches)
+  per_source = jax.vmap(loss_fn, in_axes=(None, 0))
+  mixture = lambda p, batches: jnp.mean(per_source(p, batches))
+  theta_K = finetune_per_source(loss_fn, params, source_batches, optimizer, steps)
+  own_loss = jax.jit(jax.vmap(loss_fn))  # L_s(θ_s): params and batch both indexed by s.
+  loss_start = np.asarray(jax.jit(per_source)(params, source_batches))
+  loss_end = np.asarray(own_loss(theta_K, source_batches))
+  g_mix = jax.grad(mixture)(params, source_batches)
+  stepped = jax.tree.map(lambda p, g: p - proxy_step * g, params, g_mix)
+  proxy = loss_start - np.asarray(jax.jit(per_source)(stepped, source_batches))
+
+  distance_to_start = np.asarray(jax.vmap(lambda p: _tree_distance(p, params))(theta_K))
+  pairwise_distance = np.zeros((k, k))
+  pairwise_barrier = np.zeros((k, k))
+  pairs = all_pairs(k)
+  if len(pairs):
+    a_P, b_P = gather_pairs(theta_K, pairs)
+    ts = jnp.linspace(0.0, 1.0, points)
+    losses_PxT = evaluate_paths(mixture, "linear", a_P, b_P, ts, source_batches)
+    barrier_P = np.asarray(loss_barriers(losses_PxT, ts)["mean"].height)
+    dist_P = np.asarray(jax.vmap(_tree_distance)(a_P, b_P))
+    for (i, j), dist, barrier in zip(pairs, dist_P, barrier_P):
+      pairwise_distance[i, j] = pairwise_distance[j, i] = dist
+      pairwise_barrier[i, j] = pairwise_barrier[j, i] = barrier
+  return {"distance_to_start": distance_to_start, "pairwise_distance": pairwise_distance,
+          "pairwise_barrier": pairwise_barrier, "loss_start": loss_start, "loss_end": loss_end,
+          "loss_drop": loss_start - loss_end, "first_order_proxy": proxy}
