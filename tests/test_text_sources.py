@@ -103,7 +103,9 @@ def test_math_worked_answers_are_right_and_ood_families_are_held_out():
 
 
 def test_real_library_sources_build_and_log(caplog):
+  # absl's logger gets its own level once any test parsed absl flags: set it too.
   caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")
   code = load_source("code", "train")
   assert code.num_chars > 1_000_000 and any("def " in d for d in code.documents)
   assert "without ('asyncio', 'email', 'xml')" in code.provenance
