@@ -1,0 +1,282 @@
+r"""The main experiment: are same-optimizer solutions connected, and are AdamW and Muon apart?
+
+    python -m analysis.sweep --config=configs/relu2_sweep.py --workdir=runs/sweep
+
+For every optimizer and width of the sweep config (configs/relu2_sweep.py) it
+trains ``seeds`` networks with train.py, run as a subprocess (nothing imports
+train.py), into WORKDIR/train/OPT_wWIDTH; a run whose summary.json exists is
+skipped, an interrupted one resumes (train.py does that), so rerunning the
+command picks up where it stopped. Then, per width, `analysis.connectivity`
+measures the barrier between every pair of solutions for each path condition
+(linear, aligned linear, fitted curve, aligned fitted curve) into
+WORKDIR/connectivity/wWIDTH/CONDITION/, and WORKDIR/sweep.json, WORKDIR/report.md
+and WORKDIR/plots/*.png summarize it: barrier vs width per optimizer pair,
+the constraint values λ·K*(θ) that show each ball is active, and whether the
+two claims held (`analysis.report`).
+"""
+
+import json
+import logging as pylogging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+import numpy as np
+
+from analysis import connectivity, report
+from analysis import workdir as wd
+from data import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+
+class SweepError(RuntimeError):
+  """A training run failed; the message names it and its log."""
+
+
+def weight_decay(config, optimizer: str, width: int, base: float) -> float:
+  """λ(m) = base·max(1, m/ref)^power (configs/relu2_sweep.py)."""
+  power = config.width_power.get(optimizer, 0.0)
+  return float(base * max(1.0, width / config.weight_decay_ref_width) ** power)
+
+
+def run_dir(workdir: Path, optimizer: str, width: int) -> Path:
+  return workdir / "train" / f"{optimizer}_w{width}"
+
+
+def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
+  """The train.py command line of one (optimizer, width) run."""
+  variant = (f"optimizer={optimizer},width={width},seeds={config.seeds},"
+             f"steps={config.num_steps},chunk={config.seed_chunk_size}")
+  cmd = [sys.executable, str(REPO / "train.py"),
+         f"--config={REPO / config.train_config}:{variant}", f"--workdir={out}"]
+  for key, value in config.optimizers[optimizer].items():
+    if key in ("weight_decay", "adam_weight_decay"):
+      value = weight_decay(config, optimizer, width, value)
+    cmd.append(f"--config.optimizer.{key}={value}")
+  for key, value in config.task.items():
+    cmd.append(f"--config.data.{key}={value}")
+  return cmd
+
+
+def train_all(config, workdir: Path) -> dict:
+  """Trains every (optimizer, width) without a summary.json, ``parallel`` at a
+  time; returns {run name: "skipped" | seconds}. Raises SweepError on a failure."""
+  todo, done = [], {}
+  for width in config.widths:
+    for optimizer in config.optimizers:
+      out = run_dir(workdir, optimizer, width)
+      if (out / wd.SUMMARY_FILE).exists():
+        done[out.name] = "skipped"
+      else:
+        todo.append((out, train_command(config, optimizer, width, out)))
+  if done:
+    logging.info("Training: %d runs already finished, skipped.", len(done))
+  logging.info("Training: %d runs to do, %d at a time.", len(todo), config.parallel)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  running, finished = [], 0
+  while todo or running:
+    while todo and len(running) < max(1, config.parallel):
+      out, cmd = todo.pop(0)
+      out.mkdir(parents=True, exist_ok=True)
+      log = open(out.parent / f"{out.name}.log", "w")
+      log.write(" ".join(cmd) + "\n")
+      log.flush()
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+      running.append((out, proc, log, time.time()))
+    time.sleep(0.2)
+    for item in list(running):
+      out, proc, log, start = item
+      if proc.poll() is None:
+        continue
+      running.remove(item)
+      log.close()
+      if proc.returncode != 0 or not (out / wd.SUMMARY_FILE).exists():
+        for _, other, _, _ in running:
+          other.terminate()  # SIGTERM: train.py checkpoints and exits; rerun resumes.
+        tail = Path(log.name).read_text().strip().splitlines()[-5:]
+        raise SweepError(f"Training {out} failed (exit {proc.returncode}); log "
+                         f"{log.name}:\n  " + "\n  ".join(tail))
+      finished += 1
+      done[out.name] = time.time() - start
+      summary = wd.read_summary(out)
+      logging.info("Trained %-14s (%d/%d) in %5.1fs: train loss %.2e.", out.name, finished,
+                   finished + len(todo) + len(running), done[out.name],
+                   summary.get("final_train_loss", float("nan")))
+  return done
+
+
+def parse_condition(condition: str) -> tuple[str, bool]:
+  """"bezier+align" -> ("bezier", True)."""
+  path, _, flag = condition.partition("+")
+  if path not in ("linear", "polychain", "bezier") or flag not in ("", "align"):
+    raise ValueError(f"Unknown condition {condition!r}: PATH[+align], PATH in linear, "
+                     "polychain, bezier.")
+  return path, flag == "align"
+
+
+def _plots_for(config, width: int) -> bool:
+  mode = config.connectivity_plots
+  if mode not in ("all", "extremes", "none"):
+    raise ValueError(f"connectivity_plots must be all|extremes|none, got {mode!r}.")
+  return mode == "all" or (mode == "extremes" and width in (min(config.widths),
+                                                             max(config.widths)))
+
+
+def analyze_width(config, workdir: Path, width: int) -> dict:
+  """Every condition at one width: {condition: connectivity result (pairs dropped)},
+  plus the per-pair barriers of each condition for the best-path summary."""
+  runs = connectivity.load_runs([str(run_dir(workdir, o, width)) for o in config.optimizers])
+  out = {}
+  for condition in config.conditions:
+    path, align = parse_condition(condition)
+    start = time.time()
+    result = connectivity.analyze(
+        runs, path=path, points=config.points, align=align, num_bends=config.num_bends,
+        fit_steps=config.fit_steps, fit_lr=config.fit_lr, project=config.project,
+        seed=0, with_spectra=_plots_for(config, width))
+    connectivity.write_outputs(result, workdir / "connectivity" / f"w{width}" / condition,
+                               plot=_plots_for(config, width), barrier_kind=config.barrier_kind)
+    out[condition] = result
+    logging.info("Width %4d %-13s %3d pairs in %5.1fs: %s", width, condition,
+                 len(result["pairs"]), time.time() - start, ", ".join(
+                     f"{g} {s['train_' + config.barrier_kind]['mean']:.2e}"
+                     for g, s in result["groups"].items()))
+  return out
+
+
+def summarize_width(config, results: dict) -> dict:
+  """Barrier statistics per condition and optimizer pair, plus "best": per pair
+  the smallest barrier over the conditions, then the statistics, and
+  "best_linear": the same over the straight-line conditions only."""
+  kind = config.barrier_kind
+  per_condition = {c: {g: s[f"train_{kind}"] | {"num_pairs": s["num_pairs"],
+                                                 "test": s[f"test_{kind}"]}
+                       for g, s in r["groups"].items()} for c, r in results.items()}
+  any_result = next(iter(results.values()))
+  groups = [e["group"] for e in any_result["pairs"]]
+  names = list(results)
+  heights_CxP = np.array([[e["train_barrier"][kind]["height"] for e in r["pairs"]]
+                          for r in results.values()])
+  per_condition["best"] = _best_over(heights_CxP, names, groups)
+  linear = [i for i, c in enumerate(names) if parse_condition(c)[0] == "linear"]
+  if linear:
+    per_condition["best_linear"] = _best_over(heights_CxP[linear], [names[i] for i in linear],
+                                              groups)
+  return per_condition
+
+
+def _best_over(heights_CxP, names, groups) -> dict:
+  """Per group: statistics of the pair-by-pair minimum over the conditions, and
+  how often each condition gave it."""
+  best_P, argbest_P = heights_CxP.min(axis=0), heights_CxP.argmin(axis=0)
+  out = {}
+  for g in sorted(set(groups)):
+    idx = [p for p, gp in enumerate(groups) if gp == g]
+    h = best_P[idx]
+    out[g] = {"mean": float(h.mean()), "std": float(h.std()), "min": float(h.min()),
+              "max": float(h.max()), "num_pairs": len(idx),
+              "conditions": {c: int(np.sum(argbest_P[idx] == i)) for i, c in enumerate(names)}}
+  return out
+
+
+def run_summaries(config, workdir: Path) -> dict:
+  """Per width and optimizer: final losses and the constraint values per leaf."""
+  out = {}
+  for width in config.widths:
+    out[str(width)] = {}
+    for optimizer in config.optimizers:
+      s = wd.read_summary(run_dir(workdir, optimizer, width))
+      cons = {}
+      for leaf, c in s["constraints"].items():
+        if c["weight_decay"]:
+          v = np.asarray(c["lambda_dual_norm"]) / c["bound"]
+          cons[leaf] = {"k": c["k"], "weight_decay": c["weight_decay"],
+                        "mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
+      out[str(width)][optimizer] = {
+          "final_train_loss": s["final_train_loss"], "final_test_loss": s.get("final_test_loss"),
+          "train_loss_per_seed": s["final"]["train_loss"], "constraints": cons}
+  return out
+
+
+def zero_predictor_loss(config) -> float:
+  """½·mean y² on the train set: the loss of f = 0, the scale barriers are read on."""
+  t = config.task
+  data = synthetic.make_task(t.task, t.input_dim, t.n_train, t.n_test, t.teacher_width,
+                             "gaussian", t.label_noise, t.seed)
+  return float(0.5 * np.mean(data.y_train_NxO ** 2))
+
+
+def run_sweep(config, workdir) -> dict:
+  """Trains, analyzes, writes sweep.json, report.md and plots; returns the sweep dict."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  for condition in config.conditions:
+    parse_condition(condition)
+  t0 = time.time()
+  trained = train_all(config, workdir)
+  t_train = time.time() - t0
+  logging.info("Training done in %.1fs.", t_train)
+  barriers, timings = {}, {"train": t_train}
+  for width in config.widths:
+    start = time.time()
+    barriers[str(width)] = summarize_width(config, analyze_width(config, workdir, width))
+    timings[f"analyze_w{width}"] = time.time() - start
+  sweep = {
+      "config": config.to_dict(), "workdir": str(workdir), "trained": trained,
+      "zero_predictor_loss": zero_predictor_loss(config),
+      "runs": run_summaries(config, workdir), "barriers": barriers,
+      "barrier_kind": config.barrier_kind,
+  }
+  sweep["claims"] = report.evaluate_claims(sweep)
+  start = time.time()
+  sweep["plots"] = [str(p.relative_to(workdir)) for p in report.write_plots(sweep, workdir)]
+  timings["report"] = time.time() - start
+  timings["total"] = time.time() - t0
+  sweep["timings_s"] = timings
+  (workdir / "sweep.json").write_text(json.dumps(sweep, indent=1, default=str) + "\n")
+  (workdir / "report.md").write_text(report.render(sweep))
+  logging.info("Wrote %s and %s (%.1fs in all).", workdir / "report.md",
+               workdir / "sweep.json", timings["total"])
+  for claim in sweep["claims"].values():
+    logging.info("%s", claim["verdict"])
+  return sweep
+
+
+def quiet_orbax(record) -> bool:
+  """Logging filter: orbax logs every restore at INFO and WARNING (read-only
+  managers); keep its errors only."""
+  return record.levelno >= pylogging.ERROR or "/orbax/" not in record.pathname
+
+
+def define_flags() -> None:
+  """The CLI's flags; defined at startup only, so importing this module (tests,
+  notebooks, next to train.py) adds no global flags."""
+  global _CONFIG, _WORKDIR
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Sweep config: configs/relu2_sweep.py[:full|runlocal]; override "
+      "fields with --config.a.b=V.", lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep (created; resumed).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
+  logging.get_absl_logger().addFilter(quiet_orbax)
+  config = _CONFIG.value
+  if config is None or _WORKDIR.value is None:
+    raise app.UsageError("--config=configs/relu2_sweep.py[:VARIANT] and --workdir=DIR are "
+                         "required; see --help.")
+  try:
+    run_sweep(config, _WORKDIR.value)
+  except (SweepError, connectivity.ConnectivityError, ValueError) as e:
+    raise SystemExit(f"analysis.sweep: {e}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
