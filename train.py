@@ -14,9 +14,17 @@ in one jitted, vmapped step. Rerunning the same command after a crash or a
 preemption (SIGTERM saves a checkpoint and exits 0) resumes from the latest
 checkpoint and ends bitwise identical to an uninterrupted run. The
 model/task-specific part is an `Experiment` (see EXPERIMENTS).
+
+GPT-2 (configs/gpt2.py) has its own loop, `train_gpt2`: a host-side grain
+iterator over a mixture of text sources (its state is checkpointed beside the
+train state), the batch sharded over a "data" mesh axis of all devices,
+gradient accumulation inside the step, per-source validation loss every
+config.eval_every steps, tokens/s and MFU in the metrics; one seed per workdir.
 """
 
+import dataclasses
 import json
+import math
 import re
 import logging as pylogging
 import signal
@@ -35,8 +43,8 @@ import optax
 import orbax.checkpoint as ocp
 
 from analysis import workdir as wd
-from data import batching, synthetic
-from models import relu2
+from data import batching, synthetic, text_pipeline, text_sources, tokenizers
+from models import gpt2, relu2
 from optimizers import factory, get_k
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -117,6 +125,9 @@ def relu2_experiment(config) -> Experiment:
 
 
 EXPERIMENTS: dict[str, Callable[[Any], Experiment]] = {"relu2": relu2_experiment}
+# Models with their own loop (a host-side data iterator and a device mesh):
+# see "GPT-2" below.
+LOOPS = ("gpt2",)
 
 
 # ---------------------------------------------------------------------------
@@ -130,11 +141,12 @@ _FIELDS = {
     "seed": (int, *_NONNEG), "num_seeds": (int, *_POSITIVE),
     "num_steps": (int, *_POSITIVE), "batch_size": (int, *_NONNEG),
     "log_every": (int, *_POSITIVE), "checkpoint_every": (int, *_POSITIVE),
-    "keep_checkpoints": (int, *_POSITIVE), "seed_chunk_size": (int, *_NONNEG),
+    "keep_checkpoints": (int, *_POSITIVE),
     "optimizer.learning_rate": (float, lambda v: v > 0, "> 0"),
     "optimizer.weight_decay": (float, *_NONNEG),
 }
 _RELU2_FIELDS = {
+    "seed_chunk_size": (int, *_NONNEG),
     "model.name": (str, *_ANY), "model.width": (int, *_POSITIVE),
     "model.out_dim": (int, *_POSITIVE), "model.use_bias": (bool, *_ANY),
     "model.parametrization": (str, lambda v: v in relu2.PARAMETRIZATIONS,
@@ -148,6 +160,63 @@ _RELU2_FIELDS = {
                         f"one of {synthetic.INPUT_DISTS}"),
     "data.label_noise": (float, *_NONNEG), "data.seed": (int, *_NONNEG),
 }
+
+
+def _plus_list(text: str) -> list[str]:
+  """"a+b+c" -> ["a", "b", "c"] (the list syntax of config strings)."""
+  return [x.strip() for x in text.split("+") if x.strip()]
+
+
+def _weights_ok(text: str) -> bool:
+  try:
+    return all(float(w) > 0 for w in _plus_list(text))
+  except ValueError:
+    return False
+
+
+_GPT2_FIELDS = {
+    "model.name": (str, *_ANY),
+    "model.size": (str, lambda v: v in gpt2.CONFIGS, f"one of {sorted(gpt2.CONFIGS)}"),
+    "model.dropout": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.dtype": (str, lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
+    "model.remat": (bool, *_ANY),
+    "grad_accum_steps": (int, *_POSITIVE), "eval_every": (int, *_POSITIVE),
+    "eval_batches": (int, *_POSITIVE), "eval_batch_size": (int, *_POSITIVE),
+    "peak_flops": (float, *_ANY),
+    "data.sources": (str, lambda v: bool(_plus_list(v)) and all(
+        s in text_sources.SOURCES for s in _plus_list(v)),
+                     f"'+'-separated names of {text_sources.SOURCES}"),
+    "data.weights": (str, _weights_ok, "empty (uniform) or '+'-separated positive numbers"),
+    "data.ood_sources": (str, lambda v: all(s in text_sources.OOD_SOURCES
+                                            for s in _plus_list(v)),
+                         f"empty or '+'-separated names of {text_sources.OOD_SOURCES}"),
+    "data.tokenizer": (str, lambda v: v in ("bytes", "bpe"), "bytes or bpe"),
+    "data.bpe_vocab_size": (int, lambda v: v > 256, "> 256"),
+    "data.seq_len": (int, *_POSITIVE), "data.max_chars": (int, *_NONNEG),
+}
+
+
+def check_gpt2_config(config) -> None:
+  """The GPT-2 checks that relate several fields."""
+  if config.num_seeds != 1:
+    raise ConfigError(f"num_seeds={config.num_seeds}: a GPT-2 run trains one seed per "
+                      "workdir; set num_seeds=1 and run other seeds as separate workdirs "
+                      "(--config.seed=S).")
+  if config.batch_size < 1:
+    raise ConfigError(f"batch_size={config.batch_size}: GPT-2 needs >= 1 sequences per step.")
+  if config.batch_size % config.grad_accum_steps:
+    raise ConfigError(f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
+                      f"{config.grad_accum_steps}: each microbatch has batch_size / "
+                      "grad_accum_steps sequences.")
+  block = gpt2.CONFIGS[config.model.size].block_size
+  if config.data.seq_len > block:
+    raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds the context of "
+                      f"model.size={config.model.size!r} ({block}); lower data.seq_len.")
+  weights = _plus_list(config.data.weights)
+  if weights and len(weights) != len(_plus_list(config.data.sources)):
+    raise ConfigError(f"data.weights={config.data.weights!r} has {len(weights)} entries for "
+                      f"the {len(_plus_list(config.data.sources))} data.sources "
+                      f"{config.data.sources!r}.")
 
 
 def flatten(config) -> dict[str, Any]:
@@ -165,10 +234,10 @@ def validate_config(config) -> None:
   """Raises ConfigError with a one-line message on the first problem found."""
   flat = flatten(config)
   model = flat.get("model.name")
-  if model not in EXPERIMENTS:
+  if model not in EXPERIMENTS and model not in LOOPS:
     raise ConfigError(f"model.name={model!r} is not a known model; known: "
-                      f"{sorted(EXPERIMENTS)}.")
-  schema = {**_FIELDS, **(_RELU2_FIELDS if model == "relu2" else {})}
+                      f"{sorted([*EXPERIMENTS, *LOOPS])}.")
+  schema = {**_FIELDS, **{"relu2": _RELU2_FIELDS, "gpt2": _GPT2_FIELDS}[model]}
   known_sections = {"model", "data", "optimizer"}
   for key in flat:
     section = key.split(".")[0]
@@ -197,6 +266,8 @@ def validate_config(config) -> None:
                         f"{flat['data.task']!r} is a regression; use data.loss='squared'.")
     if flat["data.loss"] == "logistic" and flat["model.out_dim"] != 1:
       raise ConfigError("data.loss='logistic' needs model.out_dim=1.")
+  if model == "gpt2":
+    check_gpt2_config(config)
 
 
 def check_resume_config(workdir: Path, config, override: bool) -> None:
@@ -377,6 +448,13 @@ def _leaf_name(path) -> str:
 def make_summary(exp: Experiment, config, params_S) -> dict:
   """Final losses per seed, λ·K*(θ) per layer for the optimizer's own K, norms."""
   final = jax.device_get(jax.jit(jax.vmap(exp.evaluate))(params_S))
+  return {"final": {k: np.asarray(v).tolist() for k, v in final.items()},
+          **{f"final_{k}": float(np.mean(v)) for k, v in final.items()},
+          **constraint_summary(config, params_S)}
+
+
+def constraint_summary(config, params_S) -> dict:
+  """λ·K*(θ) per layer for the optimizer's own K, and norms, of every seed."""
   one_seed = jax.tree.map(lambda x: x[0], params_S)
   constraints = factory.implicit_constraints(config.optimizer, one_seed)
   named = jax.tree_util.tree_flatten_with_path(params_S)[0]
@@ -390,9 +468,7 @@ def make_summary(exp: Experiment, config, params_S) -> dict:
     flat_SxP = np.asarray(leaf_S, np.float64).reshape(leaf_S.shape[0], -1)
     norms[_leaf_name(path)] = {"frobenius": np.linalg.norm(flat_SxP, axis=1).tolist(),
                                "max_abs": np.abs(flat_SxP).max(axis=1).tolist()}
-  return {"final": {k: np.asarray(v).tolist() for k, v in final.items()},
-          **{f"final_{k}": float(np.mean(v)) for k, v in final.items()},
-          "constraints": layers, "param_norms": norms}
+  return {"constraints": layers, "param_norms": norms}
 
 
 # ---------------------------------------------------------------------------
@@ -424,6 +500,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   check_resume_config(workdir, config, override_config)
+  if config.model.name == "gpt2":
+    return train_gpt2(config, workdir)
 
   exp = EXPERIMENTS[config.model.name](config)
   tx = factory.make_optimizer(config.optimizer, config.num_steps)
@@ -490,6 +568,303 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   logging.info("Done: final train_loss %.3e, test_loss %s; summary in %s.",
                summary.get("final_train_loss", float("nan")),
                summary.get("final_test_loss"), workdir / wd.SUMMARY_FILE)
+  return summary
+
+
+# ---------------------------------------------------------------------------
+# GPT-2: a host-side grain iterator over a mixture of text sources, the batch
+# sharded over a "data" axis of all devices (parameters replicated), gradient
+# accumulation inside the jitted step. The state is one seed's; checkpoints
+# store it with a leading seed axis of size 1, like relu2's (analysis/workdir.py).
+
+def make_data_mesh() -> jax.sharding.Mesh:
+  """All devices on one "data" axis; Auto axis types (a sharded gather under the
+  default Explicit types raises ShardingTypeError, see DESIGN.md)."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+class GPT2Data(NamedTuple):
+  tokenizer: Any
+  loader: Any                        # grain IterDataset of mixture batches
+  val: dict[str, dict[str, np.ndarray]]   # source -> {"inputs", "targets"}: (N, E, T)
+  ood: dict[str, dict[str, np.ndarray]]
+
+
+def _stacked_eval_batches(windows, config) -> dict[str, np.ndarray]:
+  batches = list(text_pipeline.eval_batches(windows, config.eval_batch_size,
+                                            config.eval_batches))
+  return {k: np.stack([b[k] for b in batches]) for k in ("inputs", "targets")}
+
+
+def gpt2_data(config, workdir: Path) -> GPT2Data:
+  d = config.data
+  sources = _plus_list(d.sources)
+  kwargs = {"max_chars": d.max_chars} if d.max_chars else {}
+  if d.tokenizer == "bpe":  # trained once on the training splits, cached in the workdir
+    texts = [t for s in sources for t in text_sources.load_source(s, "train", **kwargs).documents]
+    tok = tokenizers.get_tokenizer("bpe", workdir=str(workdir / "tokenizer"),
+                                   vocab_size=d.bpe_vocab_size, texts=texts)
+  else:
+    tok = tokenizers.get_tokenizer(d.tokenizer)
+  train = text_pipeline.build_text_windows(sources, "train", tok, d.seq_len, **kwargs)
+  weights = [float(w) for w in _plus_list(d.weights)] or None
+  loader = text_pipeline.mixture_loader(train, weights, config.batch_size, seed=config.seed)
+  val = text_pipeline.build_text_windows(sources, "validation", tok, d.seq_len, **kwargs)
+  ood_names = _plus_list(d.ood_sources)
+  ood = text_pipeline.build_text_windows(ood_names, "test", tok, d.seq_len, **kwargs) \
+      if ood_names else {}
+  return GPT2Data(tok, loader, {n: _stacked_eval_batches(w, config) for n, w in val.items()},
+                  {n: _stacked_eval_batches(w, config) for n, w in ood.items()})
+
+
+def gpt2_model_config(config, vocab_size: int) -> gpt2.GPT2Config:
+  return dataclasses.replace(
+      gpt2.CONFIGS[config.model.size], vocab_size=vocab_size, dropout=config.model.dropout,
+      dtype=jnp.dtype(config.model.dtype), remat=config.model.remat)
+
+
+def make_gpt2_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int):
+  """(train_step, eval_loss), jitted with shardings.
+
+  train_step(state, inputs_KxMxT, targets_KxMxT) -> (state, metrics): the mean
+  gradient over K microbatches of M sequences (lax.scan), one update. The state
+  is donated: checkpoints save a host copy taken before the next step.
+  eval_loss(params, inputs_NxExT, targets_NxExT) -> the mean loss of N batches.
+  """
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  dropout = model.config.dropout > 0
+
+  def train_step(state, inputs_KxMxT, targets_KxMxT):
+    rng, step_rng = jax.random.split(state["rng"])
+    params = state["params"]
+
+    def microbatch(grads_sum, xs):
+      i, inputs_MxT, targets_MxT = xs
+      drop_rng = jax.random.fold_in(step_rng, i) if dropout else None
+      loss, grads = jax.value_and_grad(gpt2.loss_fn)(params, model, inputs_MxT,
+                                                     targets_MxT, None, drop_rng)
+      return jax.tree.map(jnp.add, grads_sum, grads), loss
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads_sum, losses_K = jax.lax.scan(
+        microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_KxMxT, targets_KxMxT))
+    grads = jax.tree.map(lambda g: g / grad_accum_steps, grads_sum)
+    loss = losses_K.mean()
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
+    step = state["step"] + 1
+    finite = jnp.isfinite(loss) & _all_finite(params)
+    first_bad = state["first_nonfinite_step"]
+    first_bad = jnp.where((first_bad < 0) & ~finite, step, first_bad)
+    new_state = {"step": step, "params": params, "opt_state": opt_state, "rng": rng,
+                 "first_nonfinite_step": first_bad}
+    return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+  def eval_loss(params, inputs_NxExT, targets_NxExT):
+    losses_N = jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
+                           (inputs_NxExT, targets_NxExT))
+    return losses_N.mean()
+
+  train_step = jax.jit(train_step, in_shardings=(replicated, batched, batched),
+                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  eval_loss = jax.jit(eval_loss, in_shardings=(replicated, batched, batched),
+                      out_shardings=replicated)
+  return train_step, eval_loss, batched
+
+
+def _stack_seed(state: dict) -> dict:
+  """The relu2 checkpoint layout: {"step", "seeds": leaves with a seed axis of 1}."""
+  host = jax.device_get(state)
+  seeds = {k: v for k, v in host.items() if k != "step"}
+  return {"step": host["step"], "seeds": jax.tree.map(lambda x: np.asarray(x)[None], seeds)}
+
+
+def _unstack_seed(stacked: dict) -> dict:
+  return {"step": stacked["step"], **jax.tree.map(lambda x: x[0], stacked["seeds"])}
+
+
+def save_gpt2_checkpoint(manager, state: dict, iterator) -> None:
+  params, rest = _split_state(_stack_seed(state))
+  step = int(rest["step"])
+  manager.save(step, args=ocp.args.Composite(**{
+      wd.PARAMS_ITEM: ocp.args.StandardSave(params),
+      wd.TRAIN_STATE_ITEM: ocp.args.StandardSave(rest),
+      wd.DATA_ITEM: ocp.args.JsonSave({"step": step, "grain": iterator.get_state()})}))
+
+
+def restore_gpt2_checkpoint(manager, state: dict, iterator, step: int, replicated) -> dict:
+  template = _stack_seed(state)
+  params, rest = _split_state(template)
+  restored = manager.restore(step, args=ocp.args.Composite(**{
+      wd.PARAMS_ITEM: ocp.args.StandardRestore(params),
+      wd.TRAIN_STATE_ITEM: ocp.args.StandardRestore(rest),
+      wd.DATA_ITEM: ocp.args.JsonRestore()}))
+  data_state = restored[wd.DATA_ITEM]
+  if data_state.get("step") != step:
+    raise ConfigError(f"Checkpoint {step}'s data iterator state is for step "
+                      f"{data_state.get('step')}; the checkpoint is corrupt.")
+  iterator.set_state(data_state["grain"])
+  rest = jax.tree.unflatten(jax.tree.structure(rest), jax.tree.leaves(restored[wd.TRAIN_STATE_ITEM]))
+  stacked = {"step": rest["step"], "seeds": {"params": restored[wd.PARAMS_ITEM], **rest["seeds"]}}
+  stacked = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(stacked))
+  return jax.device_put(_unstack_seed(stacked), replicated)
+
+
+def measure_peak_flops(n: int = 1024, repeats: int = 5) -> float:
+  """FLOP/s of a jitted f32 n×n matmul on all devices (a stand-in for the peak
+  where none is known, e.g. a CPU): MFU against it is an upper-bound-ish guess."""
+  x = jnp.ones((jax.device_count(), n, n), jnp.float32)
+  f = jax.jit(jax.vmap(lambda a: a @ a))
+  jax.block_until_ready(f(x))
+  t = time.time()
+  for _ in range(repeats):
+    jax.block_until_ready(f(x))
+  return 2.0 * n**3 * jax.device_count() * repeats / max(time.time() - t, 1e-9)
+
+
+def _to_device_batch(batch: dict, k: int, sharding) -> tuple[jax.Array, jax.Array]:
+  out = []
+  for name in ("inputs", "targets"):
+    x_BxT = np.asarray(batch[name], np.int32)
+    out.append(jax.device_put(x_BxT.reshape(k, -1, x_BxT.shape[-1]), sharding))
+  return tuple(out)
+
+
+def train_gpt2(config, workdir: Path) -> dict:
+  """train_and_evaluate for GPT-2 (config and workdir already checked)."""
+  mesh = make_data_mesh()
+  n_dev = jax.device_count()
+  micro = config.batch_size // config.grad_accum_steps
+  for name, size in (("batch_size / grad_accum_steps", micro),
+                     ("eval_batch_size", config.eval_batch_size)):
+    if size % n_dev:
+      raise ConfigError(f"{name} = {size} is not divisible by the {n_dev} devices the batch "
+                        "is sharded over; pick a multiple.")
+  data = gpt2_data(config, workdir)
+  model = gpt2.GPT2(gpt2_model_config(config, data.tokenizer.vocab_size))
+  tx = factory.make_optimizer(config.optimizer, config.num_steps)
+  schedule = factory.make_schedule(
+      config.optimizer.learning_rate, config.num_steps,
+      **{k: config.optimizer[k] for k in
+         ("schedule", "warmup_steps", "decay_fraction", "final_lr_fraction")})
+  train_step, eval_loss, batched = make_gpt2_steps(model, tx, mesh, config.grad_accum_steps)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def init(seed):
+    init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = gpt2.init_params(model, init_key, config.data.seq_len)
+    return {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+            "rng": rng, "first_nonfinite_step": jnp.int32(-1)}
+  state = jax.jit(init, static_argnums=0, out_shardings=replicated)(config.seed)
+  iterator = iter(data.loader)
+
+  manager = _manager(workdir, config)
+  resume_step = manager.latest_step() or 0
+  if resume_step:
+    state = restore_gpt2_checkpoint(manager, state, iterator, resume_step, replicated)
+    logging.info("Resumed %s from step %d.", workdir, resume_step)
+
+  n_params = gpt2.count_params(state["params"])
+  flops_tok = gpt2.flops_per_token(model.config, config.data.seq_len)
+  peak = config.peak_flops if config.peak_flops >= 0 else measure_peak_flops()
+  tokens_per_step = config.batch_size * config.data.seq_len
+  logging.info("GPT-2 %s: %d params, %.3g FLOPs/token, %d devices, %d tokens/step%s.",
+               config.model.size, n_params, flops_tok, n_dev, tokens_per_step,
+               f", peak {peak:.3g} FLOP/s" if peak > 0 else "")
+  val = {n: tuple(jax.device_put(b[k], batched) for k in ("inputs", "targets"))
+         for n, b in data.val.items()}
+
+  def evaluate(params, batches) -> dict[str, float]:
+    losses = {n: float(eval_loss(params, *b)) for n, b in batches.items()}
+    if losses:
+      losses["mean"] = float(np.mean(list(losses.values())))
+    return losses
+
+  def check_finite(state):
+    bad = int(state["first_nonfinite_step"])
+    if bad >= 0:
+      raise_if_nonfinite({"seeds": {"first_nonfinite_step": np.asarray([bad])}}, manager, config)
+
+  writer = MetricWriter(workdir, resume_step)
+  start = int(state["step"])
+  t_last, step_last, status = time.time(), start, "finished"
+  train_time, eval_time, t_first, last_val = 0.0, 0.0, None, {}
+  try:
+    with _Preemption() as preemption:
+      for step in range(start + 1, config.num_steps + 1):
+        inputs, targets = _to_device_batch(next(iterator), config.grad_accum_steps, batched)
+        state, metrics = train_step(state, inputs, targets)
+        if t_first is None:  # Time from the end of the first (compiling) step.
+          jax.block_until_ready(state)
+          t_first = t_last = time.time()
+          step_last = step
+        last = step == config.num_steps
+        logged, evaluated = step % config.log_every == 0 or last, step % config.eval_every == 0 or last
+        if logged or evaluated:
+          metrics = jax.device_get(metrics)
+          check_finite(state)
+          now = time.time()
+          train_time += now - t_last
+          rate = (step - step_last) / max(now - t_last, 1e-9)
+          extra = {"learning_rate": float(schedule(step - 1))}
+          if step > step_last:
+            extra.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
+                         model_flops_per_sec=rate * tokens_per_step * flops_tok)
+            if peak > 0:
+              extra["mfu"] = extra["model_flops_per_sec"] / peak
+          if evaluated:
+            t_eval = time.time()
+            last_val = evaluate(state["params"], val)
+            extra.update({f"val_loss/{n}": v for n, v in last_val.items()})
+            eval_time += time.time() - t_eval
+          row = writer.write(step, {k: np.asarray([v]) for k, v in metrics.items()}, extra)
+          logging.info("step %d/%d  train_loss %.4f%s  %.0f tokens/s", step, config.num_steps,
+                       row["train_loss"], f"  val_loss {last_val['mean']:.4f}"
+                       if evaluated and last_val else "", extra.get("tokens_per_sec", 0.0))
+          t_last, step_last = time.time(), step
+        if step % config.checkpoint_every == 0 or last or preemption.requested:
+          check_finite(state)  # Never save a NaN state.
+          save_gpt2_checkpoint(manager, state, iterator)
+        if preemption.requested and not last:
+          status = "preempted"
+          logging.warning("SIGTERM: saved step %d to %s; rerun the same command to "
+                          "resume.", step, manager.directory)
+          break
+      jax.block_until_ready(state)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+
+  step = int(state["step"])
+  if status == "preempted":
+    return {"status": status, "step": step}
+  # The last step always evaluates; a rerun of a finished run evaluates here.
+  final_val = last_val or evaluate(state["params"], val)
+  ood = {n: tuple(jax.device_put(b[k], batched) for k in ("inputs", "targets"))
+         for n, b in data.ood.items()}
+  final_ood = evaluate(state["params"], ood)
+  params_S = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(state["params"]))
+  summary = {"status": status, "num_steps": config.num_steps, "num_seeds": 1,
+             "seeds": wd.seeds(config), "resumed_from_step": resume_step,
+             "num_params": n_params, "flops_per_token": flops_tok, "num_devices": n_dev,
+             "tokenizer": data.tokenizer.name, "vocab_size": data.tokenizer.vocab_size,
+             "final_val_loss": final_val, "final_ood_loss": final_ood,
+             "final_val_loss_mean": final_val.get("mean"),
+             **constraint_summary(config, params_S)}
+  if t_first is not None and step - start - 1 > 0 and train_time > 0:
+    rate = (step - start - 1) / train_time
+    summary.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
+                   model_flops_per_sec=rate * tokens_per_step * flops_tok,
+                   eval_seconds=eval_time)
+    if peak > 0:
+      summary.update(peak_flops=peak, mfu=summary["model_flops_per_sec"] / peak)
+  (workdir / wd.SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+  logging.info("Done: validation loss %s, OOD loss %s, %.0f tokens/s; summary in %s.",
+               final_val, final_ood, summary.get("tokens_per_sec", 0.0),
+               workdir / wd.SUMMARY_FILE)
   return summary
 
 

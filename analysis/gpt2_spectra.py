@@ -1,0 +1,409 @@
+r"""Do linear paths between GPT-2 solutions keep the weight spectrum?
+
+    python -m analysis.gpt2_spectra --config=configs/gpt2_spectra.py --workdir=DIR
+
+1. Trains GPT-2 with each optimizer × seed of the config (`python train.py
+   --config=configs/gpt2.py:...`, one workdir each under DIR/runs/; a run with
+   a summary.json is finished and skipped).
+2. For every pair of runs, kind "same" (one optimizer, two seeds), "cross"
+   (two optimizers, one seed each) or "self" (a run and itself, a control):
+   on the linear path φ(t) = (1 − t)·a + t·b at `points` values of t,
+   the mean validation loss over the sources, and the singular values, σ_max,
+   stable rank and effective rank of every attention and MLP matrix
+   (h_i/attn/c_attn, h_i/attn/c_proj, h_i/mlp/c_fc, h_i/mlp/c_proj).
+3. Writes DIR/spectra.json (everything), DIR/report.md (the verdicts, with
+   numbers) and plots DIR/loss_along_path.png, DIR/spectra_STAT.png.
+
+Verdicts, per pair and statistic s(t) of a matrix:
+- preservation (same pairs): max_t |s(t) − s_lin(t)| / s_lin(t), where
+  s_lin(t) = (1 − t)·s(0) + t·s(1) is the endpoints' interpolation; also the
+  largest drop below the smaller endpoint value, relative to it.
+- smooth transition (cross pairs): the largest step against the overall
+  direction sign(s(1) − s(0)), relative to max(|s(1) − s(0)|, 1e-3·|s(0)|)
+  ("monotone" if ≤ config.monotone_tolerance), and the overshoot outside
+  [min(s(0), s(1)), max(...)] relative to the same scale ("spike" if > 0.1).
+"""
+
+import dataclasses
+import itertools
+import json
+import logging as pylogging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from analysis import workdir as wd
+from analysis.paths import interpolate_points, map_along_path
+from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
+from data import text_pipeline, tokenizers
+from models import gpt2
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/gpt2_spectra.py[:VARIANT]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs/ inside).")
+
+REPO = Path(__file__).resolve().parents[1]
+LAYER_TYPES = {"c_attn": "attn/c_attn", "attn_c_proj": "attn/c_proj",
+               "c_fc": "mlp/c_fc", "mlp_c_proj": "mlp/c_proj"}
+
+
+def _plus(text: str) -> list[str]:
+  return [x for x in text.split("+") if x]
+
+
+def run_names(config) -> list[tuple[str, int]]:
+  return [(o, int(s)) for o in _plus(config.optimizers) for s in _plus(config.seeds)]
+
+
+def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]:
+  variant = (f"size={config.size},optimizer={optimizer},steps={config.steps},"
+             f"batch={config.batch},seq_len={config.seq_len}"
+             + (",runlocal" if config.runlocal else ""))
+  return [sys.executable, "train.py", f"--config=configs/gpt2.py:{variant}",
+          f"--config.seed={seed}", f"--workdir={run_dir}", *config.train_flags.split()]
+
+
+def train_all(config, workdir: Path) -> dict[str, Path]:
+  """Trains every run that has no summary.json yet, config.parallel_runs at a
+  time (each a `python train.py` process); returns {name: run dir}."""
+  runs, todo = {}, []
+  for optimizer, seed in run_names(config):
+    name, run_dir = f"{optimizer}_s{seed}", workdir / "runs" / f"{optimizer}_s{seed}"
+    runs[name] = run_dir
+    if (run_dir / wd.SUMMARY_FILE).exists():
+      logging.info("%s: finished before, skipped.", name)
+    else:
+      todo.append((name, train_command(config, optimizer, seed, run_dir)))
+  running = []
+  while todo or running:
+    while todo and len(running) < max(config.parallel_runs, 1):
+      name, cmd = todo.pop(0)
+      logging.info("Training %s: %s", name, " ".join(cmd))
+      (workdir / "runs").mkdir(parents=True, exist_ok=True)
+      log = open(workdir / "runs" / f"{name}.log", "w")
+      running.append((name, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log),
+                      time.time(), log))
+    name, proc, t, log = running.pop(0)
+    proc.wait()
+    log.close()
+    if proc.returncode != 0:
+      for _, other, _, _ in running:
+        other.terminate()
+      tail = "\n".join((workdir / "runs" / f"{name}.log").read_text().strip().splitlines()[-5:])
+      raise RuntimeError(f"Training {name} failed (exit {proc.returncode}):\n{tail}")
+    logging.info("%s trained in %.0f s.", name, time.time() - t)
+  return runs
+
+
+def pairs_of(names: list[str], include_self: bool) -> list[tuple[str, str, str]]:
+  """(kind, a, b): same (one optimizer), cross (two), self (a run to itself)."""
+  out = []
+  for a, b in itertools.combinations(names, 2):
+    (opt_a, seed_a), (opt_b, seed_b) = a.rsplit("_s", 1), b.rsplit("_s", 1)
+    if opt_a == opt_b:
+      out.append((f"same:{opt_a}", a, b))
+    else:  # One seed: the same initialization and data order.
+      shared = "cross_shared_init" if seed_a == seed_b else "cross"
+      out.append((f"{shared}:{opt_a}-{opt_b}", a, b))
+  if include_self:
+    seen = set()
+    for name in names:
+      opt = name.rsplit("_s", 1)[0]
+      if opt not in seen:
+        seen.add(opt)
+        out.append((f"self:{opt}", name, name))
+  return out
+
+
+def path_matrices(params) -> dict:
+  """The attention and MLP kernels: {h_i: {attn: {c_attn, c_proj}, mlp: {...}}}."""
+  return {k: {part: {m: {"kernel": v[part][m]["kernel"]} for m in v[part]}
+              for part in ("attn", "mlp")}
+          for k, v in params.items() if k.startswith("h_")}
+
+
+@jax.jit
+def _path_sigmas(a, b, ts):
+  return map_along_path(singular_values, "linear", a, b, ts)
+
+
+def path_spectra(a, b, ts) -> dict[str, dict[str, np.ndarray]]:
+  """{matrix name: {"sigma" (T, r), "sigma_max", "stable_rank", "effective_rank" (T,)}}."""
+  sigmas = _path_sigmas(path_matrices(a), path_matrices(b), np.asarray(ts, np.float32))
+  return {name: {"sigma": np.asarray(s), **{k: np.asarray(v) for k, v in
+                                            spectrum_stats(s).items()}}
+          for name, s in sigmas.items()}
+
+
+def layer_type(name: str) -> str:
+  for kind, suffix in LAYER_TYPES.items():
+    if f"/{suffix}/" in name + "/":
+      return kind
+  raise ValueError(f"{name} is no attention/MLP matrix.")
+
+
+def deviation_metrics(s_T: np.ndarray, ts: np.ndarray, tolerance: float) -> dict:
+  """How s(t) departs from its endpoints (see the module docstring)."""
+  s_T, ts = np.asarray(s_T, np.float64), np.asarray(ts, np.float64)
+  s0, s1 = s_T[0], s_T[-1]
+  lin = (1 - ts) * s0 + ts * s1
+  rel_lin = float(np.max(np.abs(s_T - lin) / np.maximum(np.abs(lin), 1e-12)))
+  low = min(s0, s1)
+  drop = float(max(0.0, (low - s_T.min()) / max(abs(low), 1e-12)))
+  scale = max(abs(s1 - s0), 1e-3 * abs(s0), 1e-12)
+  direction = np.sign(s1 - s0) or 1.0
+  steps = np.diff(s_T) * direction
+  against = float(max(0.0, -steps.min()) / scale) if steps.size else 0.0
+  overshoot = float(max(0.0, s_T.max() - max(s0, s1), low - s_T.min()) / scale)
+  return {"start": float(s0), "end": float(s1), "min": float(s_T.min()),
+          "max": float(s_T.max()), "max_rel_dev_from_interp": rel_lin,
+          "max_rel_drop_below_endpoints": drop, "max_step_against_direction": against,
+          "overshoot": overshoot, "monotone": against <= tolerance,
+          "spike": overshoot > 0.1}
+
+
+def model_for(run_dir: Path) -> tuple[gpt2.GPT2, dict]:
+  config = wd.load_config(run_dir)
+  vocab = wd.read_summary(run_dir)["vocab_size"]
+  m = config.model
+  model_config = dataclasses.replace(gpt2.CONFIGS[m.size], vocab_size=vocab,
+                                     dtype=jnp.dtype(m.dtype), dropout=0.0)
+  return gpt2.GPT2(model_config), config.to_dict()
+
+
+def validation_batches(train_config: dict, config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  d = train_config["data"]
+  if d["tokenizer"] != "bytes":
+    raise ValueError("analysis.gpt2_spectra evaluates byte-tokenized runs only; "
+                     f"got data.tokenizer={d['tokenizer']!r}.")
+  tok = tokenizers.get_tokenizer("bytes")
+  kwargs = {"max_chars": d["max_chars"]} if d["max_chars"] else {}
+  windows = text_pipeline.build_text_windows(_plus(d["sources"]), "validation", tok,
+                                             d["seq_len"], **kwargs)
+  out = {}
+  for name, w in windows.items():
+    batches = list(text_pipeline.eval_batches(w, config.eval_batch_size, config.eval_batches))
+    out[name] = tuple(np.stack([b[k] for b in batches]) for k in ("inputs", "targets"))
+  return out
+
+
+def make_path_losses(model, ts):
+  """(a, b, val) -> the mean validation loss (over sources) at each t: (T,)."""
+  def loss_at(params, val):
+    per_source = [jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy), batches).mean()
+                  for batches in val.values()]
+    return jnp.mean(jnp.stack(per_source))
+  fn = jax.jit(lambda a, b, val: jax.lax.map(
+      lambda p: loss_at(p, val), interpolate_points("linear", a, b, ts)))
+  return lambda a, b, val: np.asarray(fn(a, b, val))
+
+
+def summarize(pairs_out: list[dict], tolerance: float) -> dict:
+  """Per pair kind (same/cross/self) and statistic: the worst case over pairs and matrices."""
+  groups = {}
+  for p in pairs_out:
+    group = p["kind"].split(":")[0]
+    g = groups.setdefault(group, {})
+    for stat in STAT_NAMES:
+      ms = [m[stat] for m in p["matrices"].values()]
+      e = g.setdefault(stat, {"max_rel_dev_from_interp": 0.0, "max_rel_drop_below_endpoints": 0.0,
+                              "max_step_against_direction": 0.0, "max_overshoot": 0.0,
+                              "num_monotone": 0, "num_spikes": 0, "num_curves": 0})
+      e["max_rel_dev_from_interp"] = max(e["max_rel_dev_from_interp"],
+                                         *(m["max_rel_dev_from_interp"] for m in ms))
+      e["max_rel_drop_below_endpoints"] = max(e["max_rel_drop_below_endpoints"],
+                                              *(m["max_rel_drop_below_endpoints"] for m in ms))
+      e["max_step_against_direction"] = max(e["max_step_against_direction"],
+                                            *(m["max_step_against_direction"] for m in ms))
+      e["max_overshoot"] = max(e["max_overshoot"], *(m["overshoot"] for m in ms))
+      e["num_monotone"] += sum(m["monotone"] for m in ms)
+      e["num_spikes"] += sum(m["spike"] for m in ms)
+      e["num_curves"] += len(ms)
+    g.setdefault("max_loss_barrier", 0.0)
+    g["max_loss_barrier"] = max(g["max_loss_barrier"], p["loss_barrier"])
+  return groups
+
+
+def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
+  ts = np.linspace(0.0, 1.0, config.points)
+  params, model, val = {}, None, None
+  for name, run_dir in runs.items():
+    _, p = wd.load_params(run_dir)
+    params[name] = wd.seed_params(p, 0)
+    if model is None:
+      model, train_config = model_for(run_dir)
+      val = validation_batches(train_config, config)
+  finals = {n: wd.read_summary(d) for n, d in runs.items()}
+  pairs_out = []
+  path_losses = make_path_losses(model, ts)
+  for kind, a, b in pairs_of(list(runs), config.include_self):
+    t0 = time.time()
+    losses = path_losses(params[a], params[b], val)
+    spectra = path_spectra(params[a], params[b], ts)
+    barrier = float(np.max(losses - ((1 - ts) * losses[0] + ts * losses[-1])))
+    matrices = {}
+    for name, s in spectra.items():
+      matrices[name] = {"layer_type": layer_type(name),
+                        **{stat: {**deviation_metrics(s[stat], ts, config.monotone_tolerance),
+                                  "values": s[stat].tolist()} for stat in STAT_NAMES},
+                        "singular_values": np.round(s["sigma"], 6).tolist()}
+    pairs_out.append({"kind": kind, "a": a, "b": b, "loss": losses.tolist(),
+                      "loss_barrier": barrier, "matrices": matrices})
+    logging.info("%s %s-%s: barrier %.3f (%.1f s)", kind, a, b, barrier, time.time() - t0)
+  return {"ts": ts.tolist(), "config": config.to_dict(),
+          "runs": {n: {"workdir": str(d), "final_val_loss": finals[n]["final_val_loss"],
+                       "final_ood_loss": finals[n].get("final_ood_loss"),
+                       "tokens_per_sec": finals[n].get("tokens_per_sec")}
+                   for n, d in runs.items()},
+          "pairs": pairs_out, "summary": summarize(pairs_out, config.monotone_tolerance)}
+
+
+# ---------------------------------------------------------------------------
+# Plots and the report.
+
+def write_plots(result: dict, out: Path) -> list[Path]:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  ts = np.asarray(result["ts"])
+  kinds = sorted({p["kind"] for p in result["pairs"]})
+  colors = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(kinds)}
+  paths = []
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for i, p in enumerate(result["pairs"]):
+    ax.plot(ts, p["loss"], color=colors[p["kind"]], marker=".",
+            label=p["kind"] if p["kind"] not in [q["kind"] for q in result["pairs"][:i]] else None)
+  ax.set(xlabel="t", ylabel="validation loss (nats/token)", title="loss along linear paths")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  paths.append(out / "loss_along_path.png")
+  fig.savefig(paths[-1], dpi=100)
+  plt.close(fig)
+  for stat in STAT_NAMES:
+    fig, axes = plt.subplots(1, len(LAYER_TYPES), figsize=(4 * len(LAYER_TYPES), 3.3))
+    for ax, ltype in zip(axes, LAYER_TYPES):
+      seen = set()
+      for p in result["pairs"]:
+        curves = [m[stat]["values"] for m in p["matrices"].values() if m["layer_type"] == ltype]
+        ax.plot(ts, np.mean(curves, axis=0), color=colors[p["kind"]], marker=".",
+                label=None if p["kind"] in seen else p["kind"])
+        seen.add(p["kind"])
+      ax.set(xlabel="t", title=f"{ltype} (mean over layers)", ylabel=stat)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / f"spectra_{stat}.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+  return paths
+
+
+def render_report(result: dict, runtime_s: float, plots: list[Path]) -> str:
+  s, tol = result["summary"], result["config"]["monotone_tolerance"]
+  lines = ["# GPT-2 spectra along linear paths", "",
+           f"Runs ({result['config']['size']}, {result['config']['steps']} steps): "
+           + ", ".join(f"{n} val loss {r['final_val_loss']['mean']:.3f}"
+                       for n, r in result["runs"].items()) + ".", "",
+           f"{len(result['ts'])} points on t ∈ [0, 1]; runtime {runtime_s:.0f} s.", ""]
+  for group in ("same", "cross", "cross_shared_init", "self"):
+    if group not in s:
+      continue
+    lines += [f"## {group} pairs", "",
+              "| statistic | max rel. dev. from endpoint interp. | max rel. drop below endpoints "
+              "| max step against direction | max overshoot | monotone | spikes |",
+              "|---|---|---|---|---|---|---|"]
+    for stat in STAT_NAMES:
+      e = s[group][stat]
+      lines.append(f"| {stat} | {e['max_rel_dev_from_interp']:.3f} | "
+                   f"{e['max_rel_drop_below_endpoints']:.3f} | "
+                   f"{e['max_step_against_direction']:.3f} | {e['max_overshoot']:.3f} | "
+                   f"{e['num_monotone']}/{e['num_curves']} | {e['num_spikes']} |")
+    lines += ["", f"Max loss barrier (above the endpoints' interpolation): "
+              f"{s[group]['max_loss_barrier']:.4f} nats.", ""]
+  lines += ["## Verdicts", ""]
+  for v in verdicts(result):
+    lines.append(f"- {v}")
+  lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in plots), "",
+            f"Monotone: no step against the overall direction larger than {tol} × |end − start|; "
+            "spike: overshoot outside the endpoints' range > 0.1 × |end − start|.", ""]
+  return "\n".join(lines)
+
+
+def verdicts(result: dict) -> list[str]:
+  s, out = result["summary"], []
+  if "same" in s:
+    e = {stat: s["same"][stat] for stat in STAT_NAMES}
+    kept = all(e[k]["max_rel_dev_from_interp"] <= 0.1 for k in ("sigma_max", "stable_rank"))
+    out.append(
+        f"Same-optimizer paths {'preserved' if kept else 'did NOT preserve'} the spectra "
+        f"(threshold 10%): stable rank deviated from the endpoints' interpolation by at most "
+        f"{e['stable_rank']['max_rel_dev_from_interp']:.1%}, σ_max by at most "
+        f"{e['sigma_max']['max_rel_dev_from_interp']:.1%} (largest drop of σ_max below the "
+        f"smaller endpoint: {e['sigma_max']['max_rel_drop_below_endpoints']:.1%}), effective "
+        f"rank by {e['effective_rank']['max_rel_dev_from_interp']:.1%}.")
+  for group in ("cross", "cross_shared_init"):
+    if group not in s:
+      continue
+    e = {stat: s[group][stat] for stat in STAT_NAMES}
+    mono = sum(e[k]["num_monotone"] for k in STAT_NAMES)
+    total = sum(e[k]["num_curves"] for k in STAT_NAMES)
+    spikes = sum(e[k]["num_spikes"] for k in STAT_NAMES)
+    smooth = mono >= 0.9 * total and spikes == 0
+    which = "different seeds" if group == "cross" else "the same seed: shared init and data order"
+    out.append(
+        f"Cross-optimizer paths ({which}) "
+        f"{'transitioned smoothly' if smooth else 'did NOT transition smoothly'}"
+        f": {mono}/{total} statistic curves monotone (near-monotone), {spikes} spikes; "
+        f"largest step against the direction {max(e[k]['max_step_against_direction'] for k in STAT_NAMES):.3f}"
+        f" and largest overshoot {max(e[k]['max_overshoot'] for k in STAT_NAMES):.3f} "
+        "(× |end − start|).")
+  if "self" in s:
+    dev = max(s["self"][k]["max_rel_dev_from_interp"] for k in STAT_NAMES)
+    out.append(f"Control (a run to itself): spectra constant up to {dev:.1e} relative.")
+  return out
+
+
+def run(config, workdir) -> dict:
+  t = time.time()
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  runs = train_all(config, workdir)
+  result = analyze(config, workdir, runs)
+  plots = write_plots(result, workdir)
+  runtime = time.time() - t
+  result["runtime_s"] = runtime
+  result["verdicts"] = verdicts(result)
+  (workdir / "spectra.json").write_text(json.dumps(result) + "\n")
+  (workdir / "report.md").write_text(render_report(result, runtime, plots))
+  for v in result["verdicts"]:
+    logging.info("%s", v)
+  logging.info("Wrote %s and %s (%.0f s).", workdir / "report.md", workdir / "spectra.json",
+               runtime)
+  return result
+
+
+def _quiet_orbax(record) -> bool:
+  return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
+  logging.get_absl_logger().addFilter(_quiet_orbax)
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    sys.exit("analysis.gpt2_spectra: --config=configs/gpt2_spectra.py and --workdir=DIR "
+             "are required.")
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except (RuntimeError, ValueError) as e:
+    sys.exit(f"analysis.gpt2_spectra: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,69 @@
+r"""GPT-2 on the built-in text corpus (prose + code + math), data parallel.
+
+    python train.py --config=configs/gpt2.py:size=tiny,optimizer=muon --workdir=runs/gpt2_muon
+
+Variants (after the ":", comma separated): size=tiny|small|124m|... (models/gpt2.py
+CONFIGS), optimizer=adamw|lion|lion_k|muon|sgd, lr=η, wd=λ, steps=N, batch=B
+(sequences per optimizer step, over all devices), accum=k (B is split into k
+microbatches, accumulated inside the step), seq_len=T, tokenizer=bytes|bpe,
+sources=prose+code+math, weights=5+3+2 (mixture proportions; empty = uniform),
+runlocal (a small, fast run for tests).
+Any field can then be overridden: --config.optimizer.b2=0.95 --config.eval_every=50.
+
+The batch is sharded over a "data" axis of all devices; GPT-2 runs train one
+seed (num_seeds = 1): run seeds as separate workdirs (--config.seed=1).
+"""
+
+import ml_collections
+
+from configs.common import optimizer_config, parse_arg
+
+# A learning rate per optimizer that trains the tiny/small models on bytes.
+_GPT2_LR = {"adamw": 3e-3, "lion": 3e-4, "lion_k": 3e-4, "muon": 0.02, "sgd": 0.3}
+_GPT2_WD = {"adamw": 0.1, "lion": 1.0, "lion_k": 1.0, "muon": 0.1, "sgd": 0.0}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = parse_arg(arg, size="tiny", optimizer="adamw", lr=0.0, wd=-1.0, steps=0, batch=0,
+                  accum=1, seq_len=0, tokenizer="bytes", sources="prose+code+math",
+                  weights="", runlocal=False)
+  config = ml_collections.ConfigDict()
+  config.seed = 0        # init, dropout and data order
+  config.num_seeds = 1   # GPT-2: one seed per workdir
+  config.num_steps = arg.steps or (40 if arg.runlocal else 1000)
+  config.batch_size = arg.batch or (8 if arg.runlocal else 32)  # sequences per step
+  config.grad_accum_steps = arg.accum
+  config.log_every = 10 if arg.runlocal else 50
+  config.eval_every = 20 if arg.runlocal else 200
+  config.eval_batches = 2 if arg.runlocal else 8   # fixed validation batches per source
+  config.eval_batch_size = 8 if arg.runlocal else 16
+  config.checkpoint_every = 20 if arg.runlocal else 500
+  config.keep_checkpoints = 2
+  # Peak FLOP/s of all devices together for MFU; 0 = MFU not logged; < 0 = measure
+  # it (a jitted f32 matmul, train.measure_peak_flops), e.g. on a CPU.
+  config.peak_flops = 0.0
+
+  config.model = ml_collections.ConfigDict(dict(
+      name="gpt2", size=arg.size, dropout=0.0, dtype="float32", remat=False))
+
+  config.data = ml_collections.ConfigDict(dict(
+      sources=arg.sources, weights=arg.weights, ood_sources="code_ood+math_ood",
+      tokenizer=arg.tokenizer, bpe_vocab_size=4096,
+      seq_len=arg.seq_len or (32 if arg.runlocal else 128),
+      # Characters kept per source (0 = all): the first documents in a fixed order.
+      max_chars=200_000 if arg.runlocal else 0))
+
+  config.optimizer = optimizer_config(
+      arg.optimizer, learning_rate=arg.lr or _GPT2_LR[arg.optimizer],
+      weight_decay=arg.wd if arg.wd >= 0 else _GPT2_WD[arg.optimizer])
+  config.optimizer.weight_decay_mask = "matrices"
+  config.optimizer.schedule = "warmup_cosine"
+  config.optimizer.warmup_steps = 2 if arg.runlocal else 50
+  config.optimizer.final_lr_fraction = 0.1
+  config.optimizer.grad_clip_norm = 1.0
+  if arg.optimizer == "muon":  # embeddings, head and vectors: AdamW at its own rate
+    config.optimizer.adam_learning_rate = _GPT2_LR["adamw"]
+    config.optimizer.adam_weight_decay = 0.0
+  if arg.optimizer == "adamw":
+    config.optimizer.b2 = 0.95
+  return config
