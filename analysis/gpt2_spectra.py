@@ -45,9 +45,18 @@ from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
 from data import text_pipeline, tokenizers
 from models import gpt2
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/gpt2_spectra.py[:VARIANT]",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (runs/ inside).")
+_CONFIG = _WORKDIR = None  # Defined by define_flags() when run as a command.
+
+
+def define_flags() -> None:
+  """The CLI's flags; defined at startup only, so importing this module (tests,
+  next to train.py's flags) adds no global flags."""
+  global _CONFIG, _WORKDIR
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config: configs/gpt2_spectra.py[:VARIANT]; override fields "
+      "with --config.a.b=V.", lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (training runs go in "
+                                 "WORKDIR/runs; report.md, spectra.json and PNGs beside).")
 
 REPO = Path(__file__).resolve().parents[1]
 LAYER_TYPES = {"c_attn": "attn/c_attn", "attn_c_proj": "attn/c_proj",
@@ -406,4 +415,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
