@@ -14,6 +14,7 @@ import pytest
 from absl import logging
 
 import train
+from tests.config_overrides import config_with
 from analysis import workdir as wd
 from configs.relu2 import get_config
 from data import synthetic
@@ -23,15 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(variant="runlocal", **fields):
-  """get_config(variant) with dotted fields overridden, e.g. optimizer__name."""
-  config = get_config(variant)
-  for key, value in fields.items():
-    *sections, name = key.split("__")
-    node = config
-    for section in sections:
-      node = node[section]
-    node[name] = value
-  return config
+  return config_with(get_config, variant, **fields)
 
 
 def _tree_leaves(params):

@@ -13,6 +13,7 @@ import pytest
 from absl import logging
 
 import train
+from tests.config_overrides import config_with
 from analysis import workdir as wd
 from configs.gpt2 import get_config
 from data import text_sources, tokenizers
@@ -22,15 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(variant="runlocal", **fields):
-  """get_config(variant) with dotted fields overridden, e.g. optimizer__name."""
-  config = get_config(variant)
-  for key, value in fields.items():
-    *sections, name = key.split("__")
-    node = config
-    for section in sections:
-      node = node[section]
-    node[name] = value
-  return config
+  return config_with(get_config, variant, **fields)
 
 
 @pytest.fixture(scope="module", autouse=True)
