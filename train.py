@@ -20,6 +20,11 @@ iterator over a mixture of text sources (its state is checkpointed beside the
 train state), the batch sharded over a "data" mesh axis of all devices,
 gradient accumulation inside the step, per-source validation loss every
 config.eval_every steps, tokens/s and MFU in the metrics; one seed per workdir.
+With optimizer.nexus.enabled the iterator yields one batch per source per step
+(data.text_pipeline.per_source_loader) and the step hands Nexus a
+grad_fn(params, source) over that (K, B/K, T) batch. Every config.similarity_every
+steps the K×K cosine matrix of the sources' gradients on fixed validation
+batches goes into metrics.jsonl (analysis.source_geometry).
 """
 
 import dataclasses
@@ -42,6 +47,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from analysis import source_geometry
 from analysis import workdir as wd
 from data import batching, synthetic, text_pipeline, text_sources, tokenizers
 from models import gpt2, relu2
@@ -181,6 +187,7 @@ _GPT2_FIELDS = {
     "model.dtype": (str, lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
     "model.remat": (bool, *_ANY),
     "grad_accum_steps": (int, *_POSITIVE), "eval_every": (int, *_POSITIVE),
+    "similarity_every": (int, *_NONNEG),
     "eval_batches": (int, *_POSITIVE), "eval_batch_size": (int, *_POSITIVE),
     "peak_flops": (float, *_ANY),
     "data.sources": (str, lambda v: bool(_plus_list(v)) and all(
@@ -204,6 +211,17 @@ def check_gpt2_config(config) -> None:
                       "(--config.seed=S).")
   if config.batch_size < 1:
     raise ConfigError(f"batch_size={config.batch_size}: GPT-2 needs >= 1 sequences per step.")
+  if factory.nexus_enabled(config.optimizer):
+    k = len(_plus_list(config.data.sources))
+    per_source = config.batch_size // k
+    if config.batch_size % k or per_source % config.grad_accum_steps:
+      raise ConfigError(f"batch_size={config.batch_size} with optimizer.nexus: each of the {k} "
+                        f"data.sources gets batch_size / {k} sequences per step, split into "
+                        f"grad_accum_steps={config.grad_accum_steps} microbatches; pick a "
+                        f"multiple of {k * config.grad_accum_steps}.")
+    if config.data.weights:
+      raise ConfigError(f"data.weights={config.data.weights!r} with optimizer.nexus: Nexus "
+                        "reads one equal batch per source per step; leave data.weights empty.")
   if config.batch_size % config.grad_accum_steps:
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
                       f"{config.grad_accum_steps}: each microbatch has batch_size / "
@@ -266,6 +284,9 @@ def validate_config(config) -> None:
                         f"{flat['data.task']!r} is a regression; use data.loss='squared'.")
     if flat["data.loss"] == "logistic" and flat["model.out_dim"] != 1:
       raise ConfigError("data.loss='logistic' needs model.out_dim=1.")
+    if factory.nexus_enabled(config.optimizer):
+      raise ConfigError("optimizer.nexus.enabled needs data sources (a gradient per source); "
+                        "the relu2 trainer has one task: use a GPT-2 config.")
   if model == "gpt2":
     check_gpt2_config(config)
 
@@ -277,8 +298,11 @@ def check_resume_config(workdir: Path, config, override: bool) -> None:
   if path.exists():
     old = json.loads(path.read_text())
     # Logging/checkpoint cadence does not change the trajectory.
-    ignored = {"log_every", "checkpoint_every", "keep_checkpoints"}
+    ignored = {"log_every", "checkpoint_every", "keep_checkpoints", "similarity_every"}
     old_flat, new_flat = flatten(old), flatten(new)
+    if not new_flat.get("optimizer.nexus.enabled", False):
+      # Workdirs from before the optimizer.nexus section: disabled is the same run.
+      ignored |= {k for k in new_flat if k.startswith("optimizer.nexus.") and k not in old_flat}
     diffs = [f"{k}: {old_flat.get(k, '<absent>')!r} -> {new_flat.get(k, '<absent>')!r}"
              for k in sorted(set(old_flat) | set(new_flat))
              if k not in ignored and old_flat.get(k, "<absent>") != new_flat.get(k, "<absent>")]
@@ -431,7 +455,8 @@ class MetricWriter:
         self.tb.add_scalar(f"{name}_max_over_seeds", float(np.max(values_S)), step)
     for name, value in extra.items():
       row[name] = value
-      self.tb.add_scalar(name, value, step)
+      if np.ndim(value) == 0:  # Matrices (lists) go to the JSONL only.
+        self.tb.add_scalar(name, value, step)
     self.file.write(json.dumps(row) + "\n")
     self.file.flush()
     return row
@@ -586,7 +611,7 @@ def make_data_mesh() -> jax.sharding.Mesh:
 
 class GPT2Data(NamedTuple):
   tokenizer: Any
-  loader: Any                        # grain IterDataset of mixture batches
+  loader: Any    # grain IterDataset of mixture batches, or of {source: batch} (Nexus)
   val: dict[str, dict[str, np.ndarray]]   # source -> {"inputs", "targets"}: (N, E, T)
   ood: dict[str, dict[str, np.ndarray]]
 
@@ -609,7 +634,11 @@ def gpt2_data(config, workdir: Path) -> GPT2Data:
     tok = tokenizers.get_tokenizer(d.tokenizer)
   train = text_pipeline.build_text_windows(sources, "train", tok, d.seq_len, **kwargs)
   weights = [float(w) for w in _plus_list(d.weights)] or None
-  loader = text_pipeline.mixture_loader(train, weights, config.batch_size, seed=config.seed)
+  if factory.nexus_enabled(config.optimizer):  # batch_size / K sequences of every source
+    loader = text_pipeline.per_source_loader(train, config.batch_size // len(sources),
+                                             seed=config.seed)
+  else:
+    loader = text_pipeline.mixture_loader(train, weights, config.batch_size, seed=config.seed)
   val = text_pipeline.build_text_windows(sources, "validation", tok, d.seq_len, **kwargs)
   ood_names = _plus_list(d.ood_sources)
   ood = text_pipeline.build_text_windows(ood_names, "test", tok, d.seq_len, **kwargs) \
@@ -624,22 +653,27 @@ def gpt2_model_config(config, vocab_size: int) -> gpt2.GPT2Config:
       dtype=jnp.dtype(config.model.dtype), remat=config.model.remat)
 
 
-def make_gpt2_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int):
-  """(train_step, eval_loss), jitted with shardings.
+def make_gpt2_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: int = 0):
+  """(train_step, eval_loss, batch sharding), jitted with shardings.
 
-  train_step(state, inputs_KxMxT, targets_KxMxT) -> (state, metrics): the mean
-  gradient over K microbatches of M sequences (lax.scan), one update. The state
-  is donated: checkpoints save a host copy taken before the next step.
+  num_sources = 0: train_step(state, inputs_AxMxT, targets_AxMxT) -> (state,
+  metrics): the mean gradient over A microbatches of M sequences (lax.scan), one
+  update. num_sources = K ≥ 1 (tx is Nexus): train_step(state, inputs_KxAxMxT,
+  targets_KxAxMxT) builds grad_fn(params, s), the mean gradient over source s's
+  A microbatches, and calls tx.update(None, opt_state, params, grad_fn=grad_fn);
+  Nexus's k inner steps each call it once. Its metrics are the update's norm
+  only: the loss at θ is `batch_loss`, computed on logged steps (an extra
+  forward pass every step would cost Nexus ~1/3 of a step).
+  The state is donated: checkpoints save a host copy taken before the next step.
   eval_loss(params, inputs_NxExT, targets_NxExT) -> the mean loss of N batches.
   """
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  lead = (None,) * (2 if num_sources else 1)
+  batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*lead, "data"))
+  eval_batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
   dropout = model.config.dropout > 0
 
-  def train_step(state, inputs_KxMxT, targets_KxMxT):
-    rng, step_rng = jax.random.split(state["rng"])
-    params = state["params"]
-
+  def accumulated_grad(params, inputs_AxMxT, targets_AxMxT, step_rng):
     def microbatch(grads_sum, xs):
       i, inputs_MxT, targets_MxT = xs
       drop_rng = jax.random.fold_in(step_rng, i) if dropout else None
@@ -648,30 +682,61 @@ def make_gpt2_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int):
       return jax.tree.map(jnp.add, grads_sum, grads), loss
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    grads_sum, losses_K = jax.lax.scan(
-        microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_KxMxT, targets_KxMxT))
-    grads = jax.tree.map(lambda g: g / grad_accum_steps, grads_sum)
-    loss = losses_K.mean()
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    params = optax.apply_updates(params, updates)
+    grads_sum, losses_A = jax.lax.scan(
+        microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_AxMxT, targets_AxMxT))
+    return jax.tree.map(lambda g: g / grad_accum_steps, grads_sum), losses_A.mean()
+
+  def finish(state, rng, params, opt_state, loss):
     step = state["step"] + 1
     finite = jnp.isfinite(loss) & _all_finite(params)
     first_bad = state["first_nonfinite_step"]
     first_bad = jnp.where((first_bad < 0) & ~finite, step, first_bad)
-    new_state = {"step": step, "params": params, "opt_state": opt_state, "rng": rng,
-                 "first_nonfinite_step": first_bad}
+    return {"step": step, "params": params, "opt_state": opt_state, "rng": rng,
+            "first_nonfinite_step": first_bad}
+
+  def train_step(state, inputs_AxMxT, targets_AxMxT):
+    rng, step_rng = jax.random.split(state["rng"])
+    params = state["params"]
+    grads, loss = accumulated_grad(params, inputs_AxMxT, targets_AxMxT, step_rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
+    new_state = finish(state, rng, params, opt_state, loss)
     return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+  def nexus_step(state, inputs_KxAxMxT, targets_KxAxMxT):
+    rng, step_rng = jax.random.split(state["rng"])
+    params = state["params"]
+
+    def grad_fn(p, source):  # source: a traced int32 in [0, K)
+      drop_rng = jax.random.fold_in(step_rng, source)
+      return accumulated_grad(p, inputs_KxAxMxT[source], targets_KxAxMxT[source], drop_rng)[0]
+
+    updates, opt_state = tx.update(None, state["opt_state"], params, grad_fn=grad_fn)
+    params = optax.apply_updates(params, updates)
+    new_state = finish(state, rng, params, opt_state, jnp.float32(0.0))
+    return new_state, {"update_norm": optax.tree.norm(updates)}
 
   def eval_loss(params, inputs_NxExT, targets_NxExT):
     losses_N = jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
                            (inputs_NxExT, targets_NxExT))
     return losses_N.mean()
 
-  train_step = jax.jit(train_step, in_shardings=(replicated, batched, batched),
+  train_step = jax.jit(nexus_step if num_sources else train_step,
+                       in_shardings=(replicated, batched, batched),
                        out_shardings=(replicated, replicated), donate_argnums=(0,))
-  eval_loss = jax.jit(eval_loss, in_shardings=(replicated, batched, batched),
+  eval_loss = jax.jit(eval_loss, in_shardings=(replicated, eval_batched, eval_batched),
                       out_shardings=replicated)
   return train_step, eval_loss, batched
+
+
+def batch_loss(model: gpt2.GPT2):
+  """Jitted (params, inputs_...xMxT, targets_...xMxT) -> the mean loss over all
+  leading axes: the loss at θ of a step's batch (for Nexus, of all K sources)."""
+  def loss(params, inputs, targets):
+    m, t = inputs.shape[-2:]
+    return jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
+                       (inputs.reshape(-1, m, t), targets.reshape(-1, m, t))).mean()
+  return jax.jit(loss)
 
 
 def _stack_seed(state: dict) -> dict:
@@ -724,19 +789,52 @@ def measure_peak_flops(n: int = 1024, repeats: int = 5) -> float:
   return 2.0 * n**3 * jax.device_count() * repeats / max(time.time() - t, 1e-9)
 
 
-def _to_device_batch(batch: dict, k: int, sharding) -> tuple[jax.Array, jax.Array]:
+def _to_device_batch(batch: dict, k: int, sharding, sources=None
+                     ) -> tuple[jax.Array, jax.Array]:
+  """(inputs, targets) as (A, B/A, T), A = k microbatches; with ``sources`` (a
+  per-source batch {name: {"inputs": (B/K, T), ...}}) stacked as (K, A, B/(K·A), T)."""
   out = []
   for name in ("inputs", "targets"):
-    x_BxT = np.asarray(batch[name], np.int32)
-    out.append(jax.device_put(x_BxT.reshape(k, -1, x_BxT.shape[-1]), sharding))
+    if sources is None:
+      x_BxT = np.asarray(batch[name], np.int32)
+      x = x_BxT.reshape(k, -1, x_BxT.shape[-1])
+    else:
+      x = np.stack([np.asarray(batch[s][name], np.int32) for s in sources])
+      x = x.reshape(len(sources), k, -1, x.shape[-1])
+    out.append(jax.device_put(x, sharding))
   return tuple(out)
+
+
+def make_similarity(model: gpt2.GPT2, val: dict, sources: list[str]):
+  """() -> params -> {"grad_cosine": K×K list, "grad_cosine/mean_pairwise", ...}:
+  the sources' gradient cosines on their fixed validation batches (all N of them)."""
+  batches = {k: np.stack([val[s][k] for s in sources]) for k in ("inputs", "targets")}
+
+  def loss(params, batch):  # batch: {"inputs": (N, E, T), ...} of one source
+    return jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
+                       (batch["inputs"], batch["targets"])).mean()
+
+  def similarity(params) -> dict:
+    sim = source_geometry.gradient_similarity(loss, params, batches)
+    out = {"grad_cosine": np.round(sim["cosine"], 6).tolist(),
+           "grad_cosine/mean_pairwise": sim["mean_pairwise"],
+           "grad_cosine/sources": list(sources)}
+    for i, a in enumerate(sources):
+      for j in range(i + 1, len(sources)):
+        out[f"grad_cosine/{a}-{sources[j]}"] = float(sim["cosine"][i, j])
+    return out
+  return similarity
 
 
 def train_gpt2(config, workdir: Path) -> dict:
   """train_and_evaluate for GPT-2 (config and workdir already checked)."""
   mesh = make_data_mesh()
   n_dev = jax.device_count()
-  micro = config.batch_size // config.grad_accum_steps
+  sources = _plus_list(config.data.sources)
+  use_nexus = factory.nexus_enabled(config.optimizer)
+  # Nexus: batch_size / K sequences of each of the K sources per step.
+  per_step = config.batch_size // len(sources) if use_nexus else config.batch_size
+  micro = per_step // config.grad_accum_steps
   for name, size in (("batch_size / grad_accum_steps", micro),
                      ("eval_batch_size", config.eval_batch_size)):
     if size % n_dev:
@@ -744,12 +842,14 @@ def train_gpt2(config, workdir: Path) -> dict:
                         "is sharded over; pick a multiple.")
   data = gpt2_data(config, workdir)
   model = gpt2.GPT2(gpt2_model_config(config, data.tokenizer.vocab_size))
-  tx = factory.make_optimizer(config.optimizer, config.num_steps)
+  tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=len(sources))
   schedule = factory.make_schedule(
       config.optimizer.learning_rate, config.num_steps,
       **{k: config.optimizer[k] for k in
          ("schedule", "warmup_steps", "decay_fraction", "final_lr_fraction")})
-  train_step, eval_loss, batched = make_gpt2_steps(model, tx, mesh, config.grad_accum_steps)
+  train_step, eval_loss, batched = make_gpt2_steps(
+      model, tx, mesh, config.grad_accum_steps, len(sources) if use_nexus else 0)
+  step_loss = batch_loss(model) if use_nexus else None
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def init(seed):
@@ -769,12 +869,22 @@ def train_gpt2(config, workdir: Path) -> dict:
   n_params = gpt2.count_params(state["params"])
   flops_tok = gpt2.flops_per_token(model.config, config.data.seq_len)
   peak = config.peak_flops if config.peak_flops >= 0 else measure_peak_flops()
+  # Tokens read from the data per step: batch_size·T, with or without Nexus (K
+  # source batches of batch_size/K). Tokens through forward+backward per step
+  # (what the FLOPs count): the same without Nexus; k·(batch_size/K)·T with it.
   tokens_per_step = config.batch_size * config.data.seq_len
-  logging.info("GPT-2 %s: %d params, %.3g FLOPs/token, %d devices, %d tokens/step%s.",
+  grad_tokens_per_step = (config.optimizer.nexus.inner_steps * per_step * config.data.seq_len
+                          if use_nexus else tokens_per_step)
+  logging.info("GPT-2 %s: %d params, %.3g FLOPs/token, %d devices, %d tokens/step%s%s.",
                config.model.size, n_params, flops_tok, n_dev, tokens_per_step,
+               f" (Nexus: {len(sources)} sources × {per_step} sequences, "
+               f"{config.optimizer.nexus.inner_steps} inner steps: "
+               f"{grad_tokens_per_step} tokens through forward+backward)" if use_nexus else "",
                f", peak {peak:.3g} FLOP/s" if peak > 0 else "")
-  val = {n: tuple(jax.device_put(b[k], batched) for k in ("inputs", "targets"))
+  eval_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  val = {n: tuple(jax.device_put(b[k], eval_sharding) for k in ("inputs", "targets"))
          for n, b in data.val.items()}
+  similarity = make_similarity(model, data.val, sources) if config.similarity_every else None
 
   def evaluate(params, batches) -> dict[str, float]:
     losses = {n: float(eval_loss(params, *b)) for n, b in batches.items()}
@@ -794,15 +904,22 @@ def train_gpt2(config, workdir: Path) -> dict:
   try:
     with _Preemption() as preemption:
       for step in range(start + 1, config.num_steps + 1):
-        inputs, targets = _to_device_batch(next(iterator), config.grad_accum_steps, batched)
+        inputs, targets = _to_device_batch(next(iterator), config.grad_accum_steps, batched,
+                                           sources if use_nexus else None)
+        last = step == config.num_steps
+        logged = step % config.log_every == 0 or last
+        if use_nexus and logged:  # The loss at θ of this step's K source batches.
+          nexus_loss = step_loss(state["params"], inputs, targets)
         state, metrics = train_step(state, inputs, targets)
+        if use_nexus and logged:
+          metrics = {"train_loss": nexus_loss, **metrics}
         if t_first is None:  # Time from the end of the first (compiling) step.
           jax.block_until_ready(state)
           t_first = t_last = time.time()
           step_last = step
-        last = step == config.num_steps
-        logged, evaluated = step % config.log_every == 0 or last, step % config.eval_every == 0 or last
-        if logged or evaluated:
+        evaluated = step % config.eval_every == 0 or last
+        measured = bool(similarity) and step % config.similarity_every == 0
+        if logged or evaluated or measured:
           metrics = jax.device_get(metrics)
           check_finite(state)
           now = time.time()
@@ -811,7 +928,7 @@ def train_gpt2(config, workdir: Path) -> dict:
           extra = {"learning_rate": float(schedule(step - 1))}
           if step > step_last:
             extra.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
-                         model_flops_per_sec=rate * tokens_per_step * flops_tok)
+                         model_flops_per_sec=rate * grad_tokens_per_step * flops_tok)
             if peak > 0:
               extra["mfu"] = extra["model_flops_per_sec"] / peak
           if evaluated:
@@ -819,9 +936,13 @@ def train_gpt2(config, workdir: Path) -> dict:
             last_val = evaluate(state["params"], val)
             extra.update({f"val_loss/{n}": v for n, v in last_val.items()})
             eval_time += time.time() - t_eval
+          if measured:
+            t_eval = time.time()
+            extra.update(similarity(state["params"]))
+            eval_time += time.time() - t_eval
           row = writer.write(step, {k: np.asarray([v]) for k, v in metrics.items()}, extra)
           logging.info("step %d/%d  train_loss %.4f%s  %.0f tokens/s", step, config.num_steps,
-                       row["train_loss"], f"  val_loss {last_val['mean']:.4f}"
+                       row.get("train_loss", float("nan")), f"  val_loss {last_val['mean']:.4f}"
                        if evaluated and last_val else "", extra.get("tokens_per_sec", 0.0))
           t_last, step_last = time.time(), step
         if step % config.checkpoint_every == 0 or last or preemption.requested:
@@ -843,7 +964,7 @@ def train_gpt2(config, workdir: Path) -> dict:
     return {"status": status, "step": step}
   # The last step always evaluates; a rerun of a finished run evaluates here.
   final_val = last_val or evaluate(state["params"], val)
-  ood = {n: tuple(jax.device_put(b[k], batched) for k in ("inputs", "targets"))
+  ood = {n: tuple(jax.device_put(b[k], eval_sharding) for k in ("inputs", "targets"))
          for n, b in data.ood.items()}
   final_ood = evaluate(state["params"], ood)
   params_S = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(state["params"]))
@@ -853,11 +974,17 @@ def train_gpt2(config, workdir: Path) -> dict:
              "tokenizer": data.tokenizer.name, "vocab_size": data.tokenizer.vocab_size,
              "final_val_loss": final_val, "final_ood_loss": final_ood,
              "final_val_loss_mean": final_val.get("mean"),
+             "tokens_per_step": tokens_per_step, "grad_tokens_per_step": grad_tokens_per_step,
+             "nexus": use_nexus,
              **constraint_summary(config, params_S)}
+  if similarity:
+    final_sim = similarity(state["params"])
+    summary.update(final_grad_cosine=final_sim["grad_cosine"],
+                   final_grad_cosine_mean_pairwise=final_sim["grad_cosine/mean_pairwise"])
   if t_first is not None and step - start - 1 > 0 and train_time > 0:
     rate = (step - start - 1) / train_time
     summary.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
-                   model_flops_per_sec=rate * tokens_per_step * flops_tok,
+                   model_flops_per_sec=rate * grad_tokens_per_step * flops_tok,
                    eval_seconds=eval_time)
     if peak > 0:
       summary.update(peak_flops=peak, mfu=summary["model_flops_per_sec"] / peak)

@@ -1,13 +1,17 @@
 r"""GPT-2 on the built-in text corpus (prose + code + math), data parallel.
 
     python train.py --config=configs/gpt2.py:size=tiny,optimizer=muon --workdir=runs/gpt2_muon
+    python train.py --config=configs/gpt2.py:size=tiny,nexus,similarity=100 --workdir=runs/gpt2_nexus
 
 Variants (after the ":", comma separated): size=tiny|small|124m|... (models/gpt2.py
 CONFIGS), optimizer=adamw|lion|lion_k|muon|sgd, lr=η, wd=λ, steps=N, batch=B
 (sequences per optimizer step, over all devices), accum=k (B is split into k
 microbatches, accumulated inside the step), seq_len=T, tokenizer=bytes|bpe,
 sources=prose+code+math, weights=5+3+2 (mixture proportions; empty = uniform),
-runlocal (a small, fast run for tests).
+nexus (wrap the optimizer in Nexus, optimizers/nexus.py: one batch per source per
+step, batch/K sequences each, so the same batch·seq_len tokens per step as
+without it), inner_lr=γ, inner_steps=k, similarity=N (log the sources' K×K
+gradient-cosine matrix every N steps; 0 = off), runlocal (a small, fast run for tests).
 Any field can then be overridden: --config.optimizer.b2=0.95 --config.eval_every=50.
 
 The batch is sharded over a "data" axis of all devices; GPT-2 runs train one
@@ -26,18 +30,26 @@ _GPT2_WD = {"adamw": 0.1, "lion": 1.0, "lion_k": 1.0, "muon": 0.1, "sgd": 0.0}
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = parse_arg(arg, size="tiny", optimizer="adamw", lr=0.0, wd=-1.0, steps=0, batch=0,
                   accum=1, seq_len=0, tokenizer="bytes", sources="prose+code+math",
-                  weights="", runlocal=False)
+                  weights="", nexus=False, inner_lr=0.0, inner_steps=3, similarity=-1,
+                  runlocal=False)
   config = ml_collections.ConfigDict()
   config.seed = 0        # init, dropout and data order
   config.num_seeds = 1   # GPT-2: one seed per workdir
   config.num_steps = arg.steps or (40 if arg.runlocal else 1000)
   config.batch_size = arg.batch or (8 if arg.runlocal else 32)  # sequences per step
+  if arg.nexus and not arg.batch:  # a multiple of the number of sources K
+    k = len([x for x in arg.sources.split("+") if x.strip()])
+    config.batch_size = -(-config.batch_size // k) * k
   config.grad_accum_steps = arg.accum
   config.log_every = 10 if arg.runlocal else 50
   config.eval_every = 20 if arg.runlocal else 200
   config.eval_batches = 2 if arg.runlocal else 8   # fixed validation batches per source
   config.eval_batch_size = 8 if arg.runlocal else 16
   config.checkpoint_every = 20 if arg.runlocal else 500
+  # Every N steps the K×K cosine matrix of the sources' gradients on the fixed
+  # validation batches (analysis/source_geometry.py) goes to metrics.jsonl; 0 = off.
+  config.similarity_every = arg.similarity if arg.similarity >= 0 else (
+      0 if arg.runlocal else config.eval_every)
   config.keep_checkpoints = 2
   # Peak FLOP/s of all devices together for MFU; 0 = MFU not logged; < 0 = measure
   # it (a jitted f32 matmul, train.measure_peak_flops), e.g. on a CPU.
@@ -66,4 +78,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.adam_weight_decay = 0.0
   if arg.optimizer == "adamw":
     config.optimizer.b2 = 0.95
+  # Nexus (optimizers/factory.py NEXUS_DEFAULTS): with enabled=True the data
+  # pipeline yields one batch of batch_size/K sequences per source per step (K =
+  # number of data.sources); the step takes k = inner_steps normalized-gradient
+  # steps of γ = inner_learning_rate on sampled sources, and the chain above sees
+  # the displacement. Tokens read per step: batch_size·seq_len, as without Nexus.
+  config.optimizer.nexus = ml_collections.ConfigDict(dict(
+      enabled=arg.nexus, inner_learning_rate=arg.inner_lr or 0.02,
+      inner_steps=arg.inner_steps, normalize="global", source_order="random", seed=0))
   return config

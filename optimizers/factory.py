@@ -9,6 +9,17 @@ A config section looks like (big_vision style, "optimizer as data")::
     optimizer.warmup_steps = 100
     optimizer.grad_clip_norm = 1.0     # 0 = no clipping
     optimizer.beta = 0.95              # everything else goes to the constructor
+    optimizer.nexus.enabled = True     # optional: wrap all of the above in Nexus
+    optimizer.nexus.inner_learning_rate = 0.01   # γ
+    optimizer.nexus.inner_steps = 3              # k
+    optimizer.nexus.normalize = "global"         # "global" | "per_tensor" | "none"
+    optimizer.nexus.source_order = "random"      # "random" | "cyclic"
+    optimizer.nexus.seed = 0                     # the source-order RNG
+
+With ``nexus.enabled`` the chain (clipping, schedule, weight decay included)
+becomes the outer optimizer of `optimizers.nexus.nexus`, with num_sources
+passed by the caller (the trainer: the number of data sources), and its
+``update`` needs ``grad_fn=grad_fn(params, source)``.
 
 The keys in SHARED_KEYS mean the same for every optimizer; every other key is a
 keyword argument of the named constructor, checked against its signature so a
@@ -25,6 +36,7 @@ import optax
 
 from optimizers.lion_k import lion, lion_k
 from optimizers.muon import muon, muon_labels, shape_scale
+from optimizers.nexus import NORMALIZATIONS, SOURCE_ORDERS, nexus
 
 
 def _sgd(learning_rate, weight_decay=0.0, mask=None, momentum=0.0, nesterov=False):
@@ -54,7 +66,11 @@ SCHEDULES = ("constant", "warmup_cosine", "wsd")
 # Keys every optimizer section may hold; all other keys are hyperparameters.
 SHARED_KEYS = ("name", "learning_rate", "weight_decay", "weight_decay_mask",
                "schedule", "warmup_steps", "decay_fraction", "final_lr_fraction",
-               "grad_clip_norm")
+               "grad_clip_norm", "nexus")
+
+# The optional optimizer.nexus section: key -> default.
+NEXUS_DEFAULTS = dict(enabled=False, inner_learning_rate=0.01, inner_steps=3,
+                      normalize="global", source_order="random", seed=0)
 
 WEIGHT_DECAY_MASKS = ("all", "matrices")
 
@@ -102,6 +118,7 @@ def check_optimizer_config(opt_config: Mapping[str, Any]) -> None:
   if opt_config.get("weight_decay_mask", "all") not in WEIGHT_DECAY_MASKS:
     raise ValueError(f"Unknown weight_decay_mask {opt_config.get('weight_decay_mask')!r}; "
                      f"known: {WEIGHT_DECAY_MASKS}.")
+  check_nexus_config(opt_config.get("nexus"))
   signature = inspect.signature(OPTIMIZERS[name])
   takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
   accepted = sorted(set(signature.parameters) - {"learning_rate", "weight_decay", "mask"})
@@ -116,16 +133,65 @@ def check_optimizer_config(opt_config: Mapping[str, Any]) -> None:
                        f"(':optimizer={name}') so its hyperparameters come with it.")
 
 
+def nexus_enabled(opt_config: Mapping[str, Any]) -> bool:
+  section = opt_config.get("nexus")
+  return bool(section and dict(section).get("enabled", False))
+
+
+def check_nexus_config(section) -> None:
+  """Raises ValueError (one line) on a bad optimizer.nexus section (None = absent)."""
+  if section is None:
+    return
+  section = dict(section)
+  unknown = sorted(set(section) - set(NEXUS_DEFAULTS))
+  if unknown:
+    raise ValueError(f"Unknown optimizer.nexus field(s) {unknown}; known: "
+                     f"{sorted(NEXUS_DEFAULTS)}.")
+  cfg = {**NEXUS_DEFAULTS, **section}
+  if not cfg["inner_learning_rate"] > 0:
+    raise ValueError(f"optimizer.nexus.inner_learning_rate={cfg['inner_learning_rate']!r} "
+                     "is impossible: it must be > 0.")
+  if not (isinstance(cfg["inner_steps"], int) and cfg["inner_steps"] >= 1):
+    raise ValueError(f"optimizer.nexus.inner_steps={cfg['inner_steps']!r} is impossible: "
+                     "it must be an int >= 1.")
+  if _nexus_normalize(cfg["normalize"]) not in NORMALIZATIONS:
+    raise ValueError(f"optimizer.nexus.normalize={cfg['normalize']!r} is impossible: it "
+                     "must be one of 'global', 'per_tensor', 'none'.")
+  if cfg["source_order"] not in SOURCE_ORDERS:
+    raise ValueError(f"optimizer.nexus.source_order={cfg['source_order']!r} is impossible: "
+                     f"it must be one of {SOURCE_ORDERS}.")
+
+
+def _nexus_normalize(value):
+  return None if value in (None, "none") else value
+
+
 def _decay_mask(kind: str):
   if kind == "all":
     return None
   return lambda params: jax.tree.map(lambda p: np.ndim(p) >= 2, params)
 
 
-def make_optimizer(opt_config: Mapping[str, Any], num_steps: int
-                   ) -> optax.GradientTransformation:
-  """The optax chain a config section describes (see the module docstring)."""
+def make_optimizer(opt_config: Mapping[str, Any], num_steps: int,
+                   num_sources: int | None = None) -> optax.GradientTransformation:
+  """The optax chain a config section describes (see the module docstring);
+  with ``nexus.enabled``, that chain wrapped in Nexus over ``num_sources``."""
   check_optimizer_config(opt_config)
+  outer = _make_outer(opt_config, num_steps)
+  if not nexus_enabled(opt_config):
+    return outer
+  if not num_sources:
+    raise ValueError("optimizer.nexus.enabled needs num_sources (the number of data "
+                     "sources grad_fn accepts): make_optimizer(..., num_sources=K).")
+  cfg = {**NEXUS_DEFAULTS, **dict(opt_config["nexus"])}
+  return nexus(outer, inner_learning_rate=cfg["inner_learning_rate"],
+               inner_steps=cfg["inner_steps"], num_sources=num_sources,
+               normalize=_nexus_normalize(cfg["normalize"]),
+               source_order=cfg["source_order"], seed=cfg["seed"])
+
+
+def _make_outer(opt_config: Mapping[str, Any], num_steps: int
+                ) -> optax.GradientTransformation:
   cfg = dict(opt_config)
   sched = dict(schedule=cfg.get("schedule", "constant"), num_steps=num_steps,
                warmup_steps=cfg.get("warmup_steps", 0),
