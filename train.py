@@ -522,7 +522,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   """Trains config in workdir (resuming it if it has a checkpoint); returns the
   summary (also in WORKDIR/summary.json), or {"status": "preempted", ...}."""
   validate_config(config)
-  workdir = Path(workdir)
+  workdir = Path(workdir).resolve()  # orbax needs absolute paths.
   workdir.mkdir(parents=True, exist_ok=True)
   check_resume_config(workdir, config, override_config)
   if config.model.name == "gpt2":

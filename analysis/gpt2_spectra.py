@@ -380,7 +380,7 @@ def verdicts(result: dict) -> list[str]:
 
 def run(config, workdir) -> dict:
   t = time.time()
-  workdir = Path(workdir)
+  workdir = Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   runs = train_all(config, workdir)
   result = analyze(config, workdir, runs)

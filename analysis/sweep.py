@@ -213,7 +213,7 @@ def zero_predictor_loss(config) -> float:
 
 def run_sweep(config, workdir) -> dict:
   """Trains, analyzes, writes sweep.json, report.md and plots; returns the sweep dict."""
-  workdir = Path(workdir)
+  workdir = Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   for condition in config.conditions:
     parse_condition(condition)

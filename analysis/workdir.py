@@ -65,7 +65,7 @@ def load_params(workdir, step: Optional[int] = None
   step = steps[-1] if step is None else step
   if step not in steps:
     raise ValueError(f"No checkpoint at step {step} in {workdir}; have {steps}.")
-  with ocp.CheckpointManager(Path(workdir) / CHECKPOINT_DIR,
+  with ocp.CheckpointManager(Path(workdir).resolve() / CHECKPOINT_DIR,  # orbax: absolute.
                              options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
     restored = manager.restore(step, args=ocp.args.Composite(
         **{PARAMS_ITEM: ocp.args.StandardRestore()}))

@@ -244,3 +244,13 @@ def test_resume_with_different_config_is_refused(tmp_path):
   summary = train.train_and_evaluate(changed, tmp_path, override_config=True)
   assert summary["resumed_from_step"] == 20
   assert json.loads((tmp_path / wd.CONFIG_FILE).read_text())["num_steps"] == 40
+
+
+def test_relative_workdir_trains_resumes_and_loads(tmp_path, monkeypatch):
+  """The README runs with workdirs like runs/sweep: orbax needs absolute paths."""
+  monkeypatch.chdir(tmp_path)
+  config = _config(num_steps=20, checkpoint_every=10)
+  summary = train.train_and_evaluate(config, "runs/relative")
+  assert summary["status"] == "finished"
+  _, params = wd.load_params("runs/relative")
+  assert params["hidden"]["kernel"].shape[0] == config.num_seeds
