@@ -29,7 +29,6 @@ batches goes into metrics.jsonl (analysis.source_geometry).
 
 import dataclasses
 import json
-import math
 import re
 import logging as pylogging
 import signal
@@ -516,6 +515,19 @@ class _Preemption:
   def __exit__(self, *exc):
     signal.signal(signal.SIGTERM, self.previous)
 
+  def checkpoint(self, step: int, last: bool, every: int, directory, check, save) -> bool:
+    """Saves every ``every`` steps, at the last step and on SIGTERM, after
+    ``check()`` (which raises on a non-finite state: a NaN is never saved).
+    True when SIGTERM asks the loop to stop."""
+    if step % every == 0 or last or self.requested:
+      check()
+      save()
+    if self.requested and not last:
+      logging.warning("SIGTERM: saved step %d to %s; rerun the same command to resume.",
+                      step, directory)
+      return True
+    return False
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        override_config: bool = False) -> dict:
@@ -563,13 +575,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
           logging.info("step %d/%d  train_loss %.3e (mean of %d seeds)  %.1f steps/s",
                        step, config.num_steps, row["train_loss"], config.num_seeds, rate)
           t_last, step_last = now, step
-        if step % config.checkpoint_every == 0 or last or preemption.requested:
-          raise_if_nonfinite(state, manager, config)  # Never save a NaN state.
-          save_checkpoint(manager, state, exp)
-        if preemption.requested and not last:
+        if preemption.checkpoint(
+            step, last, config.checkpoint_every, manager.directory,
+            check=lambda: raise_if_nonfinite(state, manager, config),
+            save=lambda: save_checkpoint(manager, state, exp)):
           status = "preempted"
-          logging.warning("SIGTERM: saved step %d to %s; rerun the same command to "
-                          "resume.", step, manager.directory)
           break
       jax.block_until_ready(state)
       t_end = time.time()
@@ -945,13 +955,11 @@ def train_gpt2(config, workdir: Path) -> dict:
                        row.get("train_loss", float("nan")), f"  val_loss {last_val['mean']:.4f}"
                        if evaluated and last_val else "", extra.get("tokens_per_sec", 0.0))
           t_last, step_last = time.time(), step
-        if step % config.checkpoint_every == 0 or last or preemption.requested:
-          check_finite(state)  # Never save a NaN state.
-          save_gpt2_checkpoint(manager, state, iterator)
-        if preemption.requested and not last:
+        if preemption.checkpoint(
+            step, last, config.checkpoint_every, manager.directory,
+            check=lambda: check_finite(state),
+            save=lambda: save_gpt2_checkpoint(manager, state, iterator)):
           status = "preempted"
-          logging.warning("SIGTERM: saved step %d to %s; rerun the same command to "
-                          "resume.", step, manager.directory)
           break
       jax.block_until_ready(state)
   finally:

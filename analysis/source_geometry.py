@@ -86,8 +86,7 @@ def finetune_per_source(loss_fn, params, source_batches, optimizer: optax.Gradie
 
 
 def _tree_distance(a, b) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square((x - y).astype(jnp.float32)))
-                      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+  return optax.tree.norm(optax.tree.sub(a, b))
 
 
 def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTransformation,

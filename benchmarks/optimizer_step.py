@@ -22,6 +22,7 @@ import optax
 from absl import app, flags
 from optax.contrib import MuonDimensionNumbers
 
+from matmul import matmul_rate
 from optimizers import muon, newton_schulz
 from optimizers.muon import default_muon_routing
 from optimizers.orthogonalization import matrix_flops_per_step
@@ -75,20 +76,6 @@ def time_step(opt, params, grads, repeats):
   return min(times), compile_and_first
 
 
-def matmul_rate(m=768, k=3072, n=768, repeats=10):
-  """The machine's plain f32 matmul FLOP rate at these shapes (best of repeats)."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (m, k))
-  b = jax.random.normal(jax.random.PRNGKey(1), (k, n))
-  f = jax.jit(lambda a, b: a @ b)
-  jax.block_until_ready(f(a, b))
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(a, b))
-    best = min(best, time.perf_counter() - t0)
-  return 2 * m * k * n / best
-
-
 def orthogonality(n_layer):
   """Singular-value range of both implementations on the same momentum-like
   matrices, and their largest elementwise difference."""
@@ -120,7 +107,7 @@ def main(argv):
                  for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m)
   std_flops = sum(matrix_flops_per_step(x.shape, 5, gram=False)
                   for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m)
-  rate = matmul_rate()
+  rate = matmul_rate(768, 3072, 768)  # The shapes of GPT-2's MLP matrices.
   print(f"{n_params / 1e6:.1f}M parameters; Muon on {sum(jax.tree.leaves(labels))} matrices; "
         f"plain f32 matmul {rate / 1e9:.0f} GFLOP/s")
   print(f"Newton-Schulz FLOPs per step: standard {std_flops / 1e12:.3f} TFLOP "

@@ -29,6 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from analysis.evaluate import all_pairs, auto_batch_size, evaluate_paths, gather_pairs
+from matmul import matmul_rate
 from analysis.paths import get_path_fn, linear_path
 
 FLAGS = flags.FLAGS
@@ -66,12 +67,6 @@ def best_time(fn, repeats):
   return min(times)
 
 
-def matmul_rate(repeats, size=2048):
-  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  return 2 * size**3 / best_time(lambda: dot(a, a), repeats + 2)
-
-
 def loop_eval(a_P, b_P, ts, batch):
   """The baseline: one jitted single-point call per (pair, t)."""
   point_loss = jax.jit(lambda a, b, t, data: squared_loss(linear_path(a, b, t), data))
@@ -101,9 +96,9 @@ def bench_width(m, repeats):
   vmapped = lambda: evaluate_paths(squared_loss, "linear", a_P, b_P, ts, batch)
   # On a shared machine the rate drifts: the reference is measured right
   # before and after, and the evaluator is compared with their mean.
-  rate_before = matmul_rate(repeats)
+  rate_before = matmul_rate(repeats=repeats + 2)
   t_vmap = best_time(vmapped, repeats)
-  rate = 0.5 * (rate_before + matmul_rate(repeats))
+  rate = 0.5 * (rate_before + matmul_rate(repeats=repeats + 2))
   loop = loop_eval(a_P, b_P, ts, batch)
   t_loop = best_time(loop, 1)  # Slow by construction; one timed run suffices.
   diff = float(jnp.max(jnp.abs(vmapped() - loop())))

@@ -1,7 +1,6 @@
 """Gradient similarity and source-minima closeness on quadratic sources with
 closed-form answers."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -8,13 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import pytest
 from absl import logging
 
 import train
-from tests.config_overrides import config_with
+from tests.config_overrides import config_with, unsafe_config_with
 from analysis import workdir as wd
 from configs.relu2 import get_config
 from data import synthetic
@@ -194,14 +193,7 @@ def test_nonfinite_loss_stops_without_overwriting_good_checkpoints(tmp_path):
 ])
 def test_bad_config_fails_before_training(tmp_path, fields, expected):
   # A plain, type-unsafe copy, so the test can write wrong types (flags refuse them).
-  raw = _config("runlocal").to_dict()
-  for key, value in fields.items():
-    *sections, name = key.split("__")
-    node = raw
-    for section in sections:
-      node = node[section]
-    node[name] = value
-  config = ml_collections.ConfigDict(raw, type_safe=False)
+  config = unsafe_config_with(_config("runlocal"), **fields)
   with pytest.raises(train.ConfigError, match=None) as info:
     train.train_and_evaluate(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)

@@ -7,13 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import pytest
 from absl import logging
 
 import train
-from tests.config_overrides import config_with
+from tests.config_overrides import assert_params_close, config_with, unsafe_config_with
 from analysis import workdir as wd
 from configs.gpt2 import get_config
 from data import text_sources, tokenizers
@@ -45,10 +44,6 @@ def compilation_cache(tmp_path_factory):
 def _losses(workdir, key="train_loss"):
   return np.asarray([r[key] for r in wd.read_metrics(workdir) if key in r])
 
-
-def _leaves(params):
-  import jax
-  return [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
 def test_eight_devices_match_one_device(tmp_path, compilation_cache):
@@ -122,10 +117,7 @@ def test_resume_gives_the_same_params_and_data(tmp_path):
                                    optimizer__schedule="constant"), tmp_path / "split")
   resumed = train.train_and_evaluate(config, tmp_path / "split", override_config=True)
   assert resumed["resumed_from_step"] == 10
-  _, a = wd.load_params(tmp_path / "full")
-  _, b = wd.load_params(tmp_path / "split")
-  for x, y in zip(_leaves(a), _leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  assert_params_close(tmp_path / "full", tmp_path / "split", rtol=0, atol=0)  # Bitwise.
   assert full["final_val_loss"] == resumed["final_val_loss"]
   np.testing.assert_array_equal(_losses(tmp_path / "full"), _losses(tmp_path / "split"))
 
@@ -140,10 +132,7 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
                              rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(_losses(tmp_path / "acc", "grad_norm"),
                              _losses(tmp_path / "big", "grad_norm"), rtol=1e-4)
-  _, a = wd.load_params(tmp_path / "big")
-  _, b = wd.load_params(tmp_path / "acc")
-  for x, y in zip(_leaves(a), _leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+  assert_params_close(tmp_path / "big", tmp_path / "acc", rtol=1e-4, atol=1e-5)
   assert big["final_val_loss"]["mean"] == pytest.approx(acc["final_val_loss"]["mean"], abs=1e-4)
 
 
@@ -157,14 +146,7 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
     (dict(eval_every=0), "eval_every=0 is impossible"),
 ])
 def test_bad_gpt2_config_fails_before_training(tmp_path, fields, expected):
-  raw = _config("runlocal").to_dict()
-  for key, value in fields.items():
-    *sections, name = key.split("__")
-    node = raw
-    for section in sections:
-      node = node[section]
-    node[name] = value
-  config = ml_collections.ConfigDict(raw, type_safe=False)
+  config = unsafe_config_with(_config("runlocal"), **fields)
   with pytest.raises(train.ConfigError) as info:
     train.train_and_evaluate(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)

@@ -17,7 +17,7 @@ from data import text_pipeline, tokenizers
 from models import gpt2
 from optimizers import factory
 from optimizers.nexus import normalize_gradient
-from tests.config_overrides import config_with
+from tests.config_overrides import assert_params_close, config_with, unsafe_config_with
 
 logging.set_verbosity(logging.WARNING)
 
@@ -73,10 +73,7 @@ def test_nexus_trains_logs_similarity_and_resumes_bitwise(tmp_path):
   resumed = train.train_and_evaluate(_config("runlocal,nexus,steps=20", **common),
                                      tmp_path / "split", override_config=True)
   assert resumed["resumed_from_step"] == 10
-  _, a = wd.load_params(tmp_path / "full")
-  _, b = wd.load_params(tmp_path / "split")
-  for x, y in zip(_leaves(a), _leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  assert_params_close(tmp_path / "full", tmp_path / "split", rtol=0, atol=0)  # Bitwise.
   assert full["final_val_loss"] == resumed["final_val_loss"]
   for key in ("train_loss", "update_norm", "grad_cosine"):
     assert ([(r["step"], r[key]) for r in _rows(tmp_path / "full", key)]
@@ -127,10 +124,7 @@ def test_nexus_grad_accumulation_matches_one_batch(tmp_path):
                                  tmp_path / "one")
   acc = train.train_and_evaluate(_config("runlocal,nexus,steps=3,batch=12,accum=2", **common),
                                  tmp_path / "acc")
-  _, a = wd.load_params(tmp_path / "one")
-  _, b = wd.load_params(tmp_path / "acc")
-  for x, y in zip(_leaves(a), _leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+  assert_params_close(tmp_path / "one", tmp_path / "acc", rtol=1e-4, atol=1e-5)
   assert one["final_val_loss"]["mean"] == pytest.approx(acc["final_val_loss"]["mean"], abs=1e-4)
 
 
@@ -142,14 +136,7 @@ def test_nexus_grad_accumulation_matches_one_batch(tmp_path):
     (dict(optimizer__nexus__normalize="l3"), "normalize='l3' is impossible"),
 ])
 def test_bad_nexus_config_fails_before_training(tmp_path, fields, expected):
-  raw = _config().to_dict()
-  for key, value in fields.items():
-    *sections, name = key.split("__")
-    node = raw
-    for section in sections:
-      node = node[section]
-    node[name] = value
-  config = ml_collections.ConfigDict(raw, type_safe=False)
+  config = unsafe_config_with(_config(), **fields)
   with pytest.raises(train.ConfigError) as info:
     train.train_and_evaluate(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)
