@@ -25,20 +25,7 @@ def _config(variant="runlocal", **fields):
   return config_with(get_config, variant, **fields)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """Runs of one shape share compiled steps (XLA:CPU compiles take most of a
-  short run); restored afterwards so other test modules are unaffected."""
-  import jax
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {n: getattr(jax.config, n) for n in names}
-  cache = tmp_path_factory.mktemp("jax_cache")
-  for n, v in zip(names, (str(cache), 0.0, 0)):
-    jax.config.update(n, v)
-  yield cache
-  for n, v in old.items():
-    jax.config.update(n, v)
+pytestmark = pytest.mark.usefixtures("compilation_cache")  # tests/conftest.py
 
 
 def _losses(workdir, key="train_loss"):
