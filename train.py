@@ -817,8 +817,14 @@ def _to_device_batch(batch: dict, k: int, sharding, sources=None
 
 def make_similarity(model: gpt2.GPT2, val: dict, sources: list[str]):
   """() -> params -> {"grad_cosine": K×K list, "grad_cosine/mean_pairwise", ...}:
-  the sources' gradient cosines on their fixed validation batches (all N of them)."""
-  batches = {k: np.stack([val[s][k] for s in sources]) for k in ("inputs", "targets")}
+  the sources' gradient cosines on their fixed validation batches: the first N
+  of each, N the smallest count (a small source, e.g. prose, may have fewer
+  than eval_batches), so every source's gradient sees the same number of tokens."""
+  n = min(val[s]["inputs"].shape[0] for s in sources)
+  if n < max(val[s]["inputs"].shape[0] for s in sources):
+    logging.info("Gradient cosines on %d validation batches per source (the smallest "
+                 "source's count).", n)
+  batches = {k: np.stack([val[s][k][:n] for s in sources]) for k in ("inputs", "targets")}
 
   def loss(params, batch):  # batch: {"inputs": (N, E, T), ...} of one source
     return jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),

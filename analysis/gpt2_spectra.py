@@ -24,11 +24,8 @@ Verdicts, per pair and statistic s(t) of a matrix:
   [min(s(0), s(1)), max(...)] relative to the same scale ("spike" if > 0.1).
 """
 
-import dataclasses
 import itertools
 import json
-import logging as pylogging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,11 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from analysis import gpt2_runs, train_runs
 from analysis import workdir as wd
 from analysis.paths import interpolate_points, map_along_path
 from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
-from data import text_pipeline, tokenizers
-from models import gpt2
 
 _CONFIG = _WORKDIR = None  # Defined by define_flags() when run as a command.
 
@@ -58,17 +54,14 @@ def define_flags() -> None:
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (training runs go in "
                                  "WORKDIR/runs; report.md, spectra.json and PNGs beside).")
 
-REPO = Path(__file__).resolve().parents[1]
+
 LAYER_TYPES = {"c_attn": "attn/c_attn", "attn_c_proj": "attn/c_proj",
                "c_fc": "mlp/c_fc", "mlp_c_proj": "mlp/c_proj"}
 
 
-def _plus(text: str) -> list[str]:
-  return [x for x in text.split("+") if x]
-
-
 def run_names(config) -> list[tuple[str, int]]:
-  return [(o, int(s)) for o in _plus(config.optimizers) for s in _plus(config.seeds)]
+  seeds = gpt2_runs.plus_list(config.seeds)
+  return [(o, int(s)) for o in gpt2_runs.plus_list(config.optimizers) for s in seeds]
 
 
 def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]:
@@ -82,33 +75,10 @@ def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]
 def train_all(config, workdir: Path) -> dict[str, Path]:
   """Trains every run that has no summary.json yet, config.parallel_runs at a
   time (each a `python train.py` process); returns {name: run dir}."""
-  runs, todo = {}, []
-  for optimizer, seed in run_names(config):
-    name, run_dir = f"{optimizer}_s{seed}", workdir / "runs" / f"{optimizer}_s{seed}"
-    runs[name] = run_dir
-    if (run_dir / wd.SUMMARY_FILE).exists():
-      logging.info("%s: finished before, skipped.", name)
-    else:
-      todo.append((name, train_command(config, optimizer, seed, run_dir)))
-  running = []
-  while todo or running:
-    while todo and len(running) < max(config.parallel_runs, 1):
-      name, cmd = todo.pop(0)
-      logging.info("Training %s: %s", name, " ".join(cmd))
-      (workdir / "runs").mkdir(parents=True, exist_ok=True)
-      log = open(workdir / "runs" / f"{name}.log", "w")
-      running.append((name, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log),
-                      time.time(), log))
-    name, proc, t, log = running.pop(0)
-    proc.wait()
-    log.close()
-    if proc.returncode != 0:
-      for _, other, _, _ in running:
-        other.terminate()
-      tail = "\n".join((workdir / "runs" / f"{name}.log").read_text().strip().splitlines()[-5:])
-      raise RuntimeError(f"Training {name} failed (exit {proc.returncode}):\n{tail}")
-    logging.info("%s trained in %.0f s.", name, time.time() - t)
-  return runs
+  runs = {(o, s): workdir / "runs" / f"{o}_s{s}" for o, s in run_names(config)}
+  train_runs.train_runs([(d, train_command(config, o, s, d)) for (o, s), d in runs.items()],
+                        config.parallel_runs)
+  return {d.name: d for d in runs.values()}
 
 
 def pairs_of(names: list[str], include_self: bool) -> list[tuple[str, str, str]]:
@@ -178,36 +148,17 @@ def deviation_metrics(s_T: np.ndarray, ts: np.ndarray, tolerance: float) -> dict
           "spike": overshoot > 0.1}
 
 
-def model_for(run_dir: Path) -> tuple[gpt2.GPT2, dict]:
-  config = wd.load_config(run_dir)
-  vocab = wd.read_summary(run_dir)["vocab_size"]
-  m = config.model
-  model_config = dataclasses.replace(gpt2.CONFIGS[m.size], vocab_size=vocab,
-                                     dtype=jnp.dtype(m.dtype), dropout=0.0)
-  return gpt2.GPT2(model_config), config.to_dict()
-
-
-def validation_batches(train_config: dict, config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  d = train_config["data"]
-  if d["tokenizer"] != "bytes":
-    raise ValueError("analysis.gpt2_spectra evaluates byte-tokenized runs only; "
-                     f"got data.tokenizer={d['tokenizer']!r}.")
-  tok = tokenizers.get_tokenizer("bytes")
-  kwargs = {"max_chars": d["max_chars"]} if d["max_chars"] else {}
-  windows = text_pipeline.build_text_windows(_plus(d["sources"]), "validation", tok,
-                                             d["seq_len"], **kwargs)
-  out = {}
-  for name, w in windows.items():
-    batches = list(text_pipeline.eval_batches(w, config.eval_batch_size, config.eval_batches))
-    out[name] = tuple(np.stack([b[k] for b in batches]) for k in ("inputs", "targets"))
-  return out
+def validation_batches(train_config: dict, config) -> dict[str, dict[str, np.ndarray]]:
+  return gpt2_runs.text_batches(train_config, "validation", config.eval_batch_size,
+                                config.eval_batches)
 
 
 def make_path_losses(model, ts):
   """(a, b, val) -> the mean validation loss (over sources) at each t: (T,)."""
+  loss = gpt2_runs.stacked_loss(model)
+
   def loss_at(params, val):
-    per_source = [jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy), batches).mean()
-                  for batches in val.values()]
+    per_source = [loss(params, batches) for batches in val.values()]
     return jnp.mean(jnp.stack(per_source))
   fn = jax.jit(lambda a, b, val: jax.lax.map(
       lambda p: loss_at(p, val), interpolate_points("linear", a, b, ts)))
@@ -247,7 +198,7 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
     _, p = wd.load_params(run_dir)
     params[name] = wd.seed_params(p, 0)
     if model is None:
-      model, train_config = model_for(run_dir)
+      model, train_config = gpt2_runs.model_for(run_dir)
       val = validation_batches(train_config, config)
   finals = {n: wd.read_summary(d) for n, d in runs.items()}
   pairs_out = []
@@ -397,20 +348,16 @@ def run(config, workdir) -> dict:
   return result
 
 
-def _quiet_orbax(record) -> bool:
-  return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
-  logging.get_absl_logger().addFilter(_quiet_orbax)
+  logging.get_absl_logger().addFilter(train_runs.quiet_orbax)
   if _CONFIG.value is None or _WORKDIR.value is None:
     sys.exit("analysis.gpt2_spectra: --config=configs/gpt2_spectra.py and --workdir=DIR "
              "are required.")
   try:
     run(_CONFIG.value, _WORKDIR.value)
-  except (RuntimeError, ValueError) as e:
+  except (train_runs.TrainingFailed, RuntimeError, ValueError) as e:
     sys.exit(f"analysis.gpt2_spectra: {e}")
 
 

@@ -16,9 +16,6 @@ two claims held (`analysis.report`).
 """
 
 import json
-import logging as pylogging
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,14 +24,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 import numpy as np
 
-from analysis import connectivity, report
+from analysis import connectivity, report, train_runs
 from analysis import workdir as wd
 from data import synthetic
 
-REPO = Path(__file__).resolve().parents[1]
-
-class SweepError(RuntimeError):
-  """A training run failed; the message names it and its log."""
+REPO = train_runs.REPO
 
 
 def weight_decay(config, optimizer: str, width: int, base: float) -> float:
@@ -64,50 +58,11 @@ def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
 
 def train_all(config, workdir: Path) -> dict:
   """Trains every (optimizer, width) without a summary.json, ``parallel`` at a
-  time; returns {run name: "skipped" | seconds}. Raises SweepError on a failure."""
-  todo, done = [], {}
-  for width in config.widths:
-    for optimizer in config.optimizers:
-      out = run_dir(workdir, optimizer, width)
-      if (out / wd.SUMMARY_FILE).exists():
-        done[out.name] = "skipped"
-      else:
-        todo.append((out, train_command(config, optimizer, width, out)))
-  if done:
-    logging.info("Training: %d runs already finished, skipped.", len(done))
-  logging.info("Training: %d runs to do, %d at a time.", len(todo), config.parallel)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-  running, finished = [], 0
-  while todo or running:
-    while todo and len(running) < max(1, config.parallel):
-      out, cmd = todo.pop(0)
-      out.mkdir(parents=True, exist_ok=True)
-      log = open(out.parent / f"{out.name}.log", "w")
-      log.write(" ".join(cmd) + "\n")
-      log.flush()
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-      running.append((out, proc, log, time.time()))
-    time.sleep(0.2)
-    for item in list(running):
-      out, proc, log, start = item
-      if proc.poll() is None:
-        continue
-      running.remove(item)
-      log.close()
-      if proc.returncode != 0 or not (out / wd.SUMMARY_FILE).exists():
-        for _, other, _, _ in running:
-          other.terminate()  # SIGTERM: train.py checkpoints and exits; rerun resumes.
-        tail = Path(log.name).read_text().strip().splitlines()[-5:]
-        raise SweepError(f"Training {out} failed (exit {proc.returncode}); log "
-                         f"{log.name}:\n  " + "\n  ".join(tail))
-      finished += 1
-      done[out.name] = time.time() - start
-      summary = wd.read_summary(out)
-      logging.info("Trained %-14s (%d/%d) in %5.1fs: train loss %.2e.", out.name, finished,
-                   finished + len(todo) + len(running), done[out.name],
-                   summary.get("final_train_loss", float("nan")))
-  return done
+  time; returns {run name: "skipped" | seconds}. Raises TrainingFailed on a failure."""
+  runs = [(run_dir(workdir, optimizer, width),
+           train_command(config, optimizer, width, run_dir(workdir, optimizer, width)))
+          for width in config.widths for optimizer in config.optimizers]
+  return train_runs.train_runs(runs, config.parallel)
 
 
 def parse_condition(condition: str) -> tuple[str, bool]:
@@ -247,12 +202,6 @@ def run_sweep(config, workdir) -> dict:
   return sweep
 
 
-def quiet_orbax(record) -> bool:
-  """Logging filter: orbax logs every restore at INFO and WARNING (read-only
-  managers); keep its errors only."""
-  return record.levelno >= pylogging.ERROR or "/orbax/" not in record.pathname
-
-
 def define_flags() -> None:
   """The CLI's flags; defined at startup only, so importing this module (tests,
   notebooks, next to train.py) adds no global flags."""
@@ -266,14 +215,14 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
-  logging.get_absl_logger().addFilter(quiet_orbax)
+  logging.get_absl_logger().addFilter(train_runs.quiet_orbax)
   config = _CONFIG.value
   if config is None or _WORKDIR.value is None:
     raise app.UsageError("--config=configs/relu2_sweep.py[:VARIANT] and --workdir=DIR are "
                          "required; see --help.")
   try:
     run_sweep(config, _WORKDIR.value)
-  except (SweepError, connectivity.ConnectivityError, ValueError) as e:
+  except (train_runs.TrainingFailed, connectivity.ConnectivityError, ValueError) as e:
     raise SystemExit(f"analysis.sweep: {e}")
 
 

@@ -130,3 +130,18 @@ def test_bad_nexus_config_fails_before_training(tmp_path, fields, expected):
     train.train_and_evaluate(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)
   assert not (tmp_path / "run").exists()
+
+
+def test_similarity_uses_the_same_number_of_batches_per_source():
+  # prose has fewer validation windows than eval_batches asks for: the cosines
+  # use the first N batches of every source, N the smallest count.
+  model = gpt2.GPT2(gpt2.CONFIGS["tiny"])
+  params = gpt2.init_params(model, jax.random.PRNGKey(0), 16)
+  rng = np.random.default_rng(0)
+  val = {s: {k: rng.integers(0, 256, (n, 2, 16)).astype(np.int32) for k in ("inputs", "targets")}
+         for s, n in (("prose", 2), ("code", 3), ("math", 4))}
+  out = train.make_similarity(model, val, ["prose", "code", "math"])(params)
+  first2 = {s: {k: v[:2] for k, v in b.items()} for s, b in val.items()}
+  same = train.make_similarity(model, first2, ["prose", "code", "math"])(params)
+  np.testing.assert_allclose(out["grad_cosine"], same["grad_cosine"], atol=1e-6)
+  assert np.asarray(out["grad_cosine"]).shape == (3, 3)

@@ -1,0 +1,76 @@
+"""Launching `python train.py` runs for the experiment commands (analysis.sweep,
+analysis.gpt2_spectra, analysis.nexus_mixture), and their shared log filter.
+
+Each run is its own process and workdir: a run with a summary.json finished
+before and is skipped, so a rerun of an interrupted experiment resumes (train.py
+itself resumes a run from its last checkpoint). The experiments never import
+train.py: its absl flags would clash with theirs.
+"""
+
+import logging as pylogging
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+from absl import logging
+
+from analysis import workdir as wd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TrainingFailed(RuntimeError):
+  """A train.py run exited non-zero or wrote no summary.json."""
+
+
+def train_runs(runs: Sequence[tuple[Path, list[str]]], parallel: int = 1) -> dict[str, object]:
+  """Runs every (run dir, command) whose run dir has no summary.json yet,
+  ``parallel`` at a time, logging to RUN_DIR.log beside the run dir; returns
+  {run dir name: "skipped" | seconds}. On a failure the other runs get SIGTERM
+  (train.py checkpoints and exits, so a rerun resumes) and TrainingFailed
+  names the run and shows its log's last lines."""
+  todo, done = [], {}
+  for out, cmd in runs:
+    if (Path(out) / wd.SUMMARY_FILE).exists():
+      done[Path(out).name] = "skipped"
+      logging.info("%s: finished before, skipped.", Path(out).name)
+    else:
+      todo.append((Path(out), cmd))
+  logging.info("Training: %d runs to do, %d at a time.", len(todo), max(1, parallel))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  running, finished, total = [], 0, len(todo)
+  while todo or running:
+    while todo and len(running) < max(1, parallel):
+      out, cmd = todo.pop(0)
+      out.mkdir(parents=True, exist_ok=True)
+      log = open(out.parent / f"{out.name}.log", "w")
+      log.write(" ".join(cmd) + "\n")
+      log.flush()
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+      running.append((out, proc, log, time.time()))
+    time.sleep(0.2)
+    for item in list(running):
+      out, proc, log, start = item
+      if proc.poll() is None:
+        continue
+      running.remove(item)
+      log.close()
+      if proc.returncode != 0 or not (out / wd.SUMMARY_FILE).exists():
+        for _, other, _, _ in running:
+          other.terminate()
+        tail = Path(log.name).read_text().strip().splitlines()[-5:]
+        raise TrainingFailed(f"Training {out} failed (exit {proc.returncode}); log "
+                             f"{log.name}:\n  " + "\n  ".join(tail))
+      finished += 1
+      done[out.name] = time.time() - start
+      logging.info("Trained %s (%d/%d) in %.1f s.", out.name, finished, total, done[out.name])
+  return done
+
+
+def quiet_orbax(record) -> bool:
+  """Logging filter: orbax logs every restore at INFO and WARNING (read-only
+  managers); keep its errors only."""
+  return record.levelno >= pylogging.ERROR or "/orbax/" not in record.pathname
