@@ -25,35 +25,19 @@ Verdicts, per pair and statistic s(t) of a matrix:
 """
 
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import config_flags
 
-from analysis import gpt2_runs, train_runs
+from analysis import experiment_cli, gpt2_runs, train_runs
 from analysis import workdir as wd
 from analysis.paths import interpolate_points, map_along_path
 from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
-
-_CONFIG = _WORKDIR = None  # Defined by define_flags() when run as a command.
-
-
-def define_flags() -> None:
-  """The CLI's flags; defined at startup only, so importing this module (tests,
-  next to train.py's flags) adds no global flags."""
-  global _CONFIG, _WORKDIR
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", None, "Experiment config: configs/gpt2_spectra.py[:VARIANT]; override fields "
-      "with --config.a.b=V.", lock_config=True)
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (training runs go in "
-                                 "WORKDIR/runs; report.md, spectra.json and PNGs beside).")
-
 
 LAYER_TYPES = {"c_attn": "attn/c_attn", "attn_c_proj": "attn/c_proj",
                "c_fc": "mlp/c_fc", "mlp_c_proj": "mlp/c_proj"}
@@ -339,28 +323,13 @@ def run(config, workdir) -> dict:
   runtime = time.time() - t
   result["runtime_s"] = runtime
   result["verdicts"] = verdicts(result)
-  (workdir / "spectra.json").write_text(json.dumps(result) + "\n")
-  (workdir / "report.md").write_text(render_report(result, runtime, plots))
-  for v in result["verdicts"]:
-    logging.info("%s", v)
-  logging.info("Wrote %s and %s (%.0f s).", workdir / "report.md", workdir / "spectra.json",
-               runtime)
+  experiment_cli.write_results(workdir, "spectra.json", result,
+                               render_report(result, runtime, plots))
   return result
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
-  logging.get_absl_logger().addFilter(train_runs.quiet_orbax)
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    sys.exit("analysis.gpt2_spectra: --config=configs/gpt2_spectra.py and --workdir=DIR "
-             "are required.")
-  try:
-    run(_CONFIG.value, _WORKDIR.value)
-  except (train_runs.TrainingFailed, RuntimeError, ValueError) as e:
-    sys.exit(f"analysis.gpt2_spectra: {e}")
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  experiment_cli.main("analysis.gpt2_spectra", "configs/gpt2_spectra.py[:VARIANT]",
+                      "Output directory (training runs go in WORKDIR/runs; report.md, "
+                      "spectra.json and PNGs beside).", run,
+                      errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError))

@@ -16,6 +16,7 @@ the source batches stacked on a leading axis K (every leaf (K, ...)):
   L_s(θ) − L_s(θ − γ∇L_mix(θ)): how much a step on the mixture lowers source s.
 """
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -73,20 +74,43 @@ def finetune_per_source(loss_fn, params, source_batches, optimizer: optax.Gradie
   every s at once: the params' pytree with a leading axis K."""
   if steps < 1:
     raise ValueError(f"steps must be >= 1, got {steps}.")
+  return _finetune_fn(loss_fn, optimizer, steps)(params, source_batches)
 
-  def one_source(batch):
+
+# The jitted functions are cached per (loss_fn, optimizer, steps) object, so
+# measuring many checkpoints of one model with the same loss_fn compiles once.
+@functools.cache
+def _finetune_fn(loss_fn, optimizer, steps):
+  def one_source(params, batch):
     def body(carry, _):
       p, state = carry
       updates, state = optimizer.update(jax.grad(loss_fn)(p, batch), state, p)
       return (optax.apply_updates(p, updates), state), None
     (p, _), _ = jax.lax.scan(body, (params, optimizer.init(params)), None, length=steps)
     return p
+  return jax.jit(jax.vmap(one_source, in_axes=(None, 0)))
 
-  return jax.jit(jax.vmap(one_source))(source_batches)
+
+@functools.cache
+def _loss_fns(loss_fn):
+  """(per_source, own_loss, mixture, stepped_per_source) for one loss_fn."""
+  per_source = jax.vmap(loss_fn, in_axes=(None, 0))
+  mixture = lambda p, batches: jnp.mean(per_source(p, batches))
+
+  def stepped_per_source(params, batches, step):  # L_s(θ − γ∇L_mix(θ)) for every s
+    g_mix = jax.grad(mixture)(params, batches)
+    return per_source(jax.tree.map(lambda p, g: p - step * g, params, g_mix), batches)
+
+  # own_loss: L_s(θ_s), params and batch both indexed by s.
+  return jax.jit(per_source), jax.jit(jax.vmap(loss_fn)), mixture, jax.jit(stepped_per_source)
 
 
 def _tree_distance(a, b) -> jax.Array:
   return optax.tree.norm(optax.tree.sub(a, b))
+
+
+_distances_to = jax.jit(jax.vmap(_tree_distance, in_axes=(0, None)))
+_pair_distances = jax.jit(jax.vmap(_tree_distance))
 
 
 def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTransformation,
@@ -99,17 +123,13 @@ def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTran
   loss_start / loss_end / loss_drop (K,), first_order_proxy (K,).
   """
   k = _num_sources(source_batches)
-  per_source = jax.vmap(loss_fn, in_axes=(None, 0))
-  mixture = lambda p, batches: jnp.mean(per_source(p, batches))
+  per_source, own_loss, mixture, stepped_per_source = _loss_fns(loss_fn)
   theta_K = finetune_per_source(loss_fn, params, source_batches, optimizer, steps)
-  own_loss = jax.jit(jax.vmap(loss_fn))  # L_s(θ_s): params and batch both indexed by s.
-  loss_start = np.asarray(jax.jit(per_source)(params, source_batches))
+  loss_start = np.asarray(per_source(params, source_batches))
   loss_end = np.asarray(own_loss(theta_K, source_batches))
-  g_mix = jax.grad(mixture)(params, source_batches)
-  stepped = jax.tree.map(lambda p, g: p - proxy_step * g, params, g_mix)
-  proxy = loss_start - np.asarray(jax.jit(per_source)(stepped, source_batches))
+  proxy = loss_start - np.asarray(stepped_per_source(params, source_batches, proxy_step))
 
-  distance_to_start = np.asarray(jax.vmap(lambda p: _tree_distance(p, params))(theta_K))
+  distance_to_start = np.asarray(_distances_to(theta_K, params))
   pairwise_distance = np.zeros((k, k))
   pairwise_barrier = np.zeros((k, k))
   pairs = all_pairs(k)
@@ -118,7 +138,7 @@ def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTran
     ts = jnp.linspace(0.0, 1.0, points)
     losses_PxT = evaluate_paths(mixture, "linear", a_P, b_P, ts, source_batches)
     barrier_P = np.asarray(loss_barriers(losses_PxT, ts)["mean"].height)
-    dist_P = np.asarray(jax.vmap(_tree_distance)(a_P, b_P))
+    dist_P = np.asarray(_pair_distances(a_P, b_P))
     for (i, j), dist, barrier in zip(pairs, dist_P, barrier_P):
       pairwise_distance[i, j] = pairwise_distance[j, i] = dist
       pairwise_barrier[i, j] = pairwise_barrier[j, i] = barrier

@@ -20,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 import numpy as np
 
-from analysis import connectivity, report, train_runs
+from analysis import connectivity, experiment_cli, report, train_runs
 from analysis import workdir as wd
 from data import synthetic
 
@@ -202,30 +201,8 @@ def run_sweep(config, workdir) -> dict:
   return sweep
 
 
-def define_flags() -> None:
-  """The CLI's flags; defined at startup only, so importing this module (tests,
-  notebooks, next to train.py) adds no global flags."""
-  global _CONFIG, _WORKDIR
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", None, "Sweep config: configs/relu2_sweep.py[:full|runlocal]; override "
-      "fields with --config.a.b=V.", lock_config=True)
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep (created; resumed).")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
-  logging.get_absl_logger().addFilter(train_runs.quiet_orbax)
-  config = _CONFIG.value
-  if config is None or _WORKDIR.value is None:
-    raise app.UsageError("--config=configs/relu2_sweep.py[:VARIANT] and --workdir=DIR are "
-                         "required; see --help.")
-  try:
-    run_sweep(config, _WORKDIR.value)
-  except (train_runs.TrainingFailed, connectivity.ConnectivityError, ValueError) as e:
-    raise SystemExit(f"analysis.sweep: {e}")
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  experiment_cli.main("analysis.sweep", "configs/relu2_sweep.py[:full|runlocal]",
+                      "Directory of the sweep (created; resumed).", run_sweep,
+                      errors=(train_runs.TrainingFailed, connectivity.ConnectivityError,
+                              ValueError))

@@ -1,5 +1,5 @@
 """Launching `python train.py` runs for the experiment commands (analysis.sweep,
-analysis.gpt2_spectra, analysis.nexus_mixture), and their shared log filter.
+analysis.gpt2_spectra, analysis.nexus_mixture).
 
 Each run is its own process and workdir: a run with a summary.json finished
 before and is skipped, so a rerun of an interrupted experiment resumes (train.py
@@ -7,7 +7,6 @@ itself resumes a run from its last checkpoint). The experiments never import
 train.py: its absl flags would clash with theirs.
 """
 
-import logging as pylogging
 import os
 import subprocess
 import time
@@ -68,9 +67,3 @@ def train_runs(runs: Sequence[tuple[Path, list[str]]], parallel: int = 1) -> dic
       done[out.name] = time.time() - start
       logging.info("Trained %s (%d/%d) in %.1f s.", out.name, finished, total, done[out.name])
   return done
-
-
-def quiet_orbax(record) -> bool:
-  """Logging filter: orbax logs every restore at INFO and WARNING (read-only
-  managers); keep its errors only."""
-  return record.levelno >= pylogging.ERROR or "/orbax/" not in record.pathname

@@ -1,0 +1,183 @@
+r"""The Nexus mixture experiment: same pretraining loss, closer source minima?
+
+    python -m analysis.nexus_mixture --config=configs/nexus_mixture.py --workdir=DIR
+
+1. Trains GPT-2 with every arm × seed of the config (`python train.py
+   --config=configs/gpt2.py:...`, one workdir each under DIR/runs/; a run with
+   a summary.json is finished and skipped). Arms: an optimizer (adamw, muon, ...)
+   or nexus_OPT, Nexus (optimizers/nexus.py) around it; all read the same
+   tokens per step (Nexus: batch/K sequences of each of the K sources).
+2. Per run, from its summary and metrics: the final validation loss per source
+   and its mean, the OOD loss per held-out set, the K×K gradient-cosine matrix
+   on the validation batches (at the end and every similarity_every steps).
+   From its final checkpoint: the closeness of the sources' minima
+   (analysis.source_geometry.source_minima: Adam on each source alone, vmapped
+   over sources; distances, pairwise barrier, loss drop, first-order proxy).
+3. Per base optimizer, its Nexus arm against it, paired by seed, for the
+   paper's four claims (analysis.nexus_report): in-distribution loss about
+   equal, gradient cosines higher, minima closer, OOD loss lower. Writes
+   DIR/nexus.json (every number), DIR/report.md (tables and plain verdicts) and
+   plots DIR/*.png.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from analysis import experiment_cli, gpt2_runs, nexus_report, source_geometry, train_runs
+from analysis import workdir as wd
+
+NEXUS_PREFIX = nexus_report.NEXUS_PREFIX
+
+
+def parse_arm(arm: str) -> tuple[str, bool]:
+  """"nexus_muon" -> ("muon", True); "adamw" -> ("adamw", False)."""
+  if arm.startswith(NEXUS_PREFIX):
+    return arm[len(NEXUS_PREFIX):], True
+  return arm, False
+
+
+def arms_and_seeds(config) -> tuple[list[str], list[int]]:
+  arms = gpt2_runs.plus_list(config.arms)
+  if not arms:
+    raise ValueError("config.arms is empty; give e.g. adamw+nexus_adamw.")
+  try:
+    seeds = [int(s) for s in gpt2_runs.plus_list(config.seeds)]
+  except ValueError:
+    raise ValueError(f"config.seeds={config.seeds!r} is not '+'-separated integers.") from None
+  if not seeds:
+    raise ValueError("config.seeds is empty; give e.g. 0+1+2.")
+  if config.batch % 3:
+    raise ValueError(f"config.batch={config.batch} must be a multiple of the 3 sources "
+                     "(Nexus reads batch/3 sequences of each).")
+  return arms, seeds
+
+
+def train_command(config, arm: str, seed: int, run_dir: Path) -> list[str]:
+  optimizer, nexus = parse_arm(arm)
+  variant = (f"size={config.size},optimizer={optimizer},steps={config.steps},"
+             f"batch={config.batch},seq_len={config.seq_len},"
+             f"similarity={config.similarity_every}"
+             + (f",nexus,inner_lr={config.inner_learning_rate},"
+                f"inner_steps={config.inner_steps}" if nexus else "")
+             + (",runlocal" if config.runlocal else ""))
+  return [sys.executable, "train.py", f"--config=configs/gpt2.py:{variant}",
+          f"--config.seed={seed}", f"--workdir={run_dir}", *config.train_flags.split()]
+
+
+def train_all(config, workdir: Path) -> tuple[dict[tuple[str, int], Path], dict]:
+  """({(arm, seed): run dir}, {run name: "skipped" | seconds})."""
+  arms, seeds = arms_and_seeds(config)
+  runs = {(a, s): workdir / "runs" / f"{a}_s{s}" for a in arms for s in seeds}
+  times = train_runs.train_runs([(d, train_command(config, a, s, d))
+                                 for (a, s), d in runs.items()], config.parallel_runs)
+  return runs, times
+
+
+def minima_batches(train_config: dict, config) -> dict[str, np.ndarray]:
+  """The sources' fine-tuning batches stacked on a leading source axis:
+  {"inputs", "targets": (K, N, E, T)} (the first N·E training windows of each)."""
+  per_source = gpt2_runs.text_batches(train_config, "train", config.minima.batch_size,
+                                      config.minima.num_batches)
+  sources = list(per_source)
+  n = min(b["inputs"].shape[0] for b in per_source.values())
+  return {k: np.stack([per_source[s][k][:n] for s in sources]) for k in ("inputs", "targets")}
+
+
+def measure_minima(loss_fn, optimizer, params, batches, config) -> dict:
+  """source_minima of the run's final params, as plain lists. Pass the same
+  loss_fn and optimizer objects for every run: the jitted code is cached on them."""
+  m = config.minima
+  out = source_geometry.source_minima(loss_fn, params, batches, optimizer, m.steps,
+                                      proxy_step=m.proxy_step, points=m.points)
+  k = out["pairwise_distance"].shape[0]
+  upper = np.triu_indices(k, 1)
+  summary = {"mean_pairwise_distance": float(out["pairwise_distance"][upper].mean()),
+             "mean_pairwise_barrier": float(out["pairwise_barrier"][upper].mean()),
+             "mean_distance_to_start": float(out["distance_to_start"].mean()),
+             "mean_loss_drop": float(out["loss_drop"].mean())}
+  # Scale-free: the minima's spread relative to how far fine-tuning went
+  # (2·sin(angle/2) between the fine-tuning displacements for equal lengths).
+  summary["relative_spread"] = (summary["mean_pairwise_distance"]
+                                / max(summary["mean_distance_to_start"], 1e-12))
+  return {**{k: np.asarray(v).tolist() for k, v in out.items()}, **summary}
+
+
+def param_norm(params) -> float:
+  return float(optax.tree.norm(params))
+
+
+def run_record(run_dir: Path, minima: dict, params, seconds) -> dict:
+  summary = wd.read_summary(run_dir)
+  if "final_grad_cosine" not in summary:
+    raise ValueError(f"{run_dir} has no final_grad_cosine: it was trained without "
+                     "similarity_every; delete it and rerun.")
+  curve = [(r["step"], r["grad_cosine/mean_pairwise"]) for r in wd.read_metrics(run_dir)
+           if "grad_cosine/mean_pairwise" in r]
+  val_curve = [(r["step"], r["val_loss/mean"]) for r in wd.read_metrics(run_dir)
+               if "val_loss/mean" in r]
+  cos = np.asarray(summary["final_grad_cosine"])
+  k = cos.shape[0]
+  return {"workdir": str(run_dir), "val_loss": summary["final_val_loss"],
+          "ood_loss": summary["final_ood_loss"], "grad_cosine": cos.tolist(),
+          "grad_cosine_mean_pairwise": float(cos[np.triu_indices(k, 1)].mean()),
+          "grad_cosine_curve": curve, "val_loss_curve": val_curve,
+          "tokens_per_step": summary["tokens_per_step"], "num_steps": summary["num_steps"],
+          "tokens_per_sec": summary.get("tokens_per_sec"), "train_seconds": seconds,
+          "param_norm": param_norm(params), "minima": minima}
+
+
+def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
+  model, batches, out, sources = None, None, {}, None
+  optimizer = optax.adam(config.minima.learning_rate)
+  for (arm, seed), run_dir in runs.items():
+    t = time.time()
+    _, params = wd.load_params(run_dir)
+    params = jax.tree.map(jnp.asarray, wd.seed_params(params, 0))
+    if model is None:
+      model, train_config = gpt2_runs.model_for(run_dir)
+      batches = minima_batches(train_config, config)
+      sources = gpt2_runs.plus_list(train_config["data"]["sources"])
+      loss_fn = gpt2_runs.stacked_loss(model)
+    minima = measure_minima(loss_fn, optimizer, params, batches, config)
+    out.setdefault(arm, {})[str(seed)] = run_record(run_dir, minima, params, times.get(run_dir.name))
+    logging.info("%s seed %d: val %.3f, OOD %.3f, gradient cosine %.3f, minima pairwise "
+                 "distance %.3f, barrier %.4f (%.1f s)", arm, seed,
+                 out[arm][str(seed)]["val_loss"]["mean"], out[arm][str(seed)]["ood_loss"]["mean"],
+                 out[arm][str(seed)]["grad_cosine_mean_pairwise"],
+                 minima["mean_pairwise_distance"],
+                 minima["mean_pairwise_barrier"], time.time() - t)
+  budgets = {r["tokens_per_step"] * r["num_steps"] for arm in out.values() for r in arm.values()}
+  if len(budgets) != 1:
+    raise ValueError(f"The runs read different token budgets {sorted(budgets)}; they must be "
+                     "equal for the comparison: delete DIR/runs and rerun.")
+  # Seeds are the runs' keys as strings: the same in memory and in nexus.json.
+  return {"sources": sources, "token_budget": budgets.pop(), "runs": out}
+
+
+def run(config, workdir) -> dict:
+  t = time.time()
+  workdir = Path(workdir).resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  runs, times = train_all(config, workdir)
+  result = {"config": config.to_dict(), **analyze(config, runs, times)}
+  result["comparisons"] = nexus_report.compare(result, config.equal_loss_tolerance)
+  result["verdicts"] = nexus_report.verdicts(result["comparisons"])
+  plots = nexus_report.write_plots(result, workdir)
+  result["runtime_s"] = time.time() - t
+  experiment_cli.write_results(workdir, "nexus.json", result,
+                               nexus_report.render(result, plots))
+  return result
+
+
+if __name__ == "__main__":
+  experiment_cli.main("analysis.nexus_mixture", "configs/nexus_mixture.py[:VARIANT]",
+                      "Output directory (training runs go in WORKDIR/runs; report.md, "
+                      "nexus.json and PNGs beside).", run,
+                      errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError))
