@@ -27,6 +27,7 @@ steps the K×K cosine matrix of the sources' gradients on fixed validation
 batches goes into metrics.jsonl (analysis.source_geometry).
 """
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -557,36 +558,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   writer = MetricWriter(workdir, resume_step)
   start = int(state["step"])
   t_last, step_last, t_first, status = time.time(), start, None, "finished"
-  try:
-    with _Preemption() as preemption:
-      for step in range(start + 1, config.num_steps + 1):
-        state, metrics = train_step(state)
-        if t_first is None:  # Time from the end of the first (compiling) step.
-          jax.block_until_ready(state)
-          t_first = time.time()
-        last = step == config.num_steps
-        if step % config.log_every == 0 or last:
-          metrics = jax.device_get(metrics)
-          raise_if_nonfinite(state, manager, config)
-          now = time.time()
-          rate = (step - step_last) / max(now - t_last, 1e-9)
-          row = writer.write(step, metrics, {"learning_rate": float(schedule(step - 1)),
-                                             "steps_per_sec": rate})
-          logging.info("step %d/%d  train_loss %.3e (mean of %d seeds)  %.1f steps/s",
-                       step, config.num_steps, row["train_loss"], config.num_seeds, rate)
-          t_last, step_last = now, step
-        if preemption.checkpoint(
-            step, last, config.checkpoint_every, manager.directory,
-            check=lambda: raise_if_nonfinite(state, manager, config),
-            save=lambda: save_checkpoint(manager, state, exp)):
-          status = "preempted"
-          break
-      jax.block_until_ready(state)
-      t_end = time.time()
-  finally:
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+  # closing(): the manager waits for its async saves, even on an exception.
+  with contextlib.closing(manager), contextlib.closing(writer), _Preemption() as preemption:
+    for step in range(start + 1, config.num_steps + 1):
+      state, metrics = train_step(state)
+      if t_first is None:  # Time from the end of the first (compiling) step.
+        jax.block_until_ready(state)
+        t_first = time.time()
+      last = step == config.num_steps
+      if step % config.log_every == 0 or last:
+        metrics = jax.device_get(metrics)
+        raise_if_nonfinite(state, manager, config)
+        now = time.time()
+        rate = (step - step_last) / max(now - t_last, 1e-9)
+        row = writer.write(step, metrics, {"learning_rate": float(schedule(step - 1)),
+                                           "steps_per_sec": rate})
+        logging.info("step %d/%d  train_loss %.3e (mean of %d seeds)  %.1f steps/s",
+                     step, config.num_steps, row["train_loss"], config.num_seeds, rate)
+        t_last, step_last = now, step
+      if preemption.checkpoint(
+          step, last, config.checkpoint_every, manager.directory,
+          check=lambda: raise_if_nonfinite(state, manager, config),
+          save=lambda: save_checkpoint(manager, state, exp)):
+        status = "preempted"
+        break
+    jax.block_until_ready(state)
+    t_end = time.time()
 
   step = int(state["step"])
   if status == "preempted":
@@ -917,61 +914,57 @@ def train_gpt2(config, workdir: Path) -> dict:
   start = int(state["step"])
   t_last, step_last, status = time.time(), start, "finished"
   train_time, eval_time, t_first, last_val = 0.0, 0.0, None, {}
-  try:
-    with _Preemption() as preemption:
-      for step in range(start + 1, config.num_steps + 1):
-        inputs, targets = _to_device_batch(next(iterator), config.grad_accum_steps, batched,
-                                           sources if use_nexus else None)
-        last = step == config.num_steps
-        logged = step % config.log_every == 0 or last
-        if use_nexus and logged:  # The loss at θ of this step's K source batches.
-          nexus_loss = step_loss(state["params"], inputs, targets)
-        state, metrics = train_step(state, inputs, targets)
-        if use_nexus and logged:
-          metrics = {"train_loss": nexus_loss, **metrics}
-        if t_first is None:  # Time from the end of the first (compiling) step.
-          jax.block_until_ready(state)
-          t_first = t_last = time.time()
-          step_last = step
-        evaluated = step % config.eval_every == 0 or last
-        measured = bool(similarity) and step % config.similarity_every == 0
-        if logged or evaluated or measured:
-          metrics = jax.device_get(metrics)
-          check_finite(state)
-          now = time.time()
-          train_time += now - t_last
-          rate = (step - step_last) / max(now - t_last, 1e-9)
-          extra = {"learning_rate": float(schedule(step - 1))}
-          if step > step_last:
-            extra.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
-                         model_flops_per_sec=rate * grad_tokens_per_step * flops_tok)
-            if peak > 0:
-              extra["mfu"] = extra["model_flops_per_sec"] / peak
-          if evaluated:
-            t_eval = time.time()
-            last_val = evaluate(state["params"], val)
-            extra.update({f"val_loss/{n}": v for n, v in last_val.items()})
-            eval_time += time.time() - t_eval
-          if measured:
-            t_eval = time.time()
-            extra.update(similarity(state["params"]))
-            eval_time += time.time() - t_eval
-          row = writer.write(step, {k: np.asarray([v]) for k, v in metrics.items()}, extra)
-          logging.info("step %d/%d  train_loss %.4f%s  %.0f tokens/s", step, config.num_steps,
-                       row.get("train_loss", float("nan")), f"  val_loss {last_val['mean']:.4f}"
-                       if evaluated and last_val else "", extra.get("tokens_per_sec", 0.0))
-          t_last, step_last = time.time(), step
-        if preemption.checkpoint(
-            step, last, config.checkpoint_every, manager.directory,
-            check=lambda: check_finite(state),
-            save=lambda: save_gpt2_checkpoint(manager, state, iterator)):
-          status = "preempted"
-          break
-      jax.block_until_ready(state)
-  finally:
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+  # closing(): the manager waits for its async saves, even on an exception.
+  with contextlib.closing(manager), contextlib.closing(writer), _Preemption() as preemption:
+    for step in range(start + 1, config.num_steps + 1):
+      inputs, targets = _to_device_batch(next(iterator), config.grad_accum_steps, batched,
+                                         sources if use_nexus else None)
+      last = step == config.num_steps
+      logged = step % config.log_every == 0 or last
+      if use_nexus and logged:  # The loss at θ of this step's K source batches.
+        nexus_loss = step_loss(state["params"], inputs, targets)
+      state, metrics = train_step(state, inputs, targets)
+      if use_nexus and logged:
+        metrics = {"train_loss": nexus_loss, **metrics}
+      if t_first is None:  # Time from the end of the first (compiling) step.
+        jax.block_until_ready(state)
+        t_first = t_last = time.time()
+        step_last = step
+      evaluated = step % config.eval_every == 0 or last
+      measured = bool(similarity) and step % config.similarity_every == 0
+      if logged or evaluated or measured:
+        metrics = jax.device_get(metrics)
+        check_finite(state)
+        now = time.time()
+        train_time += now - t_last
+        rate = (step - step_last) / max(now - t_last, 1e-9)
+        extra = {"learning_rate": float(schedule(step - 1))}
+        if step > step_last:
+          extra.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step,
+                       model_flops_per_sec=rate * grad_tokens_per_step * flops_tok)
+          if peak > 0:
+            extra["mfu"] = extra["model_flops_per_sec"] / peak
+        if evaluated:
+          t_eval = time.time()
+          last_val = evaluate(state["params"], val)
+          extra.update({f"val_loss/{n}": v for n, v in last_val.items()})
+          eval_time += time.time() - t_eval
+        if measured:
+          t_eval = time.time()
+          extra.update(similarity(state["params"]))
+          eval_time += time.time() - t_eval
+        row = writer.write(step, {k: np.asarray([v]) for k, v in metrics.items()}, extra)
+        logging.info("step %d/%d  train_loss %.4f%s  %.0f tokens/s", step, config.num_steps,
+                     row.get("train_loss", float("nan")), f"  val_loss {last_val['mean']:.4f}"
+                     if evaluated and last_val else "", extra.get("tokens_per_sec", 0.0))
+        t_last, step_last = time.time(), step
+      if preemption.checkpoint(
+          step, last, config.checkpoint_every, manager.directory,
+          check=lambda: check_finite(state),
+          save=lambda: save_gpt2_checkpoint(manager, state, iterator)):
+        status = "preempted"
+        break
+    jax.block_until_ready(state)
 
   step = int(state["step"])
   if status == "preempted":
