@@ -253,7 +253,9 @@ def render(result: dict, plots: list[Path]) -> str:
            f"{result['token_budget']:,} tokens (Nexus: {config['batch'] // 3} sequences of "
            f"each source per step, k = {config['inner_steps']} inner steps of γ = "
            f"{config['inner_learning_rate']}). Seeds {', '.join(seeds)}; mean ± std over "
-           f"seeds. Runtime {result.get('runtime_s', 0):.0f} s.", "",
+           "seeds; a Nexus run and its base run with the same seed share the initialization "
+           "(not the data order: Nexus reads per-source batches). "
+           f"Runtime {result.get('runtime_s', 0):.0f} s.", "",
            "## Verdicts", ""]
   lines += [f"- {v}" for v in result["verdicts"]] or ["- No arm has its Nexus counterpart."]
   lines += ["", "## Per arm", ""]
