@@ -237,20 +237,9 @@ def check_gpt2_config(config) -> None:
                       f"{config.data.sources!r}.")
 
 
-def flatten(config) -> dict[str, Any]:
-  """{"a.b": value} of a ConfigDict or nested dict."""
-  out = {}
-  for key, value in (config.items() if hasattr(config, "items") else []):
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      out.update({f"{key}.{k}": v for k, v in flatten(value).items()})
-    else:
-      out[key] = value
-  return out
-
-
 def validate_config(config) -> None:
   """Raises ConfigError with a one-line message on the first problem found."""
-  flat = flatten(config)
+  flat = wd.flatten(config)
   model = flat.get("model.name")
   if model not in EXPERIMENTS and model not in LOOPS:
     raise ConfigError(f"model.name={model!r} is not a known model; known: "
@@ -299,7 +288,7 @@ def check_resume_config(workdir: Path, config, override: bool) -> None:
     old = json.loads(path.read_text())
     # Logging/checkpoint cadence does not change the trajectory.
     ignored = {"log_every", "checkpoint_every", "keep_checkpoints", "similarity_every"}
-    old_flat, new_flat = flatten(old), flatten(new)
+    old_flat, new_flat = wd.flatten(old), wd.flatten(new)
     if not new_flat.get("optimizer.nexus.enabled", False):
       # Workdirs from before the optimizer.nexus section: disabled is the same run.
       ignored |= {k for k in new_flat if k.startswith("optimizer.nexus.") and k not in old_flat}

@@ -60,8 +60,11 @@ def train_all(config, workdir: Path) -> dict[str, Path]:
   """Trains every run that has no summary.json yet, config.parallel_runs at a
   time (each a `python train.py` process); returns {name: run dir}."""
   runs = {(o, s): workdir / "runs" / f"{o}_s{s}" for o, s in run_names(config)}
+  expected = {d: {"seed": s, "num_steps": config.steps, "batch_size": config.batch,
+                  "data.seq_len": config.seq_len, "model.size": config.size,
+                  "optimizer.name": o} for (o, s), d in runs.items()}
   train_runs.train_runs([(d, train_command(config, o, s, d)) for (o, s), d in runs.items()],
-                        config.parallel_runs)
+                        config.parallel_runs, expected)
   return {d.name: d for d in runs.values()}
 
 

@@ -71,12 +71,25 @@ def train_command(config, arm: str, seed: int, run_dir: Path) -> list[str]:
           f"--config.seed={seed}", f"--workdir={run_dir}", *config.train_flags.split()]
 
 
+def expected_fields(config, arm: str, seed: int) -> dict:
+  """The config.json fields a finished run of (arm, seed) must have to be reused."""
+  optimizer, nexus = parse_arm(arm)
+  out = {"seed": seed, "num_steps": config.steps, "batch_size": config.batch,
+         "data.seq_len": config.seq_len, "model.size": config.size, "optimizer.name": optimizer,
+         "optimizer.nexus.enabled": nexus}
+  if nexus:
+    out.update({"optimizer.nexus.inner_learning_rate": config.inner_learning_rate,
+                "optimizer.nexus.inner_steps": config.inner_steps})
+  return out
+
+
 def train_all(config, workdir: Path) -> tuple[dict[tuple[str, int], Path], dict]:
   """({(arm, seed): run dir}, {run name: "skipped" | seconds})."""
   arms, seeds = arms_and_seeds(config)
   runs = {(a, s): workdir / "runs" / f"{a}_s{s}" for a in arms for s in seeds}
-  times = train_runs.train_runs([(d, train_command(config, a, s, d))
-                                 for (a, s), d in runs.items()], config.parallel_runs)
+  times = train_runs.train_runs(
+      [(d, train_command(config, a, s, d)) for (a, s), d in runs.items()], config.parallel_runs,
+      expected={d: expected_fields(config, a, s) for (a, s), d in runs.items()})
   return runs, times
 
 
@@ -109,55 +122,50 @@ def measure_minima(loss_fn, optimizer, params, batches, config) -> dict:
   return {**{k: np.asarray(v).tolist() for k, v in out.items()}, **summary}
 
 
-def param_norm(params) -> float:
-  return float(optax.tree.norm(params))
-
-
-def run_record(run_dir: Path, minima: dict, params, seconds) -> dict:
+def run_record(run_dir: Path, params, seconds) -> dict:
+  """The run's numbers from its summary and metrics (all but the minima)."""
   summary = wd.read_summary(run_dir)
   if "final_grad_cosine" not in summary:
     raise ValueError(f"{run_dir} has no final_grad_cosine: it was trained without "
                      "similarity_every; delete it and rerun.")
-  curve = [(r["step"], r["grad_cosine/mean_pairwise"]) for r in wd.read_metrics(run_dir)
-           if "grad_cosine/mean_pairwise" in r]
-  val_curve = [(r["step"], r["val_loss/mean"]) for r in wd.read_metrics(run_dir)
-               if "val_loss/mean" in r]
+  metrics = wd.read_metrics(run_dir)
   cos = np.asarray(summary["final_grad_cosine"])
-  k = cos.shape[0]
   return {"workdir": str(run_dir), "val_loss": summary["final_val_loss"],
           "ood_loss": summary["final_ood_loss"], "grad_cosine": cos.tolist(),
-          "grad_cosine_mean_pairwise": float(cos[np.triu_indices(k, 1)].mean()),
-          "grad_cosine_curve": curve, "val_loss_curve": val_curve,
+          "grad_cosine_mean_pairwise": float(cos[np.triu_indices(cos.shape[0], 1)].mean()),
+          "grad_cosine_curve": [(r["step"], r["grad_cosine/mean_pairwise"]) for r in metrics
+                                if "grad_cosine/mean_pairwise" in r],
+          "val_loss_curve": [(r["step"], r["val_loss/mean"]) for r in metrics
+                             if "val_loss/mean" in r],
           "tokens_per_step": summary["tokens_per_step"], "num_steps": summary["num_steps"],
           "tokens_per_sec": summary.get("tokens_per_sec"), "train_seconds": seconds,
-          "param_norm": param_norm(params), "minima": minima}
+          "param_norm": float(optax.tree.norm(params))}
 
 
 def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
+  """{"sources", "token_budget", "runs": {arm: {seed (a string, as in nexus.json): record}}}."""
   model, batches, out, sources = None, None, {}, None
   optimizer = optax.adam(config.minima.learning_rate)
   for (arm, seed), run_dir in runs.items():
     t = time.time()
     _, params = wd.load_params(run_dir)
     params = jax.tree.map(jnp.asarray, wd.seed_params(params, 0))
+    record = run_record(run_dir, params, times.get(run_dir.name))
     if model is None:
       model, train_config = gpt2_runs.model_for(run_dir)
       batches = minima_batches(train_config, config)
       sources = gpt2_runs.plus_list(train_config["data"]["sources"])
       loss_fn = gpt2_runs.stacked_loss(model)
-    minima = measure_minima(loss_fn, optimizer, params, batches, config)
-    out.setdefault(arm, {})[str(seed)] = run_record(run_dir, minima, params, times.get(run_dir.name))
+    record["minima"] = m = measure_minima(loss_fn, optimizer, params, batches, config)
+    out.setdefault(arm, {})[str(seed)] = record
     logging.info("%s seed %d: val %.3f, OOD %.3f, gradient cosine %.3f, minima pairwise "
-                 "distance %.3f, barrier %.4f (%.1f s)", arm, seed,
-                 out[arm][str(seed)]["val_loss"]["mean"], out[arm][str(seed)]["ood_loss"]["mean"],
-                 out[arm][str(seed)]["grad_cosine_mean_pairwise"],
-                 minima["mean_pairwise_distance"],
-                 minima["mean_pairwise_barrier"], time.time() - t)
+                 "distance %.3f, barrier %.4f (%.1f s)", arm, seed, record["val_loss"]["mean"],
+                 record["ood_loss"]["mean"], record["grad_cosine_mean_pairwise"],
+                 m["mean_pairwise_distance"], m["mean_pairwise_barrier"], time.time() - t)
   budgets = {r["tokens_per_step"] * r["num_steps"] for arm in out.values() for r in arm.values()}
   if len(budgets) != 1:
     raise ValueError(f"The runs read different token budgets {sorted(budgets)}; they must be "
                      "equal for the comparison: delete DIR/runs and rerun.")
-  # Seeds are the runs' keys as strings: the same in memory and in nexus.json.
   return {"sources": sources, "token_budget": budgets.pop(), "runs": out}
 
 

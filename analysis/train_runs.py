@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 
@@ -24,15 +24,30 @@ class TrainingFailed(RuntimeError):
   """A train.py run exited non-zero or wrote no summary.json."""
 
 
-def train_runs(runs: Sequence[tuple[Path, list[str]]], parallel: int = 1) -> dict[str, object]:
+def check_finished_run(run_dir: Path, expected: Mapping[str, Any]) -> None:
+  """Refuses a finished run whose config.json differs from ``expected``
+  ({"a.b": value}): skipping it would report a run the config does not ask for."""
+  flat = wd.flatten(wd.load_config(run_dir))
+  diffs = [f"{k}={flat.get(k, '<absent>')!r} (the config asks {v!r})"
+           for k, v in expected.items() if flat.get(k, "<absent>") != v]
+  if diffs:
+    raise TrainingFailed(f"{run_dir} was trained with {', '.join(diffs)}; use another --workdir "
+                         "or delete that run.")
+
+
+def train_runs(runs: Sequence[tuple[Path, list[str]]], parallel: int = 1,
+               expected: Mapping[Path, Mapping[str, Any]] | None = None) -> dict[str, object]:
   """Runs every (run dir, command) whose run dir has no summary.json yet,
   ``parallel`` at a time, logging to RUN_DIR.log beside the run dir; returns
-  {run dir name: "skipped" | seconds}. On a failure the other runs get SIGTERM
-  (train.py checkpoints and exits, so a rerun resumes) and TrainingFailed
-  names the run and shows its log's last lines."""
+  {run dir name: "skipped" | seconds}. A finished run is checked against
+  ``expected[run dir]`` (check_finished_run) before it is skipped. On a failure
+  the other runs get SIGTERM (train.py checkpoints and exits, so a rerun
+  resumes) and TrainingFailed names the run and shows its log's last lines."""
   todo, done = [], {}
   for out, cmd in runs:
     if (Path(out) / wd.SUMMARY_FILE).exists():
+      if expected and out in expected:
+        check_finished_run(Path(out), expected[out])
       done[Path(out).name] = "skipped"
       logging.info("%s: finished before, skipped.", Path(out).name)
     else:

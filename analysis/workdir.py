@@ -39,6 +39,17 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
+def flatten(config) -> dict[str, Any]:
+  """{"a.b": value} of a ConfigDict or nested dict (config.json compared field by field)."""
+  out = {}
+  for key, value in (config.items() if hasattr(config, "items") else []):
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update({f"{key}.{k}": v for k, v in flatten(value).items()})
+    else:
+      out[key] = value
+  return out
+
+
 def seeds(config) -> list[int]:
   """The seed of each index of the leading params axis."""
   return [config.seed + i for i in range(config.num_seeds)]

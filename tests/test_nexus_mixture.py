@@ -119,7 +119,7 @@ def test_run_without_similarity_logging_is_refused(tmp_path):
   (tmp_path / "summary.json").write_text(json.dumps({"final_val_loss": {}}))
   (tmp_path / "metrics.jsonl").write_text("")
   with pytest.raises(ValueError, match="trained without similarity_every"):
-    nexus_mixture.run_record(tmp_path, {}, {}, None)
+    nexus_mixture.run_record(tmp_path, {}, None)
 
 
 def test_command_end_to_end(tmp_path):
@@ -151,3 +151,9 @@ def test_command_end_to_end(tmp_path):
   assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 2
   rerun = json.loads((tmp_path / "nexus.json").read_text())
   assert rerun["comparisons"] == out["comparisons"]
+  # A finished run trained with another γ is not silently reused.
+  other_gamma = subprocess.run(cmd + ["--config.inner_learning_rate=0.5"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=600)
+  assert other_gamma.returncode != 0
+  assert "optimizer.nexus.inner_learning_rate=0.02 (the config asks 0.5)" in other_gamma.stderr
+  assert "Traceback" not in other_gamma.stderr
