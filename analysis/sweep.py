@@ -40,28 +40,36 @@ def run_dir(workdir: Path, optimizer: str, width: int) -> Path:
   return workdir / "train" / f"{optimizer}_w{width}"
 
 
+def overrides(config, optimizer: str, width: int) -> dict:
+  """{"optimizer.KEY" | "data.KEY": value}: what the sweep sets beyond the variant."""
+  out = {}
+  for key, value in config.optimizers[optimizer].items():
+    if key in ("weight_decay", "adam_weight_decay"):
+      value = weight_decay(config, optimizer, width, value)
+    out[f"optimizer.{key}"] = value
+  out.update({f"data.{key}": value for key, value in config.task.items()})
+  return out
+
+
 def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
   """The train.py command line of one (optimizer, width) run."""
   variant = (f"optimizer={optimizer},width={width},seeds={config.seeds},"
              f"steps={config.num_steps},chunk={config.seed_chunk_size}")
-  cmd = [sys.executable, str(REPO / "train.py"),
-         f"--config={REPO / config.train_config}:{variant}", f"--workdir={out}"]
-  for key, value in config.optimizers[optimizer].items():
-    if key in ("weight_decay", "adam_weight_decay"):
-      value = weight_decay(config, optimizer, width, value)
-    cmd.append(f"--config.optimizer.{key}={value}")
-  for key, value in config.task.items():
-    cmd.append(f"--config.data.{key}={value}")
-  return cmd
+  return ([sys.executable, str(REPO / "train.py"),
+           f"--config={REPO / config.train_config}:{variant}", f"--workdir={out}"]
+          + [f"--config.{k}={v}" for k, v in overrides(config, optimizer, width).items()])
 
 
 def train_all(config, workdir: Path) -> dict:
   """Trains every (optimizer, width) without a summary.json, ``parallel`` at a
-  time; returns {run name: "skipped" | seconds}. Raises TrainingFailed on a failure."""
-  runs = [(run_dir(workdir, optimizer, width),
-           train_command(config, optimizer, width, run_dir(workdir, optimizer, width)))
-          for width in config.widths for optimizer in config.optimizers]
-  return train_runs.train_runs(runs, config.parallel)
+  time (a finished run trained with other settings is refused); returns
+  {run name: "skipped" | seconds}. Raises TrainingFailed on a failure."""
+  runs = {run_dir(workdir, o, w): (o, w) for w in config.widths for o in config.optimizers}
+  expected = {d: {"optimizer.name": o, "model.width": w, "num_seeds": config.seeds,
+                  "num_steps": config.num_steps, **overrides(config, o, w)}
+              for d, (o, w) in runs.items()}
+  return train_runs.train_runs([(d, train_command(config, o, w, d)) for d, (o, w) in runs.items()],
+                               config.parallel, expected)
 
 
 def parse_condition(condition: str) -> tuple[str, bool]:

@@ -1,0 +1,38 @@
+"""analysis.train_runs: runs what is unfinished, skips what is finished (after
+checking its config), and names a failed run with its log's last lines."""
+
+import json
+import sys
+
+import pytest
+
+from analysis import train_runs
+
+
+def _fake_run(out, fail=False):
+  """A stand-in for `python train.py`: writes config.json and summary.json."""
+  code = (f"import json, pathlib, sys; d = pathlib.Path({str(out)!r}); "
+          "(d / 'config.json').write_text(json.dumps({'seed': 3, 'optimizer': {'name': 'muon'}})); "
+          + ("print('loss is NaN at step 7'); sys.exit(3)" if fail else
+             "(d / 'summary.json').write_text('{}')"))
+  return [sys.executable, "-c", code]
+
+
+def test_runs_then_skips_and_checks_finished_configs(tmp_path):
+  runs = [(tmp_path / f"r{i}", _fake_run(tmp_path / f"r{i}")) for i in range(3)]
+  done = train_runs.train_runs(runs, parallel=2)
+  assert sorted(done) == ["r0", "r1", "r2"] and all(isinstance(v, float) for v in done.values())
+  assert (tmp_path / "r0.log").exists()
+  good = {"seed": 3, "optimizer.name": "muon"}
+  again = train_runs.train_runs(runs, expected={d: good for d, _ in runs})
+  assert again == {"r0": "skipped", "r1": "skipped", "r2": "skipped"}
+  with pytest.raises(train_runs.TrainingFailed,
+                     match=r"r0 was trained with optimizer.name='muon' \(the config asks 'adamw'\)"):
+    train_runs.train_runs(runs, expected={runs[0][0]: {**good, "optimizer.name": "adamw"}})
+
+
+def test_a_failed_run_is_named_with_its_log(tmp_path):
+  runs = [(tmp_path / "bad", _fake_run(tmp_path / "bad", fail=True))]
+  with pytest.raises(train_runs.TrainingFailed, match=r"(?s)bad failed \(exit 3\).*NaN at step 7"):
+    train_runs.train_runs(runs)
+  assert json.loads((tmp_path / "bad" / "config.json").read_text())["seed"] == 3
