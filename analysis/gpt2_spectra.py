@@ -37,6 +37,7 @@ import numpy as np
 from analysis import experiment_cli, gpt2_runs, train_runs
 from analysis import workdir as wd
 from analysis.paths import interpolate_points, map_along_path
+from analysis.plots import new_figure, palette, save_figure
 from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
 
 LAYER_TYPES = {"c_attn": "attn/c_attn", "attn_c_proj": "attn/c_proj",
@@ -216,25 +217,20 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
 # Plots and the report.
 
 def write_plots(result: dict, out: Path) -> list[Path]:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   ts = np.asarray(result["ts"])
   kinds = sorted({p["kind"] for p in result["pairs"]})
-  colors = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(kinds)}
-  paths = []
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  for i, p in enumerate(result["pairs"]):
+  colors = dict(zip(kinds, palette(len(kinds))))
+  fig, ax = new_figure(1, 1, (5, 3.5))
+  seen = set()
+  for p in result["pairs"]:
     ax.plot(ts, p["loss"], color=colors[p["kind"]], marker=".",
-            label=p["kind"] if p["kind"] not in [q["kind"] for q in result["pairs"][:i]] else None)
+            label=None if p["kind"] in seen else p["kind"])
+    seen.add(p["kind"])
   ax.set(xlabel="t", ylabel="validation loss (nats/token)", title="loss along linear paths")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  paths.append(out / "loss_along_path.png")
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
+  paths = [save_figure(fig, out / "loss_along_path.png", dpi=100)]
   for stat in STAT_NAMES:
-    fig, axes = plt.subplots(1, len(LAYER_TYPES), figsize=(4 * len(LAYER_TYPES), 3.3))
+    fig, axes = new_figure(1, len(LAYER_TYPES), (4 * len(LAYER_TYPES), 3.3))
     for ax, ltype in zip(axes, LAYER_TYPES):
       seen = set()
       for p in result["pairs"]:
@@ -244,10 +240,7 @@ def write_plots(result: dict, out: Path) -> list[Path]:
         seen.add(p["kind"])
       ax.set(xlabel="t", title=f"{ltype} (mean over layers)", ylabel=stat)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / f"spectra_{stat}.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / f"spectra_{stat}.png", dpi=100))
   return paths
 
 

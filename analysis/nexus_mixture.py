@@ -119,7 +119,7 @@ def measure_minima(loss_fn, optimizer, params, batches, config) -> dict:
   # (2·sin(angle/2) between the fine-tuning displacements for equal lengths).
   summary["relative_spread"] = (summary["mean_pairwise_distance"]
                                 / max(summary["mean_distance_to_start"], 1e-12))
-  return {**{k: np.asarray(v).tolist() for k, v in out.items()}, **summary}
+  return {**{name: np.asarray(v).tolist() for name, v in out.items()}, **summary}
 
 
 def run_record(run_dir: Path, params, seconds) -> dict:

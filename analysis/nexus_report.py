@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.plots import _colors, _figure, _save
+from analysis.plots import new_figure, palette, save_figure
 
 NEXUS_PREFIX = "nexus_"  # arm "nexus_OPT" is Nexus(OPT)
 
-CLAIMS = {  # name: (metric, +1 if Nexus should be higher, −1 if lower, text)
-    "higher_cosine": ("grad_cosine", +1, "gradient cosines higher"),
-    "closer_minima": ("minima_distance", -1, "source minima closer"),
-    "lower_ood": ("ood_loss", -1, "OOD loss lower"),
+CLAIMS = {  # name: (metric, +1 if Nexus should be higher, −1 if lower, claim, what is compared)
+    "higher_cosine": ("grad_cosine", +1, "gradient cosines higher", "mean pairwise cosine"),
+    "closer_minima": ("minima_distance", -1, "source minima closer",
+                      "mean pairwise distance between the source minima"),
+    "lower_ood": ("ood_loss", -1, "OOD loss lower", "mean OOD loss"),
 }
 
 
@@ -105,7 +106,7 @@ def compare(result: dict, tolerance: float) -> dict[str, dict]:
     claims = {"equal_loss": {"metric": "val_loss", "relative_diff": rel, "tolerance": tolerance,
                              "outcome": "held" if abs(rel) <= tolerance else "did not hold",
                              "text": "in-distribution loss about equal"}}
-    for name, (metric, sign, text) in CLAIMS.items():
+    for name, (metric, sign, text, _) in CLAIMS.items():
       result_, n_better = outcome(metrics[metric]["diffs"], sign)
       claims[name] = {"metric": metric, "outcome": result_, "seeds_with_claimed_sign": n_better,
                       "text": text}
@@ -128,11 +129,8 @@ def verdicts(comparisons: dict) -> list[str]:
     out.append(f"{who} ({n} seed{'s' if n != 1 else ''}): {e['text']}: {e['outcome'].upper()} — validation loss "
                f"{_pm(m['val_loss'], 'nexus')} vs {_pm(m['val_loss'], 'base')} nats/byte "
                f"({e['relative_diff']:+.1%}; tolerance ±{e['tolerance']:.0%}).")
-    extra = {"higher_cosine": "mean pairwise cosine",
-             "closer_minima": "mean pairwise distance between the source minima",
-             "lower_ood": "mean OOD loss"}
-    for name, phrase in extra.items():
-      k, metric = cl[name], m[cl[name]["metric"]]
+    for name, (key, _, _, phrase) in CLAIMS.items():
+      k, metric = cl[name], m[key]
       tail = ""
       if name == "closer_minima":
         tail = (f"; barrier between them {_pm(m['minima_barrier'], 'nexus', '.4f')} vs "
@@ -176,21 +174,21 @@ def _dots(ax, names, stats, arms, colors, ylabel):
 
 def write_plots(result: dict, out: Path) -> list[Path]:
   runs, arms = result["runs"], list(result["runs"])
-  stats, colors, paths = arm_stats(runs), _colors(len(arms)), []
+  stats, colors, paths = arm_stats(runs), palette(len(arms)), []
   first = next(iter(next(iter(runs.values())).values()))
   val_names = [f"val_loss/{s}" for s in first["val_loss"] if s != "mean"] + ["val_loss"]
   ood_names = [f"ood_loss/{s}" for s in first["ood_loss"] if s != "mean"] + ["ood_loss"]
 
-  fig, axes = _figure(1, 2, (11, 3.6))
+  fig, axes = new_figure(1, 2, (11, 3.6))
   _dots(axes[0], val_names, stats, arms, colors, "validation loss (nats/byte)")
   axes[0].set_title("in-distribution (last column: mean)")
   _dots(axes[1], ood_names, stats, arms, colors, "OOD loss (nats/byte)")
   axes[1].set_title("out of distribution (last column: mean)")
   axes[0].legend(fontsize=7)
-  paths.append(_save(fig, out / "losses.png"))
+  paths.append(save_figure(fig, out / "losses.png"))
 
   sources = result["sources"]
-  fig, axes = _figure(1, len(arms), (3.2 * len(arms), 3.2))
+  fig, axes = new_figure(1, len(arms), (3.2 * len(arms), 3.2))
   for ax, arm in zip(np.atleast_1d(axes), arms):
     cos = np.mean([np.asarray(r["grad_cosine"]) for r in runs[arm].values()], axis=0)
     im = ax.imshow(cos, vmin=-1, vmax=1, cmap="RdBu_r")
@@ -200,9 +198,9 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     ax.set_yticks(range(len(sources)), sources, fontsize=8)
     ax.set_title(f"{_label(arm)} (mean of {len(runs[arm])})", fontsize=9)
   fig.colorbar(im, ax=axes, shrink=0.8, label="gradient cosine")
-  paths.append(_save(fig, out / "grad_cosine_matrices.png"))
+  paths.append(save_figure(fig, out / "grad_cosine_matrices.png"))
 
-  fig, axes = _figure(1, 2, (11, 3.6))
+  fig, axes = new_figure(1, 2, (11, 3.6))
   for ax, key, ylabel in ((axes[0], "grad_cosine_curve", "mean pairwise gradient cosine"),
                           (axes[1], "val_loss_curve", "validation loss (mean of sources)")):
     for i, arm in enumerate(arms):
@@ -217,20 +215,20 @@ def write_plots(result: dict, out: Path) -> list[Path]:
   axes[0].axhline(0, color="gray", lw=0.5)
   axes[0].legend(fontsize=7)
   axes[0].set_title("sources' gradient alignment (band: seeds' range)", fontsize=9)
-  paths.append(_save(fig, out / "training_curves.png"))
+  paths.append(save_figure(fig, out / "training_curves.png"))
 
   panels = (("minima_distance", "mean pairwise ‖θ_s − θ_s'‖"),
             ("minima_barrier", "mean pairwise barrier (nats)"),
             ("distance_to_start", "mean ‖θ_s − θ‖"),
             ("relative_spread", "pairwise / ‖θ_s − θ‖"))
-  fig, axes = _figure(1, len(panels), (3.2 * len(panels), 3.2))
+  fig, axes = new_figure(1, len(panels), (3.2 * len(panels), 3.2))
   for ax, (key, ylabel) in zip(axes, panels):
     _dots(ax, [key], stats, arms, colors, ylabel)
     ax.set_xticks([])
   axes[0].legend(fontsize=7)
   fig.suptitle("the sources' minima around the final point (fine-tuned on each source)",
                fontsize=9)
-  paths.append(_save(fig, out / "minima.png"))
+  paths.append(save_figure(fig, out / "minima.png"))
   return paths
 
 

@@ -26,8 +26,8 @@ def plot_path_losses(ts, losses_PxT, out_path, labels: Optional[Sequence[str]] =
   """One line per pair (rows of losses_PxT) over t; test losses dashed."""
   ts, losses = np.asarray(ts), np.atleast_2d(np.asarray(losses_PxT))
   _check_last_axis(losses, ts, "losses_PxT")
-  fig, ax = _figure(1, 1, (6.5, 4.0))
-  colors = _colors(losses.shape[0])
+  fig, ax = new_figure(1, 1, (6.5, 4.0))
+  colors = palette(losses.shape[0])
   for p, row in enumerate(losses):
     ax.plot(ts, row, color=colors[p], lw=1.5,
             label=None if labels is None else f"{labels[p]} (train)" if
@@ -45,7 +45,7 @@ def plot_path_losses(ts, losses_PxT, out_path, labels: Optional[Sequence[str]] =
     ax.set_yscale("log")
   if labels is not None and len(labels) <= 12:
     ax.legend(fontsize=8)
-  return _save(fig, out_path)
+  return save_figure(fig, out_path)
 
 
 def plot_barrier_matrix(matrix_NxN, groups: Sequence[str], out_path,
@@ -58,7 +58,7 @@ def plot_barrier_matrix(matrix_NxN, groups: Sequence[str], out_path,
                      f"{len(groups)} names.")
   order = np.argsort(np.asarray(groups), kind="stable")
   matrix, sorted_groups = matrix[np.ix_(order, order)], [groups[i] for i in order]
-  fig, ax = _figure(1, 1, (6.0, 5.2))
+  fig, ax = new_figure(1, 1, (6.0, 5.2))
   image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", interpolation="nearest")
   fig.colorbar(image, ax=ax, label=cbar_label)
   starts = [i for i in range(len(sorted_groups))
@@ -72,21 +72,21 @@ def plot_barrier_matrix(matrix_NxN, groups: Sequence[str], out_path,
   ax.set_xticks(centers, names, rotation=30, ha="right")
   ax.set_yticks(centers, names)
   ax.set_title(title)
-  return _save(fig, out_path)
+  return save_figure(fig, out_path)
 
 
 def plot_constraints_along_path(ts, values: Mapping[str, np.ndarray], out_path,
                                 title: str = "λ·K*(θ) along the path") -> Path:
   """One line per leaf name; values (T,) or (P, T) (pairs drawn faint)."""
   ts = np.asarray(ts)
-  fig, ax = _figure(1, 1, (6.5, 4.0))
-  colors = _colors(len(values))
+  fig, ax = new_figure(1, 1, (6.5, 4.0))
+  colors = palette(len(values))
   for color, (name, v) in zip(colors, values.items()):
     _lines(ax, ts, np.asarray(v), color, name)
   ax.axhline(1.0, color="k", ls=":", lw=1.0, label="ball edge (= 1)")
   ax.set(xlabel="t", ylabel="λ·K*(θ)", title=title)
   ax.legend(fontsize=8)
-  return _save(fig, out_path)
+  return save_figure(fig, out_path)
 
 
 def plot_spectra_along_path(ts, stats: Mapping[str, Mapping[str, np.ndarray]], out_path,
@@ -95,8 +95,8 @@ def plot_spectra_along_path(ts, stats: Mapping[str, Mapping[str, np.ndarray]], o
   stats as `analysis.spectra.spectra_along_path` returns them."""
   ts = np.asarray(ts)
   panels = ("sigma_max", "stable_rank", "effective_rank")
-  fig, axes = _figure(1, 3, (13.0, 3.8))
-  colors = _colors(len(stats))
+  fig, axes = new_figure(1, 3, (13.0, 3.8))
+  colors = palette(len(stats))
   for ax, stat in zip(axes, panels):
     for color, (name, leaf_stats) in zip(colors, stats.items()):
       _lines(ax, ts, np.asarray(leaf_stats[stat]), color, name)
@@ -104,7 +104,7 @@ def plot_spectra_along_path(ts, stats: Mapping[str, Mapping[str, np.ndarray]], o
                               "effective_rank": "effective rank exp H(σ/Σσ)"}[stat])
   axes[0].legend(fontsize=8)
   fig.suptitle(title)
-  return _save(fig, out_path)
+  return save_figure(fig, out_path)
 
 
 def _lines(ax, ts, v, color, label):
@@ -126,21 +126,26 @@ def _check_last_axis(values, ts, name):
                      f"{ts.shape[-1]}.")
 
 
-def _figure(rows, cols, size):
+# The figure helpers every report of analysis/ uses (report.py, gpt2_spectra.py,
+# nexus_report.py): an Agg Figure without pyplot, a palette, a PNG writer.
+
+def new_figure(rows, cols, size, squeeze: bool = True):
+  """(Figure, axes) on the Agg canvas; squeeze as in Figure.subplots."""
   fig = Figure(figsize=size, layout="constrained")
   FigureCanvasAgg(fig)
-  axes = fig.subplots(rows, cols)
+  axes = fig.subplots(rows, cols, squeeze=squeeze)
   return fig, axes
 
 
-def _colors(n):
+def palette(n):
+  """n distinguishable colors: tab10 up to 10, else evenly along viridis."""
   from matplotlib import colormaps  # Only the colormap registry, no pyplot.
   cmap = colormaps["tab10" if n <= 10 else "viridis"]
   return [cmap(i if n <= 10 else i / max(n - 1, 1)) for i in range(max(n, 1))]
 
 
-def _save(fig, out_path) -> Path:
+def save_figure(fig, out_path, dpi: int = 120) -> Path:
   out_path = Path(out_path)
   out_path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out_path, dpi=120)
+  fig.savefig(out_path, dpi=dpi)
   return out_path

@@ -19,8 +19,8 @@ averaged over the pairs of an optimizer pair; "≈ 0" means below
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from analysis.plots import new_figure, save_figure
 
 # Conditions that count for claim (a): alignment or a fitted curve.
 CONNECTING = ("linear+align", "bezier", "bezier+align", "polychain", "polychain+align")
@@ -92,15 +92,8 @@ def evaluate_claims(sweep: dict) -> dict:
 # Plots.
 
 def _figure(cols, size):
-  fig = Figure(figsize=size, layout="constrained")
-  FigureCanvasAgg(fig)
-  return fig, np.atleast_1d(fig.subplots(1, cols))
-
-
-def _save(fig, path: Path) -> Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  return path
+  fig, axes = new_figure(1, cols, size, squeeze=False)
+  return fig, axes[0]
 
 
 def write_plots(sweep: dict, workdir) -> list[Path]:
@@ -124,7 +117,7 @@ def write_plots(sweep: dict, workdir) -> list[Path]:
     ax.set(xscale="log", yscale="log", xlabel="width", title=condition)
   axes[0].set_ylabel(f"train barrier ({sweep['barrier_kind']}), mean ± std over pairs")
   axes[-1].legend(fontsize=7)
-  written = [_save(fig, out / "barrier_vs_width.png")]
+  written = [save_figure(fig, out / "barrier_vs_width.png")]
 
   optimizers = list(sweep["config"]["optimizers"])
   fig, axes = _figure(len(optimizers), (3.8 * len(optimizers), 3.4))
@@ -140,7 +133,7 @@ def write_plots(sweep: dict, workdir) -> list[Path]:
     ax.set(xscale="log", xlabel="width", title=f"{o}: λ·K*(θ)/bound (min–max over seeds)",
            ylim=(0, 1.3))
     ax.legend(fontsize=7)
-  written.append(_save(fig, out / "constraints_vs_width.png"))
+  written.append(save_figure(fig, out / "constraints_vs_width.png"))
 
   fig, axes = _figure(1, (4.5, 3.4))
   for o in optimizers:
@@ -151,7 +144,7 @@ def write_plots(sweep: dict, workdir) -> list[Path]:
   axes[0].set(xscale="log", yscale="log", xlabel="width", ylabel="final loss (mean of seeds)",
               title="Endpoint losses")
   axes[0].legend(fontsize=7)
-  written.append(_save(fig, out / "loss_vs_width.png"))
+  written.append(save_figure(fig, out / "loss_vs_width.png"))
   return written
 
 
