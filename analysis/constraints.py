@@ -2,34 +2,27 @@
 
 Lion-K with decoupled weight decay λ converges into {θ : λ·K*(θ) ≤ 1}, K* the
 dual norm of its K (Chen, Liu, Liang, Liu, "Lion Secretly Solves Constrained
-Optimization, As Lyapunov Predicts", arXiv:2310.05898). Per optimizer:
-
-- adamw, lion, lion_k-l1: K = ℓ1, K* = ℓ∞, λ·max|θ| ≤ 1 (AdamW: Xie & Li,
-  "Implicit Bias of AdamW: ℓ∞ Norm Constrained Optimization", arXiv:2404.04454);
-- muon: K = nuclear, K* = σ_max on the leaves Muon takes
-  (`optimizers.muon_labels`), ℓ∞ on its AdamW leaves;
-- lion_k-<k>: the registry's K (`optimizers.get_k(k).dual_norm`);
-- sgd: no ball; ℓ2 is reported for comparison.
+Optimization, As Lyapunov Predicts", arXiv:2310.05898). Which K each optimizer
+has is declared once, in `optimizers.implicit_bias` (ℓ1 for AdamW and Lion,
+nuclear for Muon's matrices, the section's K for Lion-K, ℓ2 for SGD as a
+comparison only); everything here reads it.
 
 Here values are λ·K*(θ_leaf) per leaf (≤ 1 inside the ball). With a train.py
-config, `config_constraints` uses `optimizers.factory.implicit_constraints`,
-which also knows each leaf's λ and Muon's per-matrix scale (bound).
+config, `config_constraints` uses `optimizers.implicit_constraints`, which also
+knows each leaf's λ and Muon's per-matrix scale (bound).
 
 Also the Euclidean projections onto these balls, used to keep fitted curves
 inside: ℓ∞ → clip every entry to [−r, r]; spectral → clip the singular values
 at r (the nearest matrix in Frobenius norm, by the SVD).
 """
 
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from analysis.paths import map_along_path
-from optimizers import get_k, muon_labels
-
-# Optimizer name -> the K whose dual norm bounds its weights.
-OPTIMIZER_KS = {"adamw": "l1", "lion": "l1", "muon": "nuclear", "sgd": "l2"}
+from optimizers import get_k, implicit_constraints
 
 # K name -> its dual-ball projection kind ("linf" or "spectral").
 PROJECTABLE_KS = {"l1": "linf", "huber": "linf", "nuclear": "spectral"}
@@ -38,29 +31,23 @@ PROJECTABLE_KS = {"l1": "linf", "huber": "linf", "nuclear": "spectral"}
 def optimizer_ks(optimizer: str, params, routing=None) -> Any:
   """The pytree of K names (one per leaf) of ``optimizer``'s constraint.
 
-  ``optimizer``: "adamw", "lion", "sgd", "muon" or "lion_k-<k>" (e.g. "lion_k-l1",
-  "lion_k-nuclear"); ``routing`` is Muon's (default `default_muon_routing`)."""
-  if optimizer.startswith("lion_k-"):
-    k = optimizer[len("lion_k-"):]
+  ``optimizer``: a registered name ("adamw", "lion", "sgd", "muon", ...) or
+  "lion_k-<k>" (e.g. "lion_k-l1", "lion_k-nuclear"); ``routing`` is Muon's
+  (default `default_muon_routing`)."""
+  name, _, k = optimizer.partition("-")
+  section = {"name": name if name == "lion_k" else optimizer}
+  if name == "lion_k" and k:
     get_k(k)  # Unknown K: fail here with the registry's list.
-    return jax.tree.map(lambda _: k, params)
-  if optimizer not in OPTIMIZER_KS:
-    raise ValueError(f"Unknown optimizer {optimizer!r} for constraints; known: "
-                     f"{sorted(OPTIMIZER_KS)} or 'lion_k-<k>'.")
-  if optimizer == "muon":
-    labels = muon_labels(params) if routing is None else muon_labels(params, routing)
-    return jax.tree.map(lambda label: "nuclear" if label == "muon" else "l1", labels)
-  return jax.tree.map(lambda _: OPTIMIZER_KS[optimizer], params)
+    section["k"] = k
+  if routing is not None:
+    section["routing"] = routing
+  return jax.tree.map(lambda c: c.k, implicit_constraints(section, params))
 
 
-def constraint_values(params, ks: Union[str, Any], weight_decay: Union[float, Any] = 1.0):
+def constraint_values(params, ks: str | Any, weight_decay: float | Any = 1.0):
   """λ·K*(θ_leaf) per leaf, float32 scalars. ``ks``: one K name for every leaf
   or a pytree of names; ``weight_decay``: λ, a float or a pytree of floats."""
-  ks = jax.tree.map(lambda _: ks, params) if isinstance(ks, str) else ks
-  lams = (jax.tree.map(lambda _: weight_decay, params)
-          if isinstance(weight_decay, (int, float)) else weight_decay)
-  _check_like(params, ks, "ks")
-  _check_like(params, lams, "weight_decay")
+  ks, lams = _per_leaf(params, ks, "ks"), _per_leaf(params, weight_decay, "weight_decay")
   return jax.tree.map(lambda x, k, lam: lam * get_k(k).dual_norm(x).astype(jnp.float32),
                       params, ks, lams)
 
@@ -72,8 +59,7 @@ def optimizer_constraints(optimizer: str, params, weight_decay: float, routing=N
 
 def config_constraints(opt_config, params):
   """λ·K*(θ_leaf)/bound per leaf from a train.py optimizer config section
-  (`optimizers.factory.implicit_constraints`): ≤ 1 inside the ball."""
-  from optimizers.factory import implicit_constraints  # Config-level API, load late.
+  (`optimizers.implicit_constraints`): ≤ 1 inside the ball."""
   constraints = implicit_constraints(opt_config, params)
   return jax.tree.map(
       lambda c, x: (c.weight_decay / c.bound)
@@ -108,14 +94,10 @@ def project_spectral(x, radius):
   return clipped.reshape(shape).astype(x.dtype)
 
 
-def project_onto_ball(params, ks: Union[str, Any], weight_decay: Union[float, Any]):
+def project_onto_ball(params, ks: str | Any, weight_decay: float | Any):
   """Each leaf projected onto its ball {λ·K*(θ) ≤ 1} (radius 1/λ; λ = 0: no
   constraint). Ks with an ℓ∞ or spectral dual (PROJECTABLE_KS) only."""
-  ks = jax.tree.map(lambda _: ks, params) if isinstance(ks, str) else ks
-  lams = (jax.tree.map(lambda _: weight_decay, params)
-          if isinstance(weight_decay, (int, float)) else weight_decay)
-  _check_like(params, ks, "ks")
-  _check_like(params, lams, "weight_decay")
+  ks, lams = _per_leaf(params, ks, "ks"), _per_leaf(params, weight_decay, "weight_decay")
 
   def leaf(x, k, lam):
     if k not in PROJECTABLE_KS:
@@ -128,7 +110,11 @@ def project_onto_ball(params, ks: Union[str, Any], weight_decay: Union[float, An
   return jax.tree.map(leaf, params, ks, lams)
 
 
-def _check_like(params, tree, name):
-  if jax.tree.structure(tree) != jax.tree.structure(params):
+def _per_leaf(params, value, name):
+  """``value`` as a pytree like params: one value (a leaf) is broadcast."""
+  if jax.tree_util.treedef_is_leaf(jax.tree.structure(value)):
+    return jax.tree.map(lambda _: value, params)
+  if jax.tree.structure(value) != jax.tree.structure(params):
     raise ValueError(f"{name} must be one value or a pytree like params: "
-                     f"{jax.tree.structure(tree)} vs {jax.tree.structure(params)}.")
+                     f"{jax.tree.structure(value)} vs {jax.tree.structure(params)}.")
+  return value

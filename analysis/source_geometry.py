@@ -6,7 +6,7 @@ minima lie close together. Two measurements, pure functions of a parameter
 pytree, a ``loss_fn(params, batch) -> scalar`` and one batch per source, with
 the source batches stacked on a leading axis K (every leaf (K, ...)):
 
-- `gradient_similarity`: the K×K matrix of cosine similarities between the
+- `gradient_similarity` (training/similarity.py): the K×K matrix of cosine similarities between the
   sources' gradients at θ (all sources' gradients in one vmapped call).
 - `source_minima`: fine-tune a copy of θ on each source alone for T steps
   (vmapped over sources, one jitted scan) and report ‖θ_s − θ‖, the pairwise
@@ -26,46 +26,9 @@ import optax
 
 from analysis.barriers import loss_barriers
 from analysis.evaluate import all_pairs, evaluate_paths, gather_pairs
-
-
-def _num_sources(source_batches) -> int:
-  sizes = {x.shape[0] for x in jax.tree.leaves(source_batches)}
-  if len(sizes) != 1:
-    raise ValueError(f"Every leaf of source_batches needs the same leading source axis K; "
-                     f"got sizes {sorted(sizes)}.")
-  return sizes.pop()
-
-
-def source_gradients(loss_fn: Callable[[Any, Any], jax.Array], params, source_batches):
-  """∇L_s(θ) for every source: the params' pytree with a leading axis K."""
-  _num_sources(source_batches)
-  return jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, source_batches)
-
-
-def cosine_matrix(grads_K) -> jax.Array:
-  """K×K cosine similarities of K gradient pytrees stacked on axis 0 (0 for a zero gradient)."""
-  flat_KxP = jnp.concatenate([g.reshape(g.shape[0], -1).astype(jnp.float32)
-                              for g in jax.tree.leaves(grads_K)], axis=1)
-  norms_K = jnp.linalg.norm(flat_KxP, axis=1)
-  unit_KxP = flat_KxP / jnp.where(norms_K > 0, norms_K, 1.0)[:, None]
-  return unit_KxP @ unit_KxP.T
-
-
-@jax.jit
-def _mean_off_diagonal(cos_KxK):
-  k = cos_KxK.shape[0]
-  return (jnp.sum(cos_KxK) - jnp.trace(cos_KxK)) / max(k * (k - 1), 1)
-
-
-def gradient_similarity(loss_fn, params, source_batches) -> dict:
-  """{"cosine": K×K matrix, "mean_pairwise": mean off-diagonal cosine,
-  "grad_norms": (K,)} of the sources' gradients at ``params``."""
-  grads_K = jax.jit(source_gradients, static_argnums=0)(loss_fn, params, source_batches)
-  cos_KxK = cosine_matrix(grads_K)
-  norms_K = jnp.sqrt(sum(jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=1)
-                         for g in jax.tree.leaves(grads_K)))
-  return {"cosine": np.asarray(cos_KxK), "mean_pairwise": float(_mean_off_diagonal(cos_KxK)),
-          "grad_norms": np.asarray(norms_K)}
+# The cosines are logged by the trainer too, so they live in training/.
+from training.similarity import (cosine_matrix, gradient_similarity, num_sources,  # noqa: F401
+                                 source_gradients)
 
 
 def finetune_per_source(loss_fn, params, source_batches, optimizer: optax.GradientTransformation,
@@ -122,7 +85,7 @@ def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTran
   (Frankle's mean barrier of the mixture loss on the segment θ_s → θ_s'),
   loss_start / loss_end / loss_drop (K,), first_order_proxy (K,).
   """
-  k = _num_sources(source_batches)
+  k = num_sources(source_batches)
   per_source, own_loss, mixture, stepped_per_source = _loss_fns(loss_fn)
   theta_K = finetune_per_source(loss_fn, params, source_batches, optimizer, steps)
   loss_start = np.asarray(per_source(params, source_batches))

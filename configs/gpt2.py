@@ -6,7 +6,7 @@ r"""GPT-2 on the built-in text corpus (prose + code + math), data parallel.
 Variants (after the ":", comma separated): size=tiny|small|124m|... (models/gpt2.py
 CONFIGS), optimizer=adamw|lion|lion_k|muon|sgd, lr=η, wd=λ, steps=N, batch=B
 (sequences per optimizer step, over all devices), accum=k (B is split into k
-microbatches, accumulated inside the step), seq_len=T, tokenizer=bytes|bpe,
+microbatches, accumulated inside the step), seq_len=T, tokenizer=bytes|bpe|gpt2, source=builtin|shards:PATTERN|tfds:NAME|text:GLOB,
 sources=prose+code+math, weights=5+3+2 (mixture proportions; empty = uniform),
 nexus (wrap the optimizer in Nexus, optimizers/nexus.py: one batch per source per
 step, batch/K sequences each, so the same batch·seq_len tokens per step as
@@ -29,7 +29,7 @@ _GPT2_WD = {"adamw": 0.1, "lion": 1.0, "lion_k": 1.0, "muon": 0.1, "sgd": 0.0}
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = parse_arg(arg, size="tiny", optimizer="adamw", lr=0.0, wd=-1.0, steps=0, batch=0,
-                  accum=1, seq_len=0, tokenizer="bytes", sources="prose+code+math",
+                  accum=1, seq_len=0, tokenizer="bytes", source="builtin", sources="prose+code+math",
                   weights="", nexus=False, inner_lr=0.0, inner_steps=3, similarity=-1,
                   runlocal=False)
   config = ml_collections.ConfigDict()
@@ -52,14 +52,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       0 if arg.runlocal else config.eval_every)
   config.keep_checkpoints = 2
   # Peak FLOP/s of all devices together for MFU; 0 = MFU not logged; < 0 = measure
-  # it (a jitted f32 matmul, train.measure_peak_flops), e.g. on a CPU.
+  # it (a jitted f32 matmul, training.perf.peak_flops), e.g. on a CPU.
   config.peak_flops = 0.0
 
   config.model = ml_collections.ConfigDict(dict(
       name="gpt2", size=arg.size, dropout=0.0, dtype="float32", remat=False))
 
+  # data.source picks the corpus (data/corpus.py): "builtin" (Python's docs, its
+  # standard library and generated arithmetic: no download), "shards:PATTERN"
+  # (nanoGPT/llm.c uint16 .bin files; {split} in PATTERN becomes train / val),
+  # "tfds:NAME[:SPLIT]" (a prepared tfds dataset in data.data_dir, no
+  # TensorFlow) or "text:GLOB[+GLOB...]" (your own UTF-8 files, a source per glob).
+  # data.sources, data.weights and data.ood_sources name the built-in sources.
   config.data = ml_collections.ConfigDict(dict(
-      sources=arg.sources, weights=arg.weights, ood_sources="code_ood+math_ood",
+      source=arg.source, data_dir="", sources=arg.sources, weights=arg.weights, ood_sources="code_ood+math_ood",
       tokenizer=arg.tokenizer, bpe_vocab_size=4096,
       seq_len=arg.seq_len or (32 if arg.runlocal else 128),
       # Characters kept per source (0 = all): the first documents in a fixed order.

@@ -64,10 +64,22 @@ def tfds_documents(name: str, split: str, data_dir: str | None = None,
   except Exception as e:  # not prepared, TFRecord-only, wrong split, ...
     raise FileNotFoundError(
         f"Cannot open tfds {name}/{split} in data_dir={data_dir!r} ({type(e).__name__}: "
-        f"{str(e)[:300]}). It must be prepared there in the array_record format: on a "
+        f"{' '.join(str(e).split())[:300]}). It must be prepared there in the "
+        "array_record format: on a "
         f"machine with the data, `tfds build {name} --file_format=array_record "
         "--data_dir=DIR`, then pass data_dir=DIR.") from e
   return TfdsDocuments(source, name, split, text_key)
+
+
+def tfds_split_names(name: str, data_dir: str | None = None) -> list[str]:
+  """The splits a prepared dataset's dataset_info records; [] when unknown (not
+  prepared, or under tfds.testing.mock_data, which records none)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets.text  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  try:
+    return list(tfds.builder(name, data_dir=data_dir).info.splits)
+  except Exception:  # noqa: BLE001  unknown name, no metadata: tfds_documents says why
+    return []
 
 
 def tfds_token_stream(documents, tokenizer, seq_len: int, seed: int = 0,

@@ -27,6 +27,9 @@ _HEADER_BYTES = LLMC_HEADER_INT32 * 4
 
 def read_shard(path: str) -> np.ndarray:
   """The tokens of one shard as a read-only uint16 memmap (either format)."""
+  if os.path.isdir(path):
+    raise ValueError(f"Token shard {path!r} is a directory; point the pattern at the .bin "
+                     "files in it.")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Token shard {path!r} does not exist.")
   size = os.path.getsize(path)

@@ -22,21 +22,33 @@ passed by the caller (the trainer: the number of data sources), and its
 ``update`` needs ``grad_fn=grad_fn(params, source)``.
 
 The keys in SHARED_KEYS mean the same for every optimizer; every other key is a
-keyword argument of the named constructor, checked against its signature so a
-typo fails here with the list of accepted names, not deep inside optax.
+keyword argument of the named constructor, checked against the names its
+registration accepts so a typo fails here with the list of accepted names, not
+deep inside optax. Adding an optimizer is one `register_optimizer` call below:
+its constructor, its hyperparameter names (default: its signature) and its
+implicit bias (`optimizers.implicit_bias`), which `implicit_constraints` reads.
 """
 
-import dataclasses
-import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
-import numpy as np
 import optax
 
+from optimizers import implicit_bias as bias
+from optimizers.implicit_bias import Constraint, implicit_constraints
 from optimizers.lion_k import lion, lion_k
-from optimizers.muon import muon, muon_labels, shape_scale
+from optimizers.muon import muon
 from optimizers.nexus import NORMALIZATIONS, SOURCE_ORDERS, nexus
+from optimizers.registry import (OPTIMIZERS, SHARED_KEYS, WEIGHT_DECAY_MASKS,
+                                 OptimizerEntry, get_optimizer, hyperparameters,
+                                 keyword_names, leaf_decays, register_optimizer)
+
+# Re-exported: callers use factory.Constraint, factory.implicit_constraints, ...
+__all__ = ["NEXUS_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "SHARED_KEYS", "WEIGHT_DECAY_MASKS",
+           "Constraint", "OptimizerEntry", "check_nexus_config", "check_optimizer_config",
+           "hyperparameters", "implicit_constraints", "make_optimizer", "make_schedule",
+           "nexus_enabled", "register_optimizer"]
 
 
 def _sgd(learning_rate, weight_decay=0.0, mask=None, momentum=0.0, nesterov=False):
@@ -52,27 +64,21 @@ def _muon(learning_rate, weight_decay=0.0, mask=None, **kwargs):
               **kwargs)
 
 
-# name -> constructor(learning_rate, weight_decay=..., mask=..., **hyperparameters).
-OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "adamw": optax.adamw,
-    "lion": lion,
-    "lion_k": lion_k,
-    "muon": _muon,
-    "sgd": _sgd,
-}
+# One registration per optimizer: constructor(learning_rate, weight_decay=...,
+# mask=..., **hyperparameters), then its implicit bias (optimizers.implicit_bias).
+register_optimizer("adamw", optax.adamw, bias.ELL_INF)
+register_optimizer("lion", lion, bias.ELL_INF)
+register_optimizer("lion_k", lion_k, bias.LION_K)
+register_optimizer("muon", _muon, bias.MUON,
+                   hyperparameters=keyword_names(muon, "weight_decay_mask"),
+                   scheduled=("adam_learning_rate",))
+register_optimizer("sgd", _sgd, bias.SGD)
 
 SCHEDULES = ("constant", "warmup_cosine", "wsd")
-
-# Keys every optimizer section may hold; all other keys are hyperparameters.
-SHARED_KEYS = ("name", "learning_rate", "weight_decay", "weight_decay_mask",
-               "schedule", "warmup_steps", "decay_fraction", "final_lr_fraction",
-               "grad_clip_norm", "nexus")
 
 # The optional optimizer.nexus section: key -> default.
 NEXUS_DEFAULTS = dict(enabled=False, inner_learning_rate=0.01, inner_steps=3,
                       normalize="global", source_order="random", seed=0)
-
-WEIGHT_DECAY_MASKS = ("all", "matrices")
 
 
 def make_schedule(learning_rate: float, num_steps: int, schedule: str = "constant",
@@ -102,16 +108,10 @@ def make_schedule(learning_rate: float, num_steps: int, schedule: str = "constan
   return optax.join_schedules([warmup, main], [warmup_steps])
 
 
-def hyperparameters(opt_config: Mapping[str, Any]) -> dict[str, Any]:
-  """The constructor's own keyword arguments: the section minus SHARED_KEYS."""
-  return {k: v for k, v in dict(opt_config).items() if k not in SHARED_KEYS}
-
-
 def check_optimizer_config(opt_config: Mapping[str, Any]) -> None:
   """Raises ValueError (one line) on an unknown name, schedule or hyperparameter."""
   name = opt_config.get("name")
-  if name not in OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}.")
+  accepted = get_optimizer(name).hyperparameters
   if opt_config.get("schedule", "constant") not in SCHEDULES:
     raise ValueError(f"Unknown schedule {opt_config.get('schedule')!r}; "
                      f"known: {SCHEDULES}.")
@@ -119,17 +119,10 @@ def check_optimizer_config(opt_config: Mapping[str, Any]) -> None:
     raise ValueError(f"Unknown weight_decay_mask {opt_config.get('weight_decay_mask')!r}; "
                      f"known: {WEIGHT_DECAY_MASKS}.")
   check_nexus_config(opt_config.get("nexus"))
-  signature = inspect.signature(OPTIMIZERS[name])
-  takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-  accepted = sorted(set(signature.parameters) - {"learning_rate", "weight_decay", "mask"})
-  if name == "muon":  # _muon forwards **kwargs to muon.
-    accepted = sorted(set(inspect.signature(muon).parameters)
-                      - {"learning_rate", "weight_decay", "weight_decay_mask"})
-    takes_any = False
   for key in hyperparameters(opt_config):
-    if not takes_any and key not in accepted:
+    if accepted is not None and key not in accepted:
       raise ValueError(f"Unknown hyperparameter {key!r} for optimizer {name!r}; it "
-                       f"accepts {accepted}. Pick the optimizer with the config variant "
+                       f"accepts {sorted(accepted)}. Pick the optimizer with the config variant "
                        f"(':optimizer={name}') so its hyperparameters come with it.")
 
 
@@ -167,9 +160,10 @@ def _nexus_normalize(value):
 
 
 def _decay_mask(kind: str):
+  """The optax mask of a weight_decay_mask kind (None: every leaf decays)."""
   if kind == "all":
     return None
-  return lambda params: jax.tree.map(lambda p: np.ndim(p) >= 2, params)
+  return lambda params: jax.tree.map(lambda p: leaf_decays(kind, p), params)
 
 
 def make_optimizer(opt_config: Mapping[str, Any], num_steps: int,
@@ -197,59 +191,12 @@ def _make_outer(opt_config: Mapping[str, Any], num_steps: int
                warmup_steps=cfg.get("warmup_steps", 0),
                decay_fraction=cfg.get("decay_fraction", 0.2),
                final_lr_fraction=cfg.get("final_lr_fraction", 0.0))
-  kwargs = hyperparameters(cfg)
-  if cfg["name"] == "muon" and kwargs.get("adam_learning_rate") is not None:
-    # The AdamW side follows the same schedule shape at its own peak.
-    kwargs["adam_learning_rate"] = make_schedule(kwargs["adam_learning_rate"], **sched)
-  tx = OPTIMIZERS[cfg["name"]](make_schedule(cfg["learning_rate"], **sched),
-                               weight_decay=cfg.get("weight_decay", 0.0),
-                               mask=_decay_mask(cfg.get("weight_decay_mask", "all")),
-                               **kwargs)
+  entry, kwargs = OPTIMIZERS[cfg["name"]], hyperparameters(cfg)
+  for key in entry.scheduled:  # Other peaks (Muon's AdamW side) follow the same shape.
+    if kwargs.get(key) is not None:
+      kwargs[key] = make_schedule(kwargs[key], **sched)
+  tx = entry.constructor(make_schedule(cfg["learning_rate"], **sched),
+                         weight_decay=cfg.get("weight_decay", 0.0),
+                         mask=_decay_mask(cfg.get("weight_decay_mask", "all")), **kwargs)
   clip = cfg.get("grad_clip_norm", 0.0) or 0.0
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
-
-
-@dataclasses.dataclass(frozen=True)
-class Constraint:
-  """λ·K*(θ) ≤ bound for one leaf. A plain dataclass, so a pytree leaf."""
-  k: str
-  k_options: dict
-  weight_decay: float
-  bound: float
-
-
-def implicit_constraints(opt_config: Mapping[str, Any], params) -> Any:
-  """Per leaf, the constraint λ·K*(θ) ≤ bound the optimizer converges into:
-  a `Constraint` per leaf.
-
-  AdamW and Lion: K = ℓ1, so K* = ℓ∞ (Xie & Li, "Implicit Bias of AdamW: ℓ∞
-  Norm Constrained Optimization", arXiv:2404.04454; Chen et al. 2023 for Lion).
-  Lion-K: its own K. Muon: K = nuclear, K* = spectral norm, bound = the
-  per-matrix scale s (the update is s·UVᵀ); its AdamW leaves are ℓ∞ with
-  adam_weight_decay. SGD has no norm constraint; ℓ2 (Frobenius) is reported
-  for comparison with the other runs. A masked-out leaf gets weight_decay 0.
-  """
-  cfg = dict(opt_config)
-  name, lam = cfg["name"], float(cfg.get("weight_decay", 0.0))
-  matrices_only = cfg.get("weight_decay_mask", "all") == "matrices"
-
-  def decay(leaf, lam_):
-    return 0.0 if matrices_only and np.ndim(leaf) < 2 else lam_
-
-  if name == "muon":
-    scale = cfg.get("scale", "shape")
-    adam_lam = float(cfg.get("adam_weight_decay", 0.0))
-    return jax.tree.map(
-        lambda label, p: (
-            Constraint(k="nuclear", k_options={}, weight_decay=decay(p, lam),
-                 bound=shape_scale(np.shape(p), scale)) if label == "muon" else
-            Constraint(k="l1", k_options={}, weight_decay=adam_lam, bound=1.0)),
-        muon_labels(params), params)
-  if name == "lion_k":
-    k = cfg.get("k", "l1")
-    options = {key: v for key, v in hyperparameters(cfg).items()
-               if key not in ("k", "b1", "b2", "mu_dtype")}
-  else:
-    k, options = ("l2", {}) if name == "sgd" else ("l1", {})
-  return jax.tree.map(lambda p: Constraint(k=k, k_options=options, weight_decay=decay(p, lam),
-                                     bound=1.0), params)

@@ -22,7 +22,8 @@ max); vectors are 1×n matrices, scalars 1×1.
 """
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -11,7 +11,7 @@ Lyapunov Predicts" (arXiv:2310.05898, 2023); Lion itself is K = ℓ1 (Chen et al
 With λ > 0 the iterates end in {θ : λ·K*(θ) ≤ 1} (see optimizers.k_functions).
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ class ScaleByLionKState(NamedTuple):
 
 
 def scale_by_lion_k(k="l1", b1: float = 0.9, b2: float = 0.99,
-                    mu_dtype: Optional[Any] = None, **k_options
+                    mu_dtype: Any | None = None, **k_options
                     ) -> optax.GradientTransformation:
   """The Lion-K direction u = ∇K(b1·m + (1 − b1)·g), then m ← b2·m + (1 − b2)·g.
 
@@ -66,7 +66,7 @@ def scale_by_lion_k(k="l1", b1: float = 0.9, b2: float = 0.99,
 
 def lion_k(learning_rate: optax.ScalarOrSchedule, k="l1", b1: float = 0.9,
            b2: float = 0.99, weight_decay: float = 0.0, mask=None,
-           mu_dtype: Optional[Any] = None, **k_options
+           mu_dtype: Any | None = None, **k_options
            ) -> optax.GradientTransformation:
   """Lion-K with decoupled weight decay: θ ← θ − η·(∇K(b1·m + (1−b1)·g) + λ·θ).
 
@@ -82,7 +82,7 @@ def lion_k(learning_rate: optax.ScalarOrSchedule, k="l1", b1: float = 0.9,
 
 
 def lion(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,
-         weight_decay: float = 0.0, mask=None, mu_dtype: Optional[Any] = None
+         weight_decay: float = 0.0, mask=None, mu_dtype: Any | None = None
          ) -> optax.GradientTransformation:
   """Lion (Chen et al. 2023) = Lion-K with K = ℓ1: θ ← θ − η·(sign(b1·m + (1−b1)·g) + λθ).
 

@@ -26,7 +26,8 @@ with ``routing``) sends embeddings, heads and every leaf of rank < 2 to AdamW.
 
 import math
 import re
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,16 +42,9 @@ _NOT_HIDDEN = re.compile(r"embed|^wte$|^wpe$|(^|_)head$|^unembed|^logits$")
 
 
 def path_names(path) -> tuple[str, ...]:
-  """('params', 'h_0', 'attn', 'kernel')-style names of a jax key path."""
-  names = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        names.append(str(getattr(key, attr)))
-        break
-    else:
-      names.append(str(key))
-  return tuple(names)
+  """('params', 'h_0', 'attn', 'kernel')-style names of a jax key path: dict
+  keys, list and tuple indices ('0'), NamedTuple and dataclass fields."""
+  return tuple(jax.tree_util.keystr((key,), simple=True) for key in path)
 
 
 def default_muon_routing(path, leaf) -> bool:
@@ -93,16 +87,33 @@ def scale_by_shape(scale: str = "shape") -> optax.GradientTransformation:
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+def _masked_decayed_weights(weight_decay: float, mask) -> optax.GradientTransformation:
+  """optax.add_decayed_weights with its state, decaying only where ``mask``
+  (a pytree of bools or a function of the params; None = everywhere) is True."""
+  inner = optax.add_decayed_weights(weight_decay)
+  if mask is None:
+    return inner
+
+  def update(updates, state, params):
+    keep = mask(params) if callable(mask) else mask
+    decayed, state = inner.update(updates, state, params)
+    # keep first: under optax.partition a pytree mask has a bool where the
+    # updates hold a MaskedNode (the other side's leaf); both sides pass it on.
+    return jax.tree.map(lambda k, d, g: d if k else g, keep, decayed, updates), state
+
+  return optax.GradientTransformation(inner.init, update)
+
+
 def muon(learning_rate: optax.ScalarOrSchedule, beta: float = 0.95,
          nesterov: bool = True, ns_steps: int = 5, ns_coeffs="quintic",
          method: str = "newton_schulz", weight_decay: float = 0.0,
          scale: str = "shape",
-         adam_learning_rate: Optional[optax.ScalarOrSchedule] = None,
+         adam_learning_rate: optax.ScalarOrSchedule | None = None,
          adam_b1: float = 0.9, adam_b2: float = 0.95, adam_eps: float = 1e-8,
          adam_weight_decay: float = 0.0, weight_decay_mask=None,
-         mu_dtype: Optional[Any] = None, compute_dtype: Optional[Any] = None,
-         gram: Optional[bool] = None,
-         routing: Optional[Callable[[Any, Any], bool]] = None,
+         mu_dtype: Any | None = None, compute_dtype: Any | None = None,
+         gram: bool | None = None,
+         routing: Callable[[Any, Any], bool] | None = None,
          ) -> optax.GradientTransformation:
   """Muon on the leaves ``routing`` selects, AdamW on the others.
 
@@ -117,7 +128,9 @@ def muon(learning_rate: optax.ScalarOrSchedule, beta: float = 0.95,
     scale: "shape", "rms_match" or "none" (module docstring).
     adam_learning_rate: AdamW's η (default: ``learning_rate``).
     adam_b1, adam_b2, adam_eps, adam_weight_decay: AdamW's hyperparameters.
-    weight_decay_mask: which Muon leaves decay (pytree or function), as optax.
+    weight_decay_mask: which leaves decay (a pytree of bools like the params or
+      a function of them, as optax), on both sides: a masked-out leaf gets
+      neither λ nor ``adam_weight_decay``.
     mu_dtype: dtype of both sides' first moments.
     routing: ``routing(path, leaf) -> bool``, True for Muon; None is
       `default_muon_routing`. Under `optax.inject_hyperparams` (which takes
@@ -134,9 +147,13 @@ def muon(learning_rate: optax.ScalarOrSchedule, beta: float = 0.95,
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
       optax.scale_by_learning_rate(learning_rate),
   )
-  adam_side = optax.adamw(
-      learning_rate=learning_rate if adam_learning_rate is None else adam_learning_rate,
-      b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay,
-      mu_dtype=mu_dtype)
+  # optax.adamw's chain, with the mask applied inside the decay step so the
+  # state keeps adamw's tree (optax.masked would add a MaskedState, and
+  # workdirs saved before the mask reached this side could not resume).
+  adam_side = optax.chain(
+      optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype),
+      _masked_decayed_weights(adam_weight_decay, weight_decay_mask),
+      optax.scale_by_learning_rate(
+          learning_rate if adam_learning_rate is None else adam_learning_rate))
   return optax.partition({"muon": muon_side, "adam": adam_side},
                          lambda params: muon_labels(params, routing))

@@ -37,7 +37,8 @@ The inner loop is a `lax.scan` (one compiled gradient), inside jit. The
 source-order RNG lives in the state, so a resumed run sees the same orders.
 """
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +72,7 @@ def source_sequence(rng, inner_steps: int, num_sources: int, order: str = "rando
   return perms.reshape(-1)[:inner_steps].astype(jnp.int32)
 
 
-def normalize_gradient(grads, normalize: Optional[str] = "global"):
+def normalize_gradient(grads, normalize: str | None = "global"):
   """d = g/‖g‖ over the whole pytree ("global"), per leaf ("per_tensor") or g (None).
   A zero gradient stays zero."""
   safe = lambda x, n: x / jnp.where(n > 0, n, 1).astype(x.dtype)
@@ -85,7 +86,7 @@ def normalize_gradient(grads, normalize: Optional[str] = "global"):
 
 
 def nexus(outer: optax.GradientTransformation, inner_learning_rate: float,
-          inner_steps: int, num_sources: int, normalize: Optional[str] = "global",
+          inner_steps: int, num_sources: int, normalize: str | None = "global",
           source_order: str = "random", seed: int = 0
           ) -> optax.GradientTransformationExtraArgs:
   """Wraps ``outer`` with the Nexus inner loop (module docstring).
@@ -116,7 +117,7 @@ def nexus(outer: optax.GradientTransformation, inner_learning_rate: float,
                       outer_state=outer.init(params))
 
   def update_fn(updates, state, params=None, *,
-                grad_fn: Optional[Callable[[Any, jax.Array], Any]] = None, **extra_args):
+                grad_fn: Callable[[Any, jax.Array], Any] | None = None, **extra_args):
     del updates  # The pseudo-gradient replaces it.
     if grad_fn is None or params is None:
       raise ValueError("nexus.update needs params and grad_fn=grad_fn(params, source); "

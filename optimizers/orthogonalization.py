@@ -34,13 +34,13 @@ Two ways to evaluate the same polynomial, picked by FLOP count (``gram=None``):
 """
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Coeffs = Union[str, Sequence[float], Sequence[Sequence[float]]]
+Coeffs = str | Sequence[float] | Sequence[Sequence[float]]
 
 _PE_SAFETY = 1.01
 _POLAR_EXPRESS_RAW = (

@@ -32,7 +32,7 @@ def assert_params_close(workdir_a, workdir_b, rtol=1e-4, atol=1e-5):
   """The final params of two workdirs agree leaf by leaf."""
   import jax
   import numpy as np
-  from analysis import workdir as wd
+  from training import workdir as wd
   _, a = wd.load_params(workdir_a)
   _, b = wd.load_params(workdir_b)
   assert jax.tree.structure(a) == jax.tree.structure(b)

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 
 from optimizers import dual_norms, lion, lion_k, muon
-from tests.test_orthogonalization import QUINTIC
+from tests.references import QUINTIC, composed_polynomial, reference_project_spectral
 
 LAMBDA = 0.5  # Ball radius 1/λ = 2.
 
@@ -57,8 +57,7 @@ def test_muon_svd_ends_in_the_spectral_ball_at_the_clipped_minimum():
              routing=route_all)
   w = _train(opt, {"w": target}, steps, {"w": jnp.zeros_like(target)})["w"]
   assert LAMBDA * float(dual_norms("nuclear", w)) <= 1 + 1e-5
-  projected = u @ np.diag(np.minimum(s, 1 / LAMBDA)) @ v.T  # Frobenius projection on the ball.
-  np.testing.assert_allclose(w, projected, atol=0.03)
+  np.testing.assert_allclose(w, reference_project_spectral(target, 1 / LAMBDA), atol=0.03)
 
 
 def test_newton_schulz_muon_overshoots_by_its_largest_output_singular_value():
@@ -71,9 +70,7 @@ def test_newton_schulz_muon_overshoots_by_its_largest_output_singular_value():
   opt = muon(_schedule(steps), weight_decay=LAMBDA, scale="none",
              routing=lambda path, leaf: True)
   w = _train(opt, {"w": target}, steps, {"w": jnp.zeros_like(target)})["w"]
-  grid = np.linspace(1e-6, 1, 100_001)
-  for _ in range(5):
-    grid = QUINTIC[0] * grid + QUINTIC[1] * grid**3 + QUINTIC[2] * grid**5
+  grid = composed_polynomial(np.linspace(1e-6, 1, 100_001), [QUINTIC] * 5)
   overshoot = LAMBDA * float(dual_norms("nuclear", w))
   print(f"Newton-Schulz Muon: lambda * sigma_max = {overshoot:.4f}")
   assert 1.0 < overshoot <= grid.max() + 1e-3

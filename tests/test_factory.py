@@ -8,6 +8,7 @@ import pytest
 
 from configs.common import optimizer_config
 from optimizers import factory
+from tests.references import reference_lion_step
 
 
 def _params():
@@ -57,7 +58,9 @@ def test_lion_step_is_sign_plus_decay():
   section = dict(optimizer_config("lion"), learning_rate=0.01, weight_decay=2.0)
   new = _one_step(factory.make_optimizer(section, 100), params, grads)
   for p, g, n in zip(jax.tree.leaves(params), jax.tree.leaves(grads), jax.tree.leaves(new)):
-    np.testing.assert_allclose(n, p - 0.01 * (np.sign(g) + 2.0 * p), rtol=1e-6)
+    want, _ = reference_lion_step(np.asarray(p, np.float64), np.asarray(g, np.float64),
+                                  np.zeros(np.shape(p)), 0.01, 0.9, 0.99, 2.0)
+    np.testing.assert_allclose(n, want, rtol=1e-6)
 
 
 def test_matrices_only_weight_decay_mask():
@@ -105,3 +108,88 @@ def test_implicit_constraints_follow_the_optimizer():
                                         params)
   assert lion_k["head"]["kernel"].k == "schatten"
   assert lion_k["head"]["kernel"].k_options == {"p": 3.0}
+
+
+def test_muon_matrices_mask_spares_adamw_vectors():
+  """weight_decay_mask="matrices" reaches Muon's AdamW side: its vectors do not
+  decay (zero gradients, so the step is the decay alone), and the implicit
+  constraint says weight_decay 0 for them."""
+  params = _params()
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  section = dict(optimizer_config("muon"), learning_rate=0.1, weight_decay=0.5,
+                 adam_weight_decay=0.2, weight_decay_mask="matrices")
+  new = _one_step(factory.make_optimizer(section, 10), params, zeros)
+  np.testing.assert_allclose(new["hidden"]["bias"], params["hidden"]["bias"])
+  np.testing.assert_allclose(new["head"]["kernel"], 0.98 * params["head"]["kernel"], rtol=1e-6)
+  np.testing.assert_allclose(new["hidden"]["kernel"], 0.95 * params["hidden"]["kernel"],
+                             rtol=1e-6)
+  cons = factory.implicit_constraints(section, params)
+  assert cons["hidden"]["bias"].weight_decay == 0.0
+  assert cons["head"]["kernel"].weight_decay == 0.2
+  assert cons["hidden"]["kernel"].weight_decay == 0.5
+
+
+def test_registry_entries_carry_constructor_hyperparameters_and_bias():
+  for name, entry in factory.OPTIMIZERS.items():
+    assert isinstance(entry, factory.OptimizerEntry), name
+    assert callable(entry.constructor) and callable(entry.implicit_bias.constraints)
+  assert factory.OPTIMIZERS["lion_k"].hyperparameters is None  # **k_options: any key.
+  muon_keys = factory.OPTIMIZERS["muon"].hyperparameters
+  assert "adam_weight_decay" in muon_keys and "weight_decay_mask" not in muon_keys
+  assert factory.OPTIMIZERS["muon"].scheduled == ("adam_learning_rate",)
+  with pytest.raises(ValueError, match="Unknown hyperparameter 'betta' for optimizer 'muon'"):
+    factory.check_optimizer_config(dict(optimizer_config("muon"), betta=0.9))
+
+
+def test_adding_an_optimizer_is_one_registration():
+  from optimizers import implicit_bias
+  try:
+    factory.register_optimizer("signum", lambda learning_rate, weight_decay=0.0, mask=None,
+                               b1=0.9: factory.OPTIMIZERS["lion"].constructor(
+                                   learning_rate, b1=b1, b2=b1, weight_decay=weight_decay,
+                                   mask=mask), implicit_bias.ELL_INF)
+    section = {"name": "signum", "learning_rate": 0.1, "weight_decay": 0.5, "b1": 0.5}
+    factory.check_optimizer_config(section)
+    with pytest.raises(ValueError, match=r"it accepts \['b1'\]"):
+      factory.check_optimizer_config(dict(section, b2=0.9))
+    params = _params()
+    assert _one_step(factory.make_optimizer(section, 10), params, params)
+    assert {c.k for c in jax.tree.leaves(factory.implicit_constraints(section, params))} == {"l1"}
+    assert implicit_bias.describe(section) == "K = l1: ‖θ‖∞ ≤ 1/λ (λ = 0.5)"
+  finally:
+    factory.OPTIMIZERS.pop("signum", None)
+
+
+def test_sgd_has_no_ball_but_reports_l2():
+  cons = factory.implicit_constraints(dict(optimizer_config("sgd"), weight_decay=0.1), _params())
+  assert {(c.k, c.kind, c.weight_decay) for c in jax.tree.leaves(cons)} == {("l2", "none", 0.1)}
+  adamw = factory.implicit_constraints(optimizer_config("adamw"), _params())
+  assert {c.kind for c in jax.tree.leaves(adamw)} == {"ball"}
+  with pytest.raises(ValueError, match="Unknown constraint kind 'disc'"):
+    factory.Constraint("l1", {}, 0.1, 1.0, kind="disc")
+
+
+def test_describe_says_the_ball_in_one_line():
+  from optimizers.implicit_bias import describe
+  muon = dict(optimizer_config("muon"), weight_decay=0.1, adam_weight_decay=0.01)
+  assert describe(muon) == ("K = nuclear: σ_max(W) ≤ s/λ on Muon matrices (λ = 0.1, s = shape); "
+                            "‖θ‖∞ ≤ 1/λ_adam on AdamW leaves (λ_adam = 0.01)")
+  assert describe(dict(muon, adam_weight_decay=0.0, weight_decay_mask="matrices")) == (
+      "K = nuclear: σ_max(W) ≤ s/λ on Muon matrices (λ = 0.1, s = shape); "
+      "AdamW leaves free (λ_adam = 0)")
+  assert describe(dict(optimizer_config("adamw"), weight_decay=0.1,
+                       weight_decay_mask="matrices")) == (
+      "K = l1: ‖θ‖∞ ≤ 1/λ on leaves of rank ≥ 2 (λ = 0.1)")
+  assert describe(optimizer_config("lion")) == "K = l1: every leaf free (λ = 0)"
+  assert describe(dict(optimizer_config("lion_k"), k="schatten", p=3.0, weight_decay=2)) == (
+      "K = schatten(p=3.0): ‖σ(W)‖_q ≤ 1/λ (λ = 2)")
+  assert describe(dict(optimizer_config("sgd"), weight_decay=0.1)).startswith("no known ball")
+  for name in factory.OPTIMIZERS:
+    assert "\n" not in describe(dict(optimizer_config(name), weight_decay=0.1))
+
+
+def test_implicit_constraints_follow_muons_routing():
+  params = _params()
+  route_all = lambda path, leaf: leaf.ndim >= 2
+  cons = factory.implicit_constraints(dict(optimizer_config("muon"), routing=route_all), params)
+  assert cons["head"]["kernel"].k == "nuclear"  # The default routing sends "head" to AdamW.

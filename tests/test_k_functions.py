@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from optimizers import K_FUNCTIONS, dual_norms, get_k
+from tests.references import reference_dual_norms
 
 NORM_KS = [("l1", {}), ("l2", {}), ("rownorm", {}), ("nuclear", {"method": "svd"}),
            ("spectral", {}), ("schatten", {"p": 3.0}), ("schatten", {"p": 1.5})]
@@ -37,14 +38,7 @@ def test_norm_duality(name, opts):
 
 def test_dual_norms_match_numpy():
   x = np.asarray(_x((5, 7), seed=1), np.float64)
-  sv = np.linalg.svd(x, compute_uv=False)
-  expected = {
-      "l1": np.abs(x).max(), "l2": np.linalg.norm(x), "huber": np.abs(x).max(),
-      "rownorm": np.linalg.norm(x, axis=1).max(), "nuclear": np.linalg.norm(x, 2),
-      "spectral": np.linalg.norm(x, "nuc"),
-      "schatten": np.sum(sv ** 1.5) ** (1 / 1.5),  # p = 3 -> q = 1.5
-  }
-  for name, want in expected.items():
+  for name, want in reference_dual_norms(x, schatten_p=3.0).items():
     opts = {"p": 3.0} if name == "schatten" else {}
     got = dual_norms(name, {"w": jnp.asarray(x, jnp.float32)}, **opts)["w"]
     np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=name)

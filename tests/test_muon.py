@@ -1,6 +1,8 @@
 """Muon: the Lion-K identity, a NumPy transcription of the reference Muon,
 optax.contrib.muon, and which leaves it takes."""
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 from optax.contrib import MuonDimensionNumbers
 
 from optimizers import lion_k, muon, muon_labels, scale_by_shape, shape_scale
-from tests.test_orthogonalization import QUINTIC, reference_newton_schulz
+from optimizers.muon import path_names
+from tests.references import reference_muon_step
 
 
 def _params(seed=0):
@@ -55,17 +58,6 @@ def test_muon_side_is_lion_k_nuclear_with_b1_beta_squared():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), got, want)
 
 
-def _reference_muon_step(w, g, buf, lr, beta, wd, nesterov):
-  """NumPy transcription of Muon's step (github.com/KellerJordan/Muon,
-  muon.py: lerp momentum, Nesterov lerp, NS5, √max(1, out/in), decoupled wd),
-  for the (fan_in, fan_out) layout."""
-  buf = beta * buf + (1 - beta) * g
-  u = (1 - beta) * g + beta * buf if nesterov else buf
-  o = reference_newton_schulz(u, [QUINTIC] * 5)
-  o = o * max(1, w.shape[-1] / w.shape[-2]) ** 0.5
-  return w * (1 - lr * wd) - lr * o, buf
-
-
 @pytest.mark.parametrize("nesterov", [True, False])
 def test_matches_numpy_reference_muon(nesterov):
   lr, beta, wd = 0.02, 0.95, 0.05
@@ -75,8 +67,8 @@ def test_matches_numpy_reference_muon(nesterov):
   buf = np.zeros_like(w)
   for p, g in trace:
     np.testing.assert_allclose(p["dense_in"]["kernel"], w, atol=2e-5)
-    w, buf = _reference_muon_step(w, np.asarray(g["dense_in"]["kernel"], np.float64), buf,
-                                  lr, beta, wd, nesterov)
+    w, buf = reference_muon_step(w, np.asarray(g["dense_in"]["kernel"], np.float64), buf,
+                                 lr, beta, wd, nesterov)
   np.testing.assert_allclose(final["dense_in"]["kernel"], w, atol=2e-5)
 
 
@@ -145,3 +137,40 @@ def test_scales():
   np.testing.assert_allclose(u["w"], 0.6)
   with pytest.raises(ValueError, match="Unknown Muon scale 'big'"):
     muon(0.1, scale="big")
+
+
+@pytest.mark.parametrize("mask_kind", ["function", "pytree"])
+def test_weight_decay_mask_reaches_the_adamw_side(mask_kind):
+  """A masked-out leaf gets no decay on either side: with zero gradients (both
+  directions 0) a step is θ ← θ − η·λ·θ on the decayed leaves only."""
+  params = gpt2_like_params()
+  params = jax.tree.map(lambda p: p + 1.0, params)
+  matrices = lambda tree: jax.tree.map(lambda p: p.ndim >= 2, tree)
+  mask = matrices if mask_kind == "function" else matrices(params)
+  lr, wd, adam_wd = 0.1, 0.5, 0.2
+  opt = muon(lr, weight_decay=wd, adam_weight_decay=adam_wd, weight_decay_mask=mask)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  new = optax.apply_updates(params, opt.update(zeros, opt.init(params), params)[0])
+  labels = muon_labels(params)
+
+  def expected(label, p):
+    if p.ndim < 2:
+      return p  # LayerNorm scales and biases: masked out on the AdamW side too.
+    return p * (1 - lr * (wd if label == "muon" else adam_wd))
+
+  jax.tree.map(lambda label, p, n: np.testing.assert_allclose(n, expected(label, p), rtol=1e-6),
+               labels, params, new)
+
+
+class _Pair(NamedTuple):
+  first: Any
+  second: Any
+
+
+def test_path_names_of_dicts_lists_and_namedtuples():
+  tree = {"hidden": {"kernel": jnp.zeros((2, 2))},
+          "blocks": [{"w": jnp.zeros((2, 2))}, _Pair(jnp.zeros(1), (jnp.zeros(1),))]}
+  names = {"/".join(path_names(p)) for p, _ in jax.tree_util.tree_leaves_with_path(tree)}
+  assert names == {"hidden/kernel", "blocks/0/w", "blocks/1/first", "blocks/1/second/0"}
+  # Routing reads the names, so an embedding inside a list goes to AdamW.
+  assert muon_labels([{"wte": jnp.zeros((4, 4))}, jnp.zeros((4, 4))]) == [{"wte": "adam"}, "muon"]

@@ -6,23 +6,8 @@ import numpy as np
 import pytest
 
 from optimizers import newton_schulz, ns_coefficients, orthogonalize, polar_svd
-
-QUINTIC = (3.4445, -4.7750, 2.0315)
-
-
-def reference_newton_schulz(g, coeff_rows, safety=1.0):
-  """NumPy (float64) transcription of Jordan's zeropower_via_newtonschulz5
-  (github.com/KellerJordan/Muon), with one (a, b, c) row per step."""
-  x = np.asarray(g, np.float64)
-  tall = x.shape[-2] > x.shape[-1]
-  if tall:
-    x = x.T
-  x = x / (np.linalg.norm(x) * safety + 1e-7)
-  for a, b, c in coeff_rows:
-    A = x @ x.T
-    B = b * A + c * A @ A
-    x = a * x + B @ x
-  return x.T if tall else x
+from tests.references import (QUINTIC, composed_polynomial, reference_newton_schulz,
+                              reference_polar)
 
 
 def _g(shape, seed=0):
@@ -60,8 +45,8 @@ def test_polar_express_table_is_the_papers():
 def test_svd_method_is_numpys_u_vt():
   for shape in [(7, 12), (12, 7), (9, 9)]:
     g = _g(shape, seed=2)
-    u, _, vt = np.linalg.svd(g.astype(np.float64), full_matrices=False)
-    np.testing.assert_allclose(orthogonalize(jnp.asarray(g), method="svd"), u @ vt, atol=1e-5)
+    np.testing.assert_allclose(orthogonalize(jnp.asarray(g), method="svd"), reference_polar(g),
+                               atol=1e-5)
 
 
 def test_svd_of_rank_deficient_input_is_the_polar_factor_of_its_range():
@@ -76,17 +61,11 @@ def _singular_values(x):
   return np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
 
 
-def _composed_polynomial(sigma, rows):
-  for a, b, c in rows:
-    sigma = a * sigma + b * sigma**3 + c * sigma**5
-  return sigma
-
-
 def test_quintic_singular_values_land_in_the_known_band():
   """Five quintic steps map every σ/‖X‖_F ≥ 0.01 into [0.682, 1.134] (DESIGN.md's
   "about [0.68, 1.13]"), and no input above p∘p∘p∘p∘p's sup over (0, 1], 1.2024."""
   grid = np.linspace(1e-6, 1, 200_001)
-  image = _composed_polynomial(grid, [QUINTIC] * 5)
+  image = composed_polynomial(grid, [QUINTIC] * 5)
   band = image[grid >= 0.01]
   np.testing.assert_allclose([band.min(), band.max(), image.max()], [0.6818, 1.1344, 1.2024],
                              atol=1e-4)

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from absl import logging
 
-import train
+import training
+from training import config_checks, gpt2_steps, similarity, tasks
 from tests.config_overrides import config_with, unsafe_config_with
-from analysis import workdir as wd
+from training import workdir as wd
 from configs.relu2 import get_config
 from data import synthetic
 
@@ -35,7 +36,7 @@ def test_reaches_near_zero_train_loss(tmp_path, optimizer, lr):
   config = _config(f"runlocal,optimizer={optimizer},steps=600", optimizer__learning_rate=lr,
                    optimizer__schedule="warmup_cosine", optimizer__warmup_steps=10,
                    checkpoint_every=600, log_every=100)
-  summary = train.train_and_evaluate(config, tmp_path)
+  summary = training.run(config, tmp_path)
   d = config.data
   data = synthetic.make_task(d.task, d.input_dim, d.n_train, d.n_test, d.teacher_width,
                              d.input_dist, d.label_noise, d.seed)
@@ -63,11 +64,11 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
   # Newton–Schulz is exercised too.
   common = dict(batch_size=16, checkpoint_every=1000, log_every=10)
   variant = "runlocal,optimizer=muon,steps=40"
-  together = train.train_and_evaluate(
+  together = training.run(
       _config(variant, seed=5, num_seeds=3, **common), tmp_path / "together")
   _, params_S = wd.load_params(tmp_path / "together")
   assert together["seeds"] == [5, 6, 7]
-  chunked = train.train_and_evaluate(
+  chunked = training.run(
       _config(variant, seed=5, num_seeds=3, seed_chunk_size=2, **common), tmp_path / "chunked")
   _, params_chunked = wd.load_params(tmp_path / "chunked")
   for a, b in zip(_tree_leaves(params_S), _tree_leaves(params_chunked)):
@@ -75,7 +76,7 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
   np.testing.assert_allclose(together["final"]["train_loss"], chunked["final"]["train_loss"],
                              rtol=1e-4)
   for i, seed in enumerate([5, 6, 7]):
-    alone = train.train_and_evaluate(_config(variant, seed=seed, num_seeds=1, **common),
+    alone = training.run(_config(variant, seed=seed, num_seeds=1, **common),
                                      tmp_path / f"seed{seed}")
     _, params_1 = wd.load_params(tmp_path / f"seed{seed}")
     for a, b in zip(_tree_leaves(params_S), _tree_leaves(params_1)):
@@ -97,7 +98,7 @@ _RESUME_FLAGS = [f"--config=configs/relu2.py:{_RESUME_VARIANT}"] + [
 def reference_run(tmp_path_factory):
   """The uninterrupted run the resumed ones must equal bitwise."""
   workdir = tmp_path_factory.mktemp("reference")
-  train.train_and_evaluate(_config(_RESUME_VARIANT, **_RESUME_FIELDS), workdir)
+  training.run(_config(_RESUME_VARIANT, **_RESUME_FIELDS), workdir)
   return workdir
 
 
@@ -142,7 +143,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference_run):
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
   assert not (workdir / wd.SUMMARY_FILE).exists()
-  summary = train.train_and_evaluate(_config(_RESUME_VARIANT, **_RESUME_FIELDS), workdir)
+  summary = training.run(_config(_RESUME_VARIANT, **_RESUME_FIELDS), workdir)
   assert 300 <= summary["resumed_from_step"] < 3000
   _assert_same_final_state(workdir, reference_run)
 
@@ -157,7 +158,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, reference_run):
   saved = wd.checkpoint_steps(workdir)
   assert saved and saved[-1] < 3000
   assert not (workdir / wd.SUMMARY_FILE).exists()
-  summary = train.train_and_evaluate(_config(_RESUME_VARIANT, **_RESUME_FIELDS), workdir)
+  summary = training.run(_config(_RESUME_VARIANT, **_RESUME_FIELDS), workdir)
   assert summary["resumed_from_step"] == saved[-1]
   _assert_same_final_state(workdir, reference_run)
 
@@ -165,11 +166,11 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, reference_run):
 def test_nonfinite_loss_stops_without_overwriting_good_checkpoints(tmp_path):
   fields = dict(checkpoint_every=50, log_every=10)
   good = _config("runlocal,optimizer=sgd,steps=100", **fields)
-  train.train_and_evaluate(good, tmp_path)
+  training.run(good, tmp_path)
   assert wd.checkpoint_steps(tmp_path) == [50, 100]
   bad = _config("runlocal,optimizer=sgd,steps=300", optimizer__learning_rate=1e4, **fields)
-  with pytest.raises(train.NonFiniteError) as info:
-    train.train_and_evaluate(bad, tmp_path, override_config=True)
+  with pytest.raises(training.NonFiniteError) as info:
+    training.run(bad, tmp_path, override_config=True)
   message = str(info.value)
   assert "\n" not in message
   nan_step = int(message.split("at step ")[1].split()[0])
@@ -194,8 +195,8 @@ def test_nonfinite_loss_stops_without_overwriting_good_checkpoints(tmp_path):
 def test_bad_config_fails_before_training(tmp_path, fields, expected):
   # A plain, type-unsafe copy, so the test can write wrong types (flags refuse them).
   config = unsafe_config_with(_config("runlocal"), **fields)
-  with pytest.raises(train.ConfigError, match=None) as info:
-    train.train_and_evaluate(config, tmp_path / "run")
+  with pytest.raises(training.ConfigError, match=None) as info:
+    training.run(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)
   assert not (tmp_path / "run").exists()
 
@@ -204,8 +205,8 @@ def test_unknown_config_field_is_refused(tmp_path):
   config = _config("runlocal")
   config.unlock()
   config.model.widht = 3
-  with pytest.raises(train.ConfigError, match="Unknown config field 'model.widht'"):
-    train.validate_config(config)
+  with pytest.raises(training.ConfigError, match="Unknown config field 'model.widht'"):
+    config_checks.validate_config(config)
 
 
 @pytest.mark.parametrize("flags,expected", [
@@ -226,14 +227,14 @@ def test_cli_reports_bad_config_in_one_line(tmp_path, flags, expected):
 
 
 def test_resume_with_different_config_is_refused(tmp_path):
-  train.train_and_evaluate(_config("runlocal,steps=20"), tmp_path)
+  training.run(_config("runlocal,steps=20"), tmp_path)
   changed = _config("runlocal,steps=40", optimizer__learning_rate=0.05)
-  with pytest.raises(train.ConfigError) as info:
-    train.train_and_evaluate(changed, tmp_path)
+  with pytest.raises(training.ConfigError) as info:
+    training.run(changed, tmp_path)
   message = str(info.value)
   assert "num_steps: 20 -> 40" in message and "optimizer.learning_rate: 0.01 -> 0.05" in message
   assert "--override_config" in message
-  summary = train.train_and_evaluate(changed, tmp_path, override_config=True)
+  summary = training.run(changed, tmp_path, override_config=True)
   assert summary["resumed_from_step"] == 20
   assert json.loads((tmp_path / wd.CONFIG_FILE).read_text())["num_steps"] == 40
 
@@ -242,7 +243,7 @@ def test_relative_workdir_trains_resumes_and_loads(tmp_path, monkeypatch):
   """The README runs with workdirs like runs/sweep: orbax needs absolute paths."""
   monkeypatch.chdir(tmp_path)
   config = _config(num_steps=20, checkpoint_every=10)
-  summary = train.train_and_evaluate(config, "runs/relative")
+  summary = training.run(config, "runs/relative")
   assert summary["status"] == "finished"
   _, params = wd.load_params("runs/relative")
   assert params["hidden"]["kernel"].shape[0] == config.num_seeds

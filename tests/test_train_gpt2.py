@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from absl import logging
 
-import train
+import training
+from training import config_checks, gpt2_steps, similarity, tasks
 from tests.config_overrides import assert_params_close, config_with, unsafe_config_with
-from analysis import workdir as wd
+from training import workdir as wd
 from configs.gpt2 import get_config
 from data import text_sources, tokenizers
 
@@ -44,7 +45,7 @@ def test_eight_devices_match_one_device(tmp_path, compilation_cache):
        f"--workdir={tmp_path}/eight"], cwd=REPO, env=env, capture_output=True, text=True,
       timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  one = train.train_and_evaluate(
+  one = training.run(
       _config(variant, log_every=5, eval_every=10, checkpoint_every=20), tmp_path / "one")
   eight = wd.read_summary(tmp_path / "eight")
   assert eight["num_devices"] == 8 and one["num_devices"] == 1
@@ -76,7 +77,7 @@ def _learns_below_unigram(tmp_path, steps):
                    checkpoint_every=steps, optimizer__learning_rate=1e-2,
                    optimizer__warmup_steps=10)
   config.data.seq_len = 64
-  summary = train.train_and_evaluate(config, tmp_path)
+  summary = training.run(config, tmp_path)
   entropy = _unigram_entropy(config)
   return summary, entropy
 
@@ -98,11 +99,11 @@ def test_learns_well_below_unigram_entropy(tmp_path):
 def test_resume_gives_the_same_params_and_data(tmp_path):
   config = _config("runlocal,steps=20", checkpoint_every=10, log_every=5,
                    optimizer__schedule="constant")
-  full = train.train_and_evaluate(config, tmp_path / "full")
+  full = training.run(config, tmp_path / "full")
   # Stop at step 10 (the checkpoint, with the grain iterator's state), then go on.
-  train.train_and_evaluate(_config("runlocal,steps=10", checkpoint_every=10, log_every=5,
+  training.run(_config("runlocal,steps=10", checkpoint_every=10, log_every=5,
                                    optimizer__schedule="constant"), tmp_path / "split")
-  resumed = train.train_and_evaluate(config, tmp_path / "split", override_config=True)
+  resumed = training.run(config, tmp_path / "split", override_config=True)
   assert resumed["resumed_from_step"] == 10
   assert_params_close(tmp_path / "full", tmp_path / "split", rtol=0, atol=0)  # Bitwise.
   assert full["final_val_loss"] == resumed["final_val_loss"]
@@ -111,9 +112,9 @@ def test_resume_gives_the_same_params_and_data(tmp_path):
 
 def test_grad_accumulation_equals_one_big_batch(tmp_path):
   common = dict(log_every=1, eval_every=5, checkpoint_every=5)
-  big = train.train_and_evaluate(_config("runlocal,steps=5,batch=8,accum=1", **common),
+  big = training.run(_config("runlocal,steps=5,batch=8,accum=1", **common),
                                  tmp_path / "big")
-  acc = train.train_and_evaluate(_config("runlocal,steps=5,batch=8,accum=4", **common),
+  acc = training.run(_config("runlocal,steps=5,batch=8,accum=4", **common),
                                  tmp_path / "acc")
   np.testing.assert_allclose(_losses(tmp_path / "acc"), _losses(tmp_path / "big"),
                              rtol=2e-5, atol=2e-5)
@@ -134,8 +135,8 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
 ])
 def test_bad_gpt2_config_fails_before_training(tmp_path, fields, expected):
   config = unsafe_config_with(_config("runlocal"), **fields)
-  with pytest.raises(train.ConfigError) as info:
-    train.train_and_evaluate(config, tmp_path / "run")
+  with pytest.raises(training.ConfigError) as info:
+    training.run(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)
   assert not (tmp_path / "run").exists()
 
@@ -144,8 +145,8 @@ def test_unknown_gpt2_field_is_refused():
   config = _config("runlocal")
   config.unlock()
   config.data.seqlen = 3
-  with pytest.raises(train.ConfigError, match="Unknown config field 'data.seqlen'"):
-    train.validate_config(config)
+  with pytest.raises(training.ConfigError, match="Unknown config field 'data.seqlen'"):
+    config_checks.validate_config(config)
 
 
 def test_config_variants():
@@ -155,5 +156,5 @@ def test_config_variants():
   assert (config.batch_size, config.grad_accum_steps, config.data.seq_len) == (4, 2, 16)
   assert (config.data.tokenizer, config.data.sources, config.data.weights) == \
       ("bpe", "prose+math", "3+1")
-  train.validate_config(config)
+  config_checks.validate_config(config)
   json.dumps(config.to_dict())

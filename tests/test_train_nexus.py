@@ -10,8 +10,9 @@ import optax
 import pytest
 from absl import logging
 
-import train
-from analysis import workdir as wd
+import training
+from training import config_checks, gpt2_steps, similarity, tasks
+from training import workdir as wd
 from configs.gpt2 import get_config
 from data import text_pipeline, tokenizers
 from models import gpt2
@@ -40,7 +41,7 @@ def _leaves(params):
 def test_nexus_trains_logs_similarity_and_resumes_bitwise(tmp_path):
   common = dict(checkpoint_every=10, log_every=5, similarity_every=10,
                 optimizer__schedule="constant")
-  full = train.train_and_evaluate(_config("runlocal,nexus,steps=20", **common),
+  full = training.run(_config("runlocal,nexus,steps=20", **common),
                                   tmp_path / "full")
   assert full["nexus"] and full["tokens_per_step"] == 9 * 32
   losses = [r["train_loss"] for r in _rows(tmp_path / "full", "train_loss")]
@@ -58,8 +59,8 @@ def test_nexus_trains_logs_similarity_and_resumes_bitwise(tmp_path):
   assert np.asarray(full["final_grad_cosine"]).shape == (3, 3)
 
   # Stop at step 10 (checkpoint: params, Nexus state, per-source iterator), go on.
-  train.train_and_evaluate(_config("runlocal,nexus,steps=10", **common), tmp_path / "split")
-  resumed = train.train_and_evaluate(_config("runlocal,nexus,steps=20", **common),
+  training.run(_config("runlocal,nexus,steps=10", **common), tmp_path / "split")
+  resumed = training.run(_config("runlocal,nexus,steps=20", **common),
                                      tmp_path / "split", override_config=True)
   assert resumed["resumed_from_step"] == 10
   assert_params_close(tmp_path / "full", tmp_path / "split", rtol=0, atol=0)  # Bitwise.
@@ -76,15 +77,15 @@ def test_one_source_one_inner_step_is_adamw_on_normalized_gradients():
                    optimizer__nexus__inner_learning_rate=10.0,
                    optimizer__schedule="constant", optimizer__grad_clip_norm=0.0)
   tok = tokenizers.get_tokenizer("bytes")
-  model = gpt2.GPT2(train.gpt2_model_config(config, tok.vocab_size))
-  mesh = train.make_data_mesh()
+  model = tasks.gpt2_model(config, tok.vocab_size)
+  mesh = gpt2_steps.make_data_mesh()
   tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=1)
   ref_config = ml_collections.ConfigDict(config.optimizer.to_dict())
   ref_config.nexus.enabled = False
   ref_tx = optax.chain(optax.stateless(lambda g, p: normalize_gradient(g)),
                        factory.make_optimizer(ref_config, config.num_steps))
-  nexus_step, _, nexus_sharding = train.make_gpt2_steps(model, tx, mesh, 1, num_sources=1)
-  ref_step, _, ref_sharding = train.make_gpt2_steps(model, ref_tx, mesh, 1)
+  nexus_step, _, nexus_sharding = gpt2_steps.make_steps(model, tx, mesh, 1, num_sources=1)
+  ref_step, _, ref_sharding = gpt2_steps.make_steps(model, ref_tx, mesh, 1)
 
   params = gpt2.init_params(model, jax.random.PRNGKey(0), config.data.seq_len)
   start = _leaves(params)
@@ -97,8 +98,8 @@ def test_one_source_one_inner_step_is_adamw_on_normalized_gradients():
   it = iter(text_pipeline.per_source_loader(windows, batch_size=4, seed=0))
   for _ in range(5):
     batch = next(it)
-    a, _ = nexus_step(a, *train._to_device_batch(batch, 1, nexus_sharding, ["prose"]))
-    b, _ = ref_step(b, *train._to_device_batch(batch["prose"], 1, ref_sharding))
+    a, _ = nexus_step(a, *gpt2_steps.to_device_batch(batch, 1, nexus_sharding, ["prose"]))
+    b, _ = ref_step(b, *gpt2_steps.to_device_batch(batch["prose"], 1, ref_sharding))
   moved = [np.abs(x - y).max() for x, y in zip(_leaves(a["params"]), start)]
   assert max(moved) > 1e-3  # The comparison is not vacuous.
   # Nexus hands AdamW (θ − (θ − γd))/γ = d up to float32 rounding.
@@ -109,9 +110,9 @@ def test_one_source_one_inner_step_is_adamw_on_normalized_gradients():
 def test_nexus_grad_accumulation_matches_one_batch(tmp_path):
   common = dict(log_every=1, eval_every=3, checkpoint_every=3,
                 optimizer__nexus__source_order="cyclic")
-  one = train.train_and_evaluate(_config("runlocal,nexus,steps=3,batch=12", **common),
+  one = training.run(_config("runlocal,nexus,steps=3,batch=12", **common),
                                  tmp_path / "one")
-  acc = train.train_and_evaluate(_config("runlocal,nexus,steps=3,batch=12,accum=2", **common),
+  acc = training.run(_config("runlocal,nexus,steps=3,batch=12,accum=2", **common),
                                  tmp_path / "acc")
   assert_params_close(tmp_path / "one", tmp_path / "acc", rtol=1e-4, atol=1e-5)
   assert one["final_val_loss"]["mean"] == pytest.approx(acc["final_val_loss"]["mean"], abs=1e-4)
@@ -126,8 +127,8 @@ def test_nexus_grad_accumulation_matches_one_batch(tmp_path):
 ])
 def test_bad_nexus_config_fails_before_training(tmp_path, fields, expected):
   config = unsafe_config_with(_config(), **fields)
-  with pytest.raises(train.ConfigError) as info:
-    train.train_and_evaluate(config, tmp_path / "run")
+  with pytest.raises(training.ConfigError) as info:
+    training.run(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)
   assert not (tmp_path / "run").exists()
 
@@ -140,8 +141,8 @@ def test_similarity_uses_the_same_number_of_batches_per_source():
   rng = np.random.default_rng(0)
   val = {s: {k: rng.integers(0, 256, (n, 2, 16)).astype(np.int32) for k in ("inputs", "targets")}
          for s, n in (("prose", 2), ("code", 3), ("math", 4))}
-  out = train.make_similarity(model, val, ["prose", "code", "math"])(params)
+  out = similarity.make_similarity(tasks.stacked_loss(model), val, ["prose", "code", "math"])(params)
   first2 = {s: {k: v[:2] for k, v in b.items()} for s, b in val.items()}
-  same = train.make_similarity(model, first2, ["prose", "code", "math"])(params)
+  same = similarity.make_similarity(tasks.stacked_loss(model), first2, ["prose", "code", "math"])(params)
   np.testing.assert_allclose(out["grad_cosine"], same["grad_cosine"], atol=1e-6)
   assert np.asarray(out["grad_cosine"]).shape == (3, 3)

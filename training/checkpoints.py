@@ -1,0 +1,105 @@
+"""One checkpoint path for both trainers: orbax, async, cadence by orbax.
+
+A checkpoint holds three items (training/workdir.py): "params" (every leaf
+with a leading seed axis), "train_state" (step and the rest of the per-seed
+state: optimizer state, RNG, data keys, the first non-finite step) and
+"data_iterator" (JSON: relu2's (step, order) record, or GPT-2's grain state).
+The trainer's state is {"step": (), "seeds": {"params", ...}} with a seed axis
+on every leaf; GPT-2 keeps one seed and is stacked to that layout to save.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from training import workdir as wd
+from training.errors import ConfigError, NonFiniteError
+
+
+def manager(workdir: Path, config) -> ocp.CheckpointManager:
+  """Async saves every config.checkpoint_every steps (orbax's own interval
+  policy, which also answers orbax's multi-host preemption notice); the last
+  step and a SIGTERM save with force=True."""
+  policy = checkpoint_managers.AnySavePolicy([
+      checkpoint_managers.FixedIntervalPolicy(config.checkpoint_every),
+      checkpoint_managers.PreemptionCheckpointingPolicy()])
+  return ocp.CheckpointManager(
+      workdir / wd.CHECKPOINT_DIR,
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True,
+          save_decision_policy=policy,
+          cleanup_tmp_directories=True))  # Unfinished saves of a killed run.
+
+
+def _split(state: dict) -> tuple[Any, dict]:
+  seeds = dict(state["seeds"])
+  return seeds.pop("params"), {"step": state["step"], "seeds": seeds}
+
+
+def save(mgr: ocp.CheckpointManager, state: dict, data_state: dict) -> None:
+  """Saves the stacked state and the data-iterator JSON at state["step"]."""
+  params, rest = _split(state)
+  step = int(state["step"])
+  mgr.save(step, force=True, args=ocp.args.Composite(**{
+      wd.PARAMS_ITEM: ocp.args.StandardSave(params),
+      wd.TRAIN_STATE_ITEM: ocp.args.StandardSave(rest),
+      wd.DATA_ITEM: ocp.args.JsonSave(data_state)}))
+
+
+def restore(mgr: ocp.CheckpointManager, template: dict, step: int) -> tuple[dict, dict]:
+  """(state, data-iterator JSON) of checkpoint ``step``, in template's tree
+  (orbax gives plain containers back: the optimizer's NamedTuples are rebuilt)."""
+  params, rest = _split(template)
+  restored = mgr.restore(step, args=ocp.args.Composite(**{
+      wd.PARAMS_ITEM: ocp.args.StandardRestore(params),
+      wd.TRAIN_STATE_ITEM: ocp.args.StandardRestore(rest),
+      wd.DATA_ITEM: ocp.args.JsonRestore()}))
+  stacked = {"step": restored[wd.TRAIN_STATE_ITEM]["step"],
+             "seeds": {"params": restored[wd.PARAMS_ITEM],
+                       **restored[wd.TRAIN_STATE_ITEM]["seeds"]}}
+  leaves = jax.tree.leaves(stacked)
+  return jax.tree.unflatten(jax.tree.structure(template), leaves), restored[wd.DATA_ITEM]
+
+
+def check_data_state(step: int, restored: dict, expected: dict | None) -> None:
+  """A restored data-iterator record must be the config's (relu2) or at least
+  for the same step (GPT-2): else the data order would silently change."""
+  if expected is not None and restored != expected:
+    raise ConfigError(f"Checkpoint {step}'s data iterator {restored} does not match this "
+                      f"config's {expected}; use the config the run was started with.")
+  if restored.get("step") != step:
+    raise ConfigError(f"Checkpoint {step}'s data iterator state is for step "
+                      f"{restored.get('step')}; the checkpoint is corrupt.")
+
+
+def stack_seed(state: dict) -> dict:
+  """One seed's {"step", "params", ...} as the checkpoint layout (seed axis 1)."""
+  host = jax.device_get(state)
+  seeds = {k: v for k, v in host.items() if k != "step"}
+  return {"step": host["step"], "seeds": jax.tree.map(lambda x: np.asarray(x)[None], seeds)}
+
+
+def unstack_seed(stacked: dict) -> dict:
+  return {"step": stacked["step"], **jax.tree.map(lambda x: x[0], stacked["seeds"])}
+
+
+def raise_if_nonfinite(first_bad_S, mgr: ocp.CheckpointManager, config) -> None:
+  """Stops the run if any seed's state went non-finite (first_bad_S[i] ≥ 0 is
+  the step it did), naming the step, the seeds and the last good checkpoint."""
+  first_bad_S = np.asarray(first_bad_S)
+  if (first_bad_S < 0).all():
+    return
+  mgr.wait_until_finished()
+  step = int(first_bad_S[first_bad_S >= 0].min())
+  bad_seeds = [config.seed + i for i in np.flatnonzero(first_bad_S >= 0)]
+  last = mgr.latest_step()
+  where = (f"the last good checkpoint is step {last} in {mgr.directory}"
+           if last is not None else "there is no checkpoint yet")
+  raise NonFiniteError(
+      f"Non-finite loss or parameters at step {step} (seeds {bad_seeds}); {where}. "
+      "Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun "
+      "(with --override_config to resume from that checkpoint).")

@@ -1,0 +1,182 @@
+"""The GPT-2 trainer: a host-side grain iterator over a text corpus (its
+state is checkpointed beside the train state), the batch sharded over a
+"data" axis of all devices, gradient accumulation inside the step,
+per-source validation loss, tokens/s and MFU. With optimizer.nexus the
+iterator yields one batch per source and the step hands Nexus a
+grad_fn(params, source); every config.similarity_every steps the sources'
+K×K gradient-cosine matrix goes into metrics.jsonl.
+"""
+
+from pathlib import Path
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models import gpt2
+from optimizers import factory
+from training import checkpoints, loop, metrics, perf, tasks
+from training import workdir as wd
+from training.gpt2_steps import batch_loss, make_data_mesh, make_steps, to_device_batch
+from training.similarity import make_similarity
+
+
+def _throughput(config, use_nexus: bool, num_sources: int) -> tuple[int, int]:
+  """(tokens read per step, tokens through forward+backward per step). The
+  same without Nexus; with it, batch_size·T read as K source batches of
+  batch_size/K, and k·(batch_size/K)·T through forward+backward."""
+  tokens = config.batch_size * config.data.seq_len
+  if not use_nexus:
+    return tokens, tokens
+  per_source = config.batch_size // num_sources
+  return tokens, config.optimizer.nexus.inner_steps * per_source * config.data.seq_len
+
+
+def train(config, workdir: Path) -> dict:
+  """Trains (or resumes) a GPT-2 config in workdir; returns the summary."""
+  mesh = make_data_mesh()
+  use_nexus = factory.nexus_enabled(config.optimizer)
+  data = tasks.gpt2_data(config, workdir, nexus=use_nexus)
+  sources = tasks.source_names(config)
+  model = tasks.gpt2_model(config, data.tokenizer.vocab_size)
+  tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=len(sources))
+  schedule = metrics.learning_rate_schedule(config.optimizer, config.num_steps)
+  train_step, eval_loss, batched = make_steps(
+      model, tx, mesh, config.grad_accum_steps, len(sources) if use_nexus else 0)
+  step_loss = batch_loss(model) if use_nexus else None
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def init(seed):
+    init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = gpt2.init_params(model, init_key, config.data.seq_len)
+    return {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+            "rng": rng, "first_nonfinite_step": jnp.int32(-1)}
+
+  state = jax.jit(init, static_argnums=0, out_shardings=replicated)(config.seed)
+  iterator = iter(data.loader)
+  manager = checkpoints.manager(workdir, config)
+  resume_step = manager.latest_step() or 0
+  if resume_step:
+    stacked, data_state = checkpoints.restore(manager, checkpoints.stack_seed(state),
+                                              resume_step)
+    checkpoints.check_data_state(resume_step, data_state, None)
+    iterator.set_state(data_state["grain"])
+    state = jax.device_put(checkpoints.unstack_seed(stacked), replicated)
+    logging.info("Resumed %s from step %d.", workdir, resume_step)
+
+  n_params = gpt2.count_params(state["params"])
+  flops_tok = gpt2.flops_per_token(model.config, config.data.seq_len)
+  peak = perf.peak_flops(config.peak_flops)
+  tokens_per_step, grad_tokens_per_step = _throughput(config, use_nexus, len(sources))
+  logging.info("GPT-2 %s: %d params, %.3g FLOPs/token, %d devices, %d tokens/step%s%s.",
+               config.model.size, n_params, flops_tok, jax.device_count(), tokens_per_step,
+               f" (Nexus: {len(sources)} sources, {config.optimizer.nexus.inner_steps} inner "
+               f"steps: {grad_tokens_per_step} tokens through forward+backward)"
+               if use_nexus else "", f", peak {peak:.3g} FLOP/s" if peak > 0 else "")
+  eval_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+
+  def on_device(batches):
+    return {n: tuple(jax.device_put(b[k], eval_sharding) for k in ("inputs", "targets"))
+            for n, b in batches.items()}
+
+  val = on_device(data.val)
+  similarity = (make_similarity(tasks.stacked_loss(model), data.val, sources)
+                if config.similarity_every else None)
+
+  def evaluate(params, batches) -> dict[str, float]:
+    losses = {n: float(eval_loss(params, *b)) for n, b in batches.items()}
+    if losses:
+      losses["mean"] = float(np.mean(list(losses.values())))
+    return losses
+
+  rate = metrics.Rate()
+  holder = {"state": state, "metrics": None, "last_val": {}}
+  writer = metrics.MetricWriter(workdir, resume_step)
+
+  def advance(step, last):
+    inputs, targets = to_device_batch(next(iterator), config.grad_accum_steps, batched,
+                                      sources if use_nexus else None)
+    logged = loop.due(step, config.log_every, last)
+    if use_nexus and logged:  # The loss at θ of this step's K source batches.
+      nexus_loss = step_loss(holder["state"]["params"], inputs, targets)
+    holder["state"], out = train_step(holder["state"], inputs, targets)
+    holder["metrics"] = {"train_loss": nexus_loss, **out} if use_nexus and logged else out
+
+  def check_finite():
+    bad = int(holder["state"]["first_nonfinite_step"])
+    checkpoints.raise_if_nonfinite(np.asarray([bad]), manager, config)
+
+  def report(step, last):
+    evaluated = loop.due(step, config.eval_every, last)
+    measured = bool(similarity) and step % config.similarity_every == 0
+    if not (loop.due(step, config.log_every, last) or evaluated or measured):
+      return
+    out = jax.device_get(holder["metrics"])
+    check_finite()
+    extra = {"learning_rate": float(schedule(step - 1))}
+    steps_per_sec = rate.tick(step)
+    if steps_per_sec is not None:
+      extra.update(steps_per_sec=steps_per_sec, tokens_per_sec=steps_per_sec * tokens_per_step,
+                   model_flops_per_sec=steps_per_sec * grad_tokens_per_step * flops_tok)
+      if peak > 0:
+        extra["mfu"] = extra["model_flops_per_sec"] / peak
+    t_eval = time.perf_counter()
+    if evaluated:
+      holder["last_val"] = evaluate(holder["state"]["params"], val)
+      extra.update({f"val_loss/{n}": v for n, v in holder["last_val"].items()})
+    if measured:
+      extra.update(similarity(holder["state"]["params"]))
+    rate.exclude(time.perf_counter() - t_eval)
+    rate.tick(step)  # The next rate starts after the evaluation.
+    row = writer.write(step, {k: np.asarray([v]) for k, v in out.items()}, extra)
+    last_val = holder["last_val"]
+    logging.info("step %d/%d  train_loss %.4f%s  %.0f tokens/s", step, config.num_steps,
+                 row.get("train_loss", float("nan")),
+                 f"  val_loss {last_val['mean']:.4f}" if evaluated and last_val else "",
+                 extra.get("tokens_per_sec", 0.0))
+
+  def save():
+    stacked = checkpoints.stack_seed(holder["state"])
+    checkpoints.save(manager, stacked, {"step": int(stacked["step"]),
+                                        "grain": iterator.get_state()})
+
+  with manager, writer:
+    status = loop.train_loop(
+        int(state["step"]), config.num_steps, advance,
+        wait=lambda: jax.block_until_ready(holder["state"]), report=report,
+        check_finite=check_finite, save=save, should_save=manager.should_save,
+        directory=manager.directory, on_start=rate.start)
+  state = holder["state"]
+  if status != loop.STATUS_FINISHED:
+    return {"status": status, "step": int(state["step"])}
+  # The last step always evaluates; a rerun of a finished run evaluates here.
+  final_val = holder["last_val"] or evaluate(state["params"], val)
+  final_ood = evaluate(state["params"], on_device(data.ood))
+  params_S = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(state["params"]))
+  summary = {"status": status, "num_steps": config.num_steps, "num_seeds": 1,
+             "seeds": wd.seeds(config), "resumed_from_step": resume_step,
+             "num_params": n_params, "flops_per_token": flops_tok,
+             "num_devices": jax.device_count(),
+             "tokenizer": data.tokenizer.name, "vocab_size": data.tokenizer.vocab_size,
+             "final_val_loss": final_val, "final_ood_loss": final_ood,
+             "final_val_loss_mean": final_val.get("mean"),
+             "tokens_per_step": tokens_per_step, "grad_tokens_per_step": grad_tokens_per_step,
+             "nexus": use_nexus, **metrics.constraint_summary(config.optimizer, params_S)}
+  if similarity:
+    final_sim = similarity(state["params"])
+    summary.update(final_grad_cosine=final_sim["grad_cosine"],
+                   final_grad_cosine_mean_pairwise=final_sim["grad_cosine/mean_pairwise"])
+  steps_per_sec = rate.total(int(state["step"]))
+  if steps_per_sec is not None:
+    summary.update(steps_per_sec=steps_per_sec, tokens_per_sec=steps_per_sec * tokens_per_step,
+                   model_flops_per_sec=steps_per_sec * grad_tokens_per_step * flops_tok,
+                   eval_seconds=rate.excluded)
+    if peak > 0:
+      summary.update(peak_flops=peak, mfu=summary["model_flops_per_sec"] / peak)
+  metrics.write_summary(workdir, summary)
+  logging.info("Done: validation loss %s, OOD loss %s, %.0f tokens/s; summary in %s.",
+               final_val, final_ood, summary.get("tokens_per_sec", 0.0),
+               workdir / wd.SUMMARY_FILE)
+  return summary

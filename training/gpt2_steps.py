@@ -1,0 +1,121 @@
+"""The jitted GPT-2 steps: gradient accumulation, the Nexus step, evaluation.
+
+The state is one seed's {"step", "params", "opt_state", "rng",
+"first_nonfinite_step"}, replicated over a "data" mesh axis of all devices;
+the batch is sharded over it.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from models import gpt2
+from training.relu2 import first_nonfinite
+
+
+def make_data_mesh() -> jax.sharding.Mesh:
+  """All devices on one "data" axis; Auto axis types (a sharded gather under the
+  default Explicit types raises ShardingTypeError, see ARCHITECTURE.md)."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: int = 0):
+  """(train_step, eval_loss, batch sharding), jitted with shardings.
+
+  num_sources = 0: train_step(state, inputs_AxBxT, targets_AxBxT) -> (state,
+  metrics): the mean gradient over A microbatches of B sequences (lax.scan), one
+  update. num_sources = K ≥ 1 (tx is Nexus): train_step(state, inputs_KxAxBxT,
+  targets_KxAxBxT) builds grad_fn(params, s), the mean gradient over source s's
+  A microbatches, and calls tx.update(None, opt_state, params, grad_fn=grad_fn);
+  Nexus's k inner steps each call it once. Its metrics are the update's norm
+  only: the loss at θ is `batch_loss`, computed on logged steps (an extra
+  forward pass every step would cost Nexus ~1/3 of a step).
+  The state is donated: checkpoints save a host copy taken before the next step.
+  eval_loss(params, inputs_LxExT, targets_LxExT) -> the mean loss of L batches.
+  """
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  lead = (None,) * (2 if num_sources else 1)
+  batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*lead, "data"))
+  eval_batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  dropout = model.config.dropout > 0
+
+  def accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng):
+    def microbatch(grads_sum, xs):
+      i, inputs_BxT, targets_BxT = xs
+      drop_rng = jax.random.fold_in(step_rng, i) if dropout else None
+      loss, grads = jax.value_and_grad(gpt2.loss_fn)(params, model, inputs_BxT,
+                                                     targets_BxT, None, drop_rng)
+      return jax.tree.map(jnp.add, grads_sum, grads), loss
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads_sum, losses_A = jax.lax.scan(
+        microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_AxBxT, targets_AxBxT))
+    return jax.tree.map(lambda g: g / grad_accum_steps, grads_sum), losses_A.mean()
+
+  def finish(state, rng, params, opt_state, loss):
+    step = state["step"] + 1
+    first_bad = first_nonfinite(state["first_nonfinite_step"], step, loss, params)
+    return {"step": step, "params": params, "opt_state": opt_state, "rng": rng,
+            "first_nonfinite_step": first_bad}
+
+  def train_step(state, inputs_AxBxT, targets_AxBxT):
+    rng, step_rng = jax.random.split(state["rng"])
+    params = state["params"]
+    grads, loss = accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
+    new_state = finish(state, rng, params, opt_state, loss)
+    return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+  def nexus_step(state, inputs_KxAxBxT, targets_KxAxBxT):
+    rng, step_rng = jax.random.split(state["rng"])
+    params = state["params"]
+
+    def grad_fn(p, source):  # source: a traced int32 in [0, K)
+      drop_rng = jax.random.fold_in(step_rng, source)
+      return accumulated_grad(p, inputs_KxAxBxT[source], targets_KxAxBxT[source], drop_rng)[0]
+
+    updates, opt_state = tx.update(None, state["opt_state"], params, grad_fn=grad_fn)
+    params = optax.apply_updates(params, updates)
+    new_state = finish(state, rng, params, opt_state, jnp.float32(0.0))
+    return new_state, {"update_norm": optax.tree.norm(updates)}
+
+  def eval_loss(params, inputs_LxExT, targets_LxExT):
+    losses_L = jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
+                           (inputs_LxExT, targets_LxExT))
+    return losses_L.mean()
+
+  train_step = jax.jit(nexus_step if num_sources else train_step,
+                       in_shardings=(replicated, batched, batched),
+                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  eval_loss = jax.jit(eval_loss, in_shardings=(replicated, eval_batched, eval_batched),
+                      out_shardings=replicated)
+  return train_step, eval_loss, batched
+
+
+def batch_loss(model: gpt2.GPT2):
+  """Jitted (params, inputs_...xBxT, targets_...xBxT) -> the mean loss over all
+  leading axes: the loss at θ of a step's batch (for Nexus, of all K sources)."""
+  def loss(params, inputs, targets):
+    b, t = inputs.shape[-2:]
+    return jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
+                       (inputs.reshape(-1, b, t), targets.reshape(-1, b, t))).mean()
+  return jax.jit(loss)
+
+
+def to_device_batch(batch: dict, k: int, sharding, sources=None
+                    ) -> tuple[jax.Array, jax.Array]:
+  """(inputs, targets) as (A, B/A, T), A = k microbatches; with ``sources`` (a
+  per-source batch {name: {"inputs": (B/K, T), ...}}) stacked as (K, A, B/(K·A), T)."""
+  out = []
+  for name in ("inputs", "targets"):
+    if sources is None:
+      x_BxT = np.asarray(batch[name], np.int32)
+      x = x_BxT.reshape(k, -1, x_BxT.shape[-1])
+    else:
+      x = np.stack([np.asarray(batch[s][name], np.int32) for s in sources])
+      x = x.reshape(len(sources), k, -1, x.shape[-1])
+    out.append(jax.device_put(x, sharding))
+  return tuple(out)
