@@ -22,7 +22,7 @@ import optax
 from absl import app, flags
 from optax.contrib import MuonDimensionNumbers
 
-from matmul import matmul_rate
+from training.perf import matmul_rate
 from optimizers import muon, newton_schulz
 from optimizers.muon import default_muon_routing
 from optimizers.orthogonalization import matrix_flops_per_step

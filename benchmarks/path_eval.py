@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from analysis.evaluate import all_pairs, auto_batch_size, evaluate_paths, gather_pairs
-from matmul import matmul_rate
+from training.perf import matmul_rate
 from analysis.paths import get_path_fn, linear_path
 
 FLAGS = flags.FLAGS

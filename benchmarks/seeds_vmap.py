@@ -11,7 +11,7 @@ costs <= 1/16 of the S = 1 step, i.e. ratio <= 0.0625.
 
 Each S is timed for each seed_chunk_size in --chunks: 0 vmaps all seeds at
 once (the accelerator setting); 8 runs chunks of 8 vmapped seeds in a loop
-inside the step (the CPU setting; see train.make_train_step).
+inside the step (the CPU setting; see training.relu2.make_train_step).
 """
 
 import json
