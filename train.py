@@ -18,15 +18,25 @@ import training
 from training.errors import one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config: configs/FILE.py[:VARIANT], e.g. "
-    "configs/relu2.py:optimizer=muon,width=512 (see the file's docstring for its variants). "
-    "Override any field with --config.a.b=V.", lock_config=True)
+  "config",
+  None,
+  "Experiment config: configs/FILE.py[:VARIANT], e.g. "
+  "configs/relu2.py:optimizer=muon,width=512 (see the file's docstring for its variants). "
+  "Override any field with --config.a.b=V.",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory of the run: config.json, checkpoints/, metrics.jsonl, "
-    "tensorboard/, summary.json (training/workdir.py). Created; resumed if it has checkpoints.")
+  "workdir",
+  None,
+  "Directory of the run: config.json, checkpoints/, metrics.jsonl, "
+  "tensorboard/, summary.json (training/workdir.py). Created; resumed if it has checkpoints.",
+)
 _OVERRIDE = flags.DEFINE_bool(
-    "override_config", False, "Resume a workdir even though its saved config differs "
-    "(the old config.json is kept as config.replaced_TIME.json).")
+  "override_config",
+  False,
+  "Resume a workdir even though its saved config differs "
+  "(the old config.json is kept as config.replaced_TIME.json).",
+)
 
 
 def _quiet_orbax(record) -> bool:
@@ -45,8 +55,10 @@ def main(argv):
   except (OSError, ImportError, SyntaxError) as e:
     sys.exit(f"train.py: cannot load --config: {one_line(e)}")
   if config is None or _WORKDIR.value is None:
-    sys.exit("train.py: both --config=configs/FILE.py[:VARIANT] and --workdir=DIR "
-             "are required; see --help.")
+    sys.exit(
+      "train.py: both --config=configs/FILE.py[:VARIANT] and --workdir=DIR "
+      "are required; see --help."
+    )
   try:
     status = training.run(config, _WORKDIR.value, _OVERRIDE.value).get("status")
   except training.UserError as e:
@@ -65,12 +77,13 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:  # --config.x=v with no field x.
     text = str(e).replace("\\", "")
     name = (re.findall(r"[A-Za-z_]\w*", text) or ["?"])[0]
-    args = [a for a in argv[1:] if a.startswith("--config.")
-            and name in a.split("=")[0].split(".")]
+    args = [a for a in argv[1:] if a.startswith("--config.") and name in a.split("=")[0].split(".")]
     hint = re.search(r'Did you mean "(\w+)"', text)
-    message = (f"unknown config field {name!r} in {' '.join(args) or argv[1:]}"
-               + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
-               + "; the config file's get_config defines the fields")
+    message = (
+      f"unknown config field {name!r} in {' '.join(args) or argv[1:]}"
+      + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+      + "; the config file's get_config defines the fields"
+    )
   except (ValueError, TypeError) as e:
     message = str(e)
   sys.exit(f"train.py: bad flags: {message.rstrip('.')}. See --help.")

@@ -38,10 +38,17 @@ flags.DEFINE_integer("batch_size", 0, "0: 32 for tiny, 16 otherwise.")
 flags.DEFINE_integer("seq_len", 0, "0: the config's block_size.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params stay f32).")
 flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).")
-flags.DEFINE_float("peak_tflops", 0.0, "Accelerator peak to compute MFU against "
-                   "(0: the measured f32 matmul rate of this machine).")
-flags.DEFINE_enum("torch", "auto", ["auto", "true", "false"],
-                  "Also time the PyTorch model (auto: when torch is installed).")
+flags.DEFINE_float(
+  "peak_tflops",
+  0.0,
+  "Accelerator peak to compute MFU against (0: the measured f32 matmul rate of this machine).",
+)
+flags.DEFINE_enum(
+  "torch",
+  "auto",
+  ["auto", "true", "false"],
+  "Also time the PyTorch model (auto: when torch is installed).",
+)
 flags.DEFINE_bool("remat", False, "Rematerialize blocks (large models on small memory).")
 flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
 
@@ -56,8 +63,10 @@ def matmul_runners(d_model: int, rows: int) -> dict:
     a = jax.random.normal(jax.random.PRNGKey(0), (m, k))
     b = jax.random.normal(jax.random.PRNGKey(1), (k, n))
     f = jax.jit(lambda a, b: a @ b)
-    runners[f"matmul_{m}x{k}x{n}"] = (lambda f=f, a=a, b=b: float(
-        jax.block_until_ready(f(a, b))[0, 0])), 2.0 * m * k * n
+    runners[f"matmul_{m}x{k}x{n}"] = (
+      (lambda f=f, a=a, b=b: float(jax.block_until_ready(f(a, b))[0, 0])),
+      2.0 * m * k * n,
+    )
   return runners
 
 
@@ -65,8 +74,9 @@ def jax_stepper(config, batch_size, seq_len):
   """A function that runs one synchronous train step and returns its loss."""
   model = GPT2(config)
   params = jax.jit(init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
-  opt = optax.adamw(ADAMW["lr"], ADAMW["b1"], ADAMW["b2"], ADAMW["eps"],
-                    weight_decay=ADAMW["weight_decay"])
+  opt = optax.adamw(
+    ADAMW["lr"], ADAMW["b1"], ADAMW["b2"], ADAMW["eps"], weight_decay=ADAMW["weight_decay"]
+  )
   state = {"params": params, "opt": opt.init(params)}
 
   def step(params, opt_state, inputs, targets):
@@ -80,8 +90,10 @@ def jax_stepper(config, batch_size, seq_len):
 
   def run():
     state["params"], state["opt"], loss = jax.block_until_ready(
-        step(state["params"], state["opt"], inputs, targets))
+      step(state["params"], state["opt"], inputs, targets)
+    )
     return float(loss)
+
   return run
 
 
@@ -89,11 +101,11 @@ def torch_gpt2(config):
   """nanoGPT's model.py, reduced to what a train step needs."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
+
   F = torch.nn.functional
   d, n_head = config.d_model, config.n_head
 
   class Block(nn.Module):
-
     def __init__(self):
       super().__init__()
       self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
@@ -109,7 +121,6 @@ def torch_gpt2(config):
       return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
   class GPT(nn.Module):
-
     def __init__(self):
       super().__init__()
       self.wte = nn.Embedding(config.vocab_size, d)
@@ -138,11 +149,17 @@ def torch_gpt2(config):
 
 def torch_stepper(config, batch_size, seq_len):
   import torch  # pylint: disable=g-import-not-at-top
+
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count())
   model = torch_gpt2(config)
-  opt = torch.optim.AdamW(model.parameters(), lr=ADAMW["lr"], betas=(ADAMW["b1"], ADAMW["b2"]),
-                          eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"])
+  opt = torch.optim.AdamW(
+    model.parameters(),
+    lr=ADAMW["lr"],
+    betas=(ADAMW["b1"], ADAMW["b2"]),
+    eps=ADAMW["eps"],
+    weight_decay=ADAMW["weight_decay"],
+  )
   tokens = torch.randint(0, config.vocab_size, (batch_size, seq_len + 1))
   inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
@@ -152,6 +169,7 @@ def torch_stepper(config, batch_size, seq_len):
     opt.step()
     opt.zero_grad(set_to_none=True)
     return float(loss.detach())
+
   return run
 
 
@@ -171,9 +189,15 @@ def time_interleaved(runners: dict, steps: int) -> dict:
       t0 = time.perf_counter()
       loss[name] = run()
       times[name].append(time.perf_counter() - t0)
-  return {name: {"first_s": first[name], "min_s": float(np.min(times[name])),
-                 "median_s": float(np.median(times[name])), "loss": loss[name]}
-          for name in runners}
+  return {
+    name: {
+      "first_s": first[name],
+      "min_s": float(np.min(times[name])),
+      "median_s": float(np.median(times[name])),
+      "loss": loss[name],
+    }
+    for name in runners
+  }
 
 
 def want_torch() -> bool:
@@ -191,9 +215,13 @@ def want_torch() -> bool:
 def main(argv):
   del argv
   dtype = jnp.bfloat16 if FLAGS.dtype == "bfloat16" else jnp.float32
-  results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                        f"{jax.device_count()}x {jax.devices()[0].device_kind}",
-             "jax": jax.__version__, "dtype": FLAGS.dtype, "runs": {}}
+  results = {
+    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    f"{jax.device_count()}x {jax.devices()[0].device_kind}",
+    "jax": jax.__version__,
+    "dtype": FLAGS.dtype,
+    "runs": {},
+  }
   for size in FLAGS.sizes:
     config = dataclasses.replace(CONFIGS[size], dtype=dtype, remat=FLAGS.remat)
     B = FLAGS.batch_size or (32 if size == "tiny" else 16)
@@ -202,6 +230,7 @@ def main(argv):
     runners = {"jax": jax_stepper(config, B, T)}
     if want_torch():
       import torch  # pylint: disable=g-import-not-at-top
+
       runners["torch"] = torch_stepper(config, B, T)
       results["torch"] = torch.__version__
     matmuls = {} if FLAGS.peak_tflops > 0 else matmul_runners(config.d_model, B * T)
@@ -211,17 +240,22 @@ def main(argv):
     else:
       rates = {k: flops / timed.pop(k)["min_s"] for k, (_, flops) in matmuls.items()}
       ref = max(rates.values())
-      ref_name = ("measured f32 matmul " + ", ".join(f"{k} {r / 1e9:.0f}" for k, r in rates.items())
-                  + " GFLOP/s (best is the reference)")
+      ref_name = (
+        "measured f32 matmul "
+        + ", ".join(f"{k} {r / 1e9:.0f}" for k, r in rates.items())
+        + " GFLOP/s (best is the reference)"
+      )
       results.setdefault("matmul_gflops", {})[size] = {k: r / 1e9 for k, r in rates.items()}
     print(f"{size}: B={B} T={T}, {fpt / 1e6:.1f} MFLOP/token, reference {ref_name}")
     run = {"batch_size": B, "seq_len": T, "flops_per_token": fpt, "reference_flops": ref}
     for name, t in timed.items():
       tokens_per_s = B * T / t["min_s"]
       run[name] = {**t, "tokens_per_s": tokens_per_s, "mfu": fpt * tokens_per_s / ref}
-      print(f"  {name:6s} {tokens_per_s:10.0f} tokens/s  {t['min_s'] * 1e3:8.1f} ms/step "
-            f"(median {t['median_s'] * 1e3:.1f})  MFU {run[name]['mfu']:.1%}  "
-            f"(first step {t['first_s']:.1f} s, loss {t['loss']:.3f})")
+      print(
+        f"  {name:6s} {tokens_per_s:10.0f} tokens/s  {t['min_s'] * 1e3:8.1f} ms/step "
+        f"(median {t['median_s'] * 1e3:.1f})  MFU {run[name]['mfu']:.1%}  "
+        f"(first step {t['first_s']:.1f} s, loss {t['loss']:.3f})"
+      )
     if "torch" in timed:
       run["jax_over_torch"] = timed["torch"]["min_s"] / timed["jax"]["min_s"]
       print(f"  jax / torch tokens/s = {run['jax_over_torch']:.2f}  (target >= 1.0)")

@@ -50,6 +50,7 @@ def steppers(model, params, inputs_KxMxT, targets_KxMxT, gamma):
   def accum_step(params, opt_state, inputs, targets):
     def micro(g_sum, xy):
       return jax.tree.map(jnp.add, g_sum, grad(params, model, *xy)), None
+
     g_sum, _ = jax.lax.scan(micro, jax.tree.map(jnp.zeros_like, params), (inputs, targets))
     grads = jax.tree.map(lambda g: g / NUM_SOURCES, g_sum)
     updates, opt_state = tx_accum.update(grads, opt_state, params)
@@ -63,14 +64,17 @@ def steppers(model, params, inputs_KxMxT, targets_KxMxT, gamma):
   tx_accum = adamw()
   tx_nexus = nexus(adamw(), inner_learning_rate=gamma, inner_steps=3, num_sources=NUM_SOURCES)
   out = {}
-  for name, step, tx in (("adamw_accum3", accum_step, tx_accum),
-                         ("nexus_adamw_k3", nexus_step, tx_nexus)):
+  for name, step, tx in (
+    ("adamw_accum3", accum_step, tx_accum),
+    ("nexus_adamw_k3", nexus_step, tx_nexus),
+  ):
     jitted = jax.jit(step, donate_argnums=(0, 1))
     box = {"p": jax.tree.map(jnp.copy, params), "s": tx.init(params)}
 
     def run(jitted=jitted, box=box):
       box["p"], box["s"] = jitted(box["p"], box["s"], inputs_KxMxT, targets_KxMxT)
       jax.block_until_ready(box["p"])
+
     out[name] = run
   return out
 
@@ -84,7 +88,8 @@ def main(argv):
   model = GPT2(config)
   params = jax.jit(init_params, static_argnums=(0, 2))(model, jax.random.PRNGKey(0), seq_len)
   tokens = np.random.default_rng(0).integers(
-      0, config.vocab_size, (NUM_SOURCES, FLAGS.batch_size // NUM_SOURCES, seq_len + 1))
+    0, config.vocab_size, (NUM_SOURCES, FLAGS.batch_size // NUM_SOURCES, seq_len + 1)
+  )
   inputs, targets = jnp.asarray(tokens[..., :-1]), jnp.asarray(tokens[..., 1:])
   runners = steppers(model, params, inputs, targets, FLAGS.inner_learning_rate)
   times = {name: [] for name in runners}
@@ -96,24 +101,44 @@ def main(argv):
         times[name].append(time.perf_counter() - t)
   best = {n: min(t) for n, t in times.items()}
   median = {n: float(np.median(t)) for n, t in times.items()}
-  ratio, ratio_median = (best["nexus_adamw_k3"] / best["adamw_accum3"],
-                         median["nexus_adamw_k3"] / median["adamw_accum3"])
+  ratio, ratio_median = (
+    best["nexus_adamw_k3"] / best["adamw_accum3"],
+    median["nexus_adamw_k3"] / median["adamw_accum3"],
+  )
   tokens_per_step = FLAGS.batch_size * seq_len
-  print(f"GPT-2 {FLAGS.size}: {FLAGS.batch_size} sequences × {seq_len} tokens = "
-        f"{tokens_per_step} tokens/step (3 sources × {FLAGS.batch_size // 3}), "
-        f"{jax.devices()[0].platform}")
+  print(
+    f"GPT-2 {FLAGS.size}: {FLAGS.batch_size} sequences × {seq_len} tokens = "
+    f"{tokens_per_step} tokens/step (3 sources × {FLAGS.batch_size // 3}), "
+    f"{jax.devices()[0].platform}"
+  )
   for name in runners:
-    print(f"  {name:15s} min {best[name] * 1e3:8.2f} ms   median {median[name] * 1e3:8.2f} ms"
-          f"   {tokens_per_step / best[name]:9.0f} tokens/s")
-  print(f"  Nexus / AdamW (min): {ratio:.3f}   (median: {ratio_median:.3f})   target <= 1.10: "
-        f"{'met' if ratio <= 1.10 else 'NOT met'}")
+    print(
+      f"  {name:15s} min {best[name] * 1e3:8.2f} ms   median {median[name] * 1e3:8.2f} ms"
+      f"   {tokens_per_step / best[name]:9.0f} tokens/s"
+    )
+  print(
+    f"  Nexus / AdamW (min): {ratio:.3f}   (median: {ratio_median:.3f})   target <= 1.10: "
+    f"{'met' if ratio <= 1.10 else 'NOT met'}"
+  )
   if FLAGS.out:
     with open(FLAGS.out, "w") as f:
-      json.dump({"size": FLAGS.size, "batch_size": FLAGS.batch_size, "seq_len": seq_len,
-                 "tokens_per_step": tokens_per_step, "min_s": best, "median_s": median,
-                 "ratio_min": ratio, "ratio_median": ratio_median,
-                 "machine": platform.processor() or platform.machine(),
-                 "jax": jax.__version__, "backend": jax.default_backend()}, f, indent=2)
+      json.dump(
+        {
+          "size": FLAGS.size,
+          "batch_size": FLAGS.batch_size,
+          "seq_len": seq_len,
+          "tokens_per_step": tokens_per_step,
+          "min_s": best,
+          "median_s": median,
+          "ratio_min": ratio,
+          "ratio_median": ratio_median,
+          "machine": platform.processor() or platform.machine(),
+          "jax": jax.__version__,
+          "backend": jax.default_backend(),
+        },
+        f,
+        indent=2,
+      )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ import optax
 from absl import app, flags
 from optax.contrib import MuonDimensionNumbers
 
-from training.perf import matmul_rate
 from optimizers import muon, newton_schulz
 from optimizers.muon import default_muon_routing
 from optimizers.orthogonalization import matrix_flops_per_step
+from training.perf import matmul_rate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 3, "Timed steps per optimizer (after one warm-up step).")
@@ -39,21 +39,31 @@ def gpt2_124m_tree(n_layer):
   """Zeros with GPT-2 124M's shapes (flax layout: kernels are (fan_in, fan_out))."""
   z = lambda *s: jnp.zeros(s, jnp.float32)
   block = lambda: {
-      "ln_1": {"scale": z(D), "bias": z(D)}, "ln_2": {"scale": z(D), "bias": z(D)},
-      "attn": {"c_attn": {"kernel": z(D, 3 * D), "bias": z(3 * D)},
-               "c_proj": {"kernel": z(D, D), "bias": z(D)}},
-      "mlp": {"c_fc": {"kernel": z(D, 4 * D), "bias": z(4 * D)},
-              "c_proj": {"kernel": z(4 * D, D), "bias": z(D)}}}
-  return {"wte": {"embedding": z(VOCAB, D)}, "wpe": {"embedding": z(CTX, D)},
-          **{f"h_{i}": block() for i in range(n_layer)},
-          "ln_f": {"scale": z(D), "bias": z(D)}}
+    "ln_1": {"scale": z(D), "bias": z(D)},
+    "ln_2": {"scale": z(D), "bias": z(D)},
+    "attn": {
+      "c_attn": {"kernel": z(D, 3 * D), "bias": z(3 * D)},
+      "c_proj": {"kernel": z(D, D), "bias": z(D)},
+    },
+    "mlp": {
+      "c_fc": {"kernel": z(D, 4 * D), "bias": z(4 * D)},
+      "c_proj": {"kernel": z(4 * D, D), "bias": z(D)},
+    },
+  }
+  return {
+    "wte": {"embedding": z(VOCAB, D)},
+    "wpe": {"embedding": z(CTX, D)},
+    **{f"h_{i}": block() for i in range(n_layer)},
+    "ln_f": {"scale": z(D), "bias": z(D)},
+  }
 
 
 def random_like(tree, seed):
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-  return treedef.unflatten([jax.random.normal(k, l.shape, l.dtype) * 0.02
-                            for k, l in zip(keys, leaves)])
+  return treedef.unflatten(
+    [jax.random.normal(k, leaf.shape, leaf.dtype) * 0.02 for k, leaf in zip(keys, leaves)]
+  )
 
 
 def time_step(opt, params, grads, repeats):
@@ -80,19 +90,22 @@ def orthogonality(n_layer):
   """Singular-value range of both implementations on the same momentum-like
   matrices, and their largest elementwise difference."""
   from optax.contrib._muon import orthogonalize_via_newton_schulz
+
   coeffs = jnp.asarray((3.4445, -4.7750, 2.0315))
   rows = {}
   for shape in [(D, 3 * D), (D, D), (D, 4 * D), (4 * D, D)]:
     g = jax.random.normal(jax.random.PRNGKey(sum(shape)), shape)
     ours = np.asarray(jax.jit(newton_schulz)(g), np.float64)
-    theirs = np.asarray(jax.jit(lambda x: orthogonalize_via_newton_schulz(x, coeffs, 5))(g),
-                        np.float64)
+    theirs = np.asarray(
+      jax.jit(lambda x: orthogonalize_via_newton_schulz(x, coeffs, 5))(g), np.float64
+    )
     s_ours = np.linalg.svd(ours, compute_uv=False)
     s_theirs = np.linalg.svd(theirs, compute_uv=False)
     rows["x".join(map(str, shape))] = {
-        "ours_sigma_min_max": [float(s_ours.min()), float(s_ours.max())],
-        "optax_sigma_min_max": [float(s_theirs.min()), float(s_theirs.max())],
-        "max_abs_diff": float(np.abs(ours - theirs).max())}
+      "ours_sigma_min_max": [float(s_ours.min()), float(s_ours.max())],
+      "optax_sigma_min_max": [float(s_theirs.min()), float(s_theirs.max())],
+      "max_abs_diff": float(np.abs(ours - theirs).max()),
+    }
   return rows
 
 
@@ -103,30 +116,51 @@ def main(argv):
   n_params = sum(x.size for x in jax.tree.leaves(params))
   labels = jax.tree_util.tree_map_with_path(default_muon_routing, params)
   dims = jax.tree.map(lambda is_muon: MuonDimensionNumbers() if is_muon else None, labels)
-  ns_flops = sum(matrix_flops_per_step(x.shape, 5)
-                 for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m)
-  std_flops = sum(matrix_flops_per_step(x.shape, 5, gram=False)
-                  for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m)
+  ns_flops = sum(
+    matrix_flops_per_step(x.shape, 5)
+    for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels))
+    if m
+  )
+  std_flops = sum(
+    matrix_flops_per_step(x.shape, 5, gram=False)
+    for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels))
+    if m
+  )
   rate = matmul_rate(768, 3072, 768)  # The shapes of GPT-2's MLP matrices.
-  print(f"{n_params / 1e6:.1f}M parameters; Muon on {sum(jax.tree.leaves(labels))} matrices; "
-        f"plain f32 matmul {rate / 1e9:.0f} GFLOP/s")
-  print(f"Newton-Schulz FLOPs per step: standard {std_flops / 1e12:.3f} TFLOP "
-        f"(ideal {std_flops / rate:.2f} s), ours {ns_flops / 1e12:.3f} TFLOP "
-        f"(ideal {ns_flops / rate:.2f} s)")
+  print(
+    f"{n_params / 1e6:.1f}M parameters; Muon on {sum(jax.tree.leaves(labels))} matrices; "
+    f"plain f32 matmul {rate / 1e9:.0f} GFLOP/s"
+  )
+  print(
+    f"Newton-Schulz FLOPs per step: standard {std_flops / 1e12:.3f} TFLOP "
+    f"(ideal {std_flops / rate:.2f} s), ours {ns_flops / 1e12:.3f} TFLOP "
+    f"(ideal {ns_flops / rate:.2f} s)"
+  )
 
   optimizers = {
-      "optiscape.muon": muon(0.02, weight_decay=0.01),
-      "optax.contrib.muon": optax.contrib.muon(
-          0.02, ns_coeffs=(3.4445, -4.7750, 2.0315), ns_steps=5, weight_decay=0.01,
-          adam_b2=0.95, muon_weight_dimension_numbers=dims),
-      "optax.adamw": optax.adamw(0.001, weight_decay=0.01),
+    "optiscape.muon": muon(0.02, weight_decay=0.01),
+    "optax.contrib.muon": optax.contrib.muon(
+      0.02,
+      ns_coeffs=(3.4445, -4.7750, 2.0315),
+      ns_steps=5,
+      weight_decay=0.01,
+      adam_b2=0.95,
+      muon_weight_dimension_numbers=dims,
+    ),
+    "optax.adamw": optax.adamw(0.001, weight_decay=0.01),
   }
-  results = {"machine": f"{platform.processor() or platform.machine()}, "
-                        f"{jax.device_count()}x {jax.devices()[0].device_kind}",
-             "jax": jax.__version__, "optax": optax.__version__,
-             "n_params": n_params, "matmul_gflops": rate / 1e9,
-             "ns_tflop_standard": std_flops / 1e12, "ns_tflop_ours": ns_flops / 1e12,
-             "step_s": {}, "compile_s": {}}
+  results = {
+    "machine": f"{platform.processor() or platform.machine()}, "
+    f"{jax.device_count()}x {jax.devices()[0].device_kind}",
+    "jax": jax.__version__,
+    "optax": optax.__version__,
+    "n_params": n_params,
+    "matmul_gflops": rate / 1e9,
+    "ns_tflop_standard": std_flops / 1e12,
+    "ns_tflop_ours": ns_flops / 1e12,
+    "step_s": {},
+    "compile_s": {},
+  }
   for name, opt in optimizers.items():
     step_s, compile_s = time_step(opt, jax.tree.map(jnp.copy, params), grads, FLAGS.repeats)
     results["step_s"][name] = step_s
@@ -139,14 +173,18 @@ def main(argv):
   results["ns_gflops_optax"] = std_flops / theirs / 1e9
   print(f"ours / optax.contrib.muon = {ours / theirs:.3f}   (target <= 0.35)")
   print(f"ours / optax.adamw        = {results['ratio_ours_over_adamw']:.2f}")
-  print(f"Newton-Schulz rate: ours {results['ns_gflops_ours']:.0f} GFLOP/s, optax "
-        f"{results['ns_gflops_optax']:.0f} GFLOP/s, matmul {rate / 1e9:.0f} GFLOP/s "
-        "(whole step time, so a lower bound)")
+  print(
+    f"Newton-Schulz rate: ours {results['ns_gflops_ours']:.0f} GFLOP/s, optax "
+    f"{results['ns_gflops_optax']:.0f} GFLOP/s, matmul {rate / 1e9:.0f} GFLOP/s "
+    "(whole step time, so a lower bound)"
+  )
   results["orthogonality"] = orthogonality(FLAGS.layers)
   for shape, row in results["orthogonality"].items():
-    print(f"  {shape:10s} sigma ours [{row['ours_sigma_min_max'][0]:.3f}, "
-          f"{row['ours_sigma_min_max'][1]:.3f}]  optax [{row['optax_sigma_min_max'][0]:.3f}, "
-          f"{row['optax_sigma_min_max'][1]:.3f}]  max|diff| {row['max_abs_diff']:.1e}")
+    print(
+      f"  {shape:10s} sigma ours [{row['ours_sigma_min_max'][0]:.3f}, "
+      f"{row['ours_sigma_min_max'][1]:.3f}]  optax [{row['optax_sigma_min_max'][0]:.3f}, "
+      f"{row['optax_sigma_min_max'][1]:.3f}]  max|diff| {row['max_abs_diff']:.1e}"
+    )
   if FLAGS.out:
     with open(FLAGS.out, "w") as f:
       json.dump(results, f, indent=2)

@@ -37,14 +37,22 @@ def time_run(num_seeds: int, chunk: int) -> float:
   with tempfile.TemporaryDirectory() as workdir:
     steps = _STEPS.value
     subprocess.run(
-        [sys.executable, "train.py",
-         f"--config=configs/relu2.py:optimizer={_OPTIMIZER.value},width={_WIDTH.value},"
-         f"seeds={num_seeds},steps={steps}",
-         f"--config.seed_chunk_size={chunk}",
-         f"--config.log_every={steps}", f"--config.checkpoint_every={steps}",
-         f"--workdir={workdir}"],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), check=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      [
+        sys.executable,
+        "train.py",
+        f"--config=configs/relu2.py:optimizer={_OPTIMIZER.value},width={_WIDTH.value},"
+        f"seeds={num_seeds},steps={steps}",
+        f"--config.seed_chunk_size={chunk}",
+        f"--config.log_every={steps}",
+        f"--config.checkpoint_every={steps}",
+        f"--workdir={workdir}",
+      ],
+      cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=str(REPO)),
+      check=True,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+    )
     summary = json.loads((Path(workdir) / "summary.json").read_text())
   return 1.0 / summary["steps_per_sec"]
 
@@ -52,10 +60,18 @@ def time_run(num_seeds: int, chunk: int) -> float:
 def main(argv):
   del argv
   import jax  # Only to report the device the subprocesses use.
-  results = {"device": str(jax.devices()[0]), "width": _WIDTH.value,
-             "optimizer": _OPTIMIZER.value, "steps": _STEPS.value, "runs": []}
-  print(f"relu2 width {_WIDTH.value}, {_OPTIMIZER.value}, {_STEPS.value} steps, "
-        f"device {results['device']}")
+
+  results = {
+    "device": str(jax.devices()[0]),
+    "width": _WIDTH.value,
+    "optimizer": _OPTIMIZER.value,
+    "steps": _STEPS.value,
+    "runs": [],
+  }
+  print(
+    f"relu2 width {_WIDTH.value}, {_OPTIMIZER.value}, {_STEPS.value} steps, "
+    f"device {results['device']}"
+  )
   for chunk in map(int, _CHUNKS.value):
     print(f"seed_chunk_size={chunk} ({'all seeds vmapped' if not chunk else 'chunks'})")
     print(f"{'S':>4} {'step ms':>9} {'per seed-step us':>17} {'ratio to S=1':>13}")
@@ -64,12 +80,23 @@ def main(argv):
       step_s = time_run(num_seeds, chunk)
       per_seed = step_s / num_seeds
       base = base or per_seed
-      runs.append({"num_seeds": num_seeds, "seed_chunk_size": chunk, "step_s": step_s,
-                   "seed_step_s": per_seed, "ratio_to_first": per_seed / base})
-      print(f"{num_seeds:>4} {1e3 * step_s:>9.3f} {1e6 * per_seed:>17.2f} "
-            f"{per_seed / base:>13.4f}", flush=True)
-    print(f"  S={runs[-1]['num_seeds']}: each seed costs 1/{1 / runs[-1]['ratio_to_first']:.1f}"
-          f" of the S={runs[0]['num_seeds']} step (target: 1/16 or less).")
+      runs.append(
+        {
+          "num_seeds": num_seeds,
+          "seed_chunk_size": chunk,
+          "step_s": step_s,
+          "seed_step_s": per_seed,
+          "ratio_to_first": per_seed / base,
+        }
+      )
+      print(
+        f"{num_seeds:>4} {1e3 * step_s:>9.3f} {1e6 * per_seed:>17.2f} {per_seed / base:>13.4f}",
+        flush=True,
+      )
+    print(
+      f"  S={runs[-1]['num_seeds']}: each seed costs 1/{1 / runs[-1]['ratio_to_first']:.1f}"
+      f" of the S={runs[0]['num_seeds']} step (target: 1/16 or less)."
+    )
     results["runs"] += runs
   if _OUT.value:
     Path(_OUT.value).write_text(json.dumps(results, indent=2) + "\n")

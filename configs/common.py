@@ -29,33 +29,50 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       else:
         out[key] = type(default)(value)
     except ValueError:
-      raise ValueError(f"Config variant {key}={value!r} is not a "
-                       f"{type(default).__name__}.") from None
+      raise ValueError(
+        f"Config variant {key}={value!r} is not a {type(default).__name__}."
+      ) from None
   return ml_collections.ConfigDict(out)
 
 
 # Per optimizer: its hyperparameters (beyond SHARED_KEYS of optimizers.factory)
 # with defaults, and a learning rate that works on the small relu2 tasks.
 OPTIMIZER_DEFAULTS = {
-    "adamw": dict(learning_rate=1e-2, b1=0.9, b2=0.999, eps=1e-8),
-    "lion": dict(learning_rate=1e-3, b1=0.9, b2=0.99),
-    "lion_k": dict(learning_rate=1e-3, k="l1", b1=0.9, b2=0.99),
-    "muon": dict(learning_rate=0.02, beta=0.95, nesterov=True, ns_steps=5,
-                 method="newton_schulz", scale="shape",
-                 adam_learning_rate=config_dict.placeholder(float),
-                 adam_b1=0.9, adam_b2=0.95, adam_weight_decay=0.0),
-    "sgd": dict(learning_rate=0.1, momentum=0.9, nesterov=False),
+  "adamw": dict(learning_rate=1e-2, b1=0.9, b2=0.999, eps=1e-8),
+  "lion": dict(learning_rate=1e-3, b1=0.9, b2=0.99),
+  "lion_k": dict(learning_rate=1e-3, k="l1", b1=0.9, b2=0.99),
+  "muon": dict(
+    learning_rate=0.02,
+    beta=0.95,
+    nesterov=True,
+    ns_steps=5,
+    method="newton_schulz",
+    scale="shape",
+    adam_learning_rate=config_dict.placeholder(float),
+    adam_b1=0.9,
+    adam_b2=0.95,
+    adam_weight_decay=0.0,
+  ),
+  "sgd": dict(learning_rate=0.1, momentum=0.9, nesterov=False),
 }
 
 
 def optimizer_config(name: str, **overrides) -> ml_collections.ConfigDict:
   """The optimizer section for ``name``: shared keys, then its own defaults."""
   if name not in OPTIMIZER_DEFAULTS:
-    raise ValueError(f"No config defaults for optimizer {name!r}; known: "
-                     f"{sorted(OPTIMIZER_DEFAULTS)}.")
-  section = dict(name=name, weight_decay=0.0, weight_decay_mask="all",
-                 schedule="constant", warmup_steps=0, decay_fraction=0.2,
-                 final_lr_fraction=0.0, grad_clip_norm=0.0)
+    raise ValueError(
+      f"No config defaults for optimizer {name!r}; known: {sorted(OPTIMIZER_DEFAULTS)}."
+    )
+  section = dict(
+    name=name,
+    weight_decay=0.0,
+    weight_decay_mask="all",
+    schedule="constant",
+    warmup_steps=0,
+    decay_fraction=0.2,
+    final_lr_fraction=0.0,
+    grad_clip_norm=0.0,
+  )
   section.update(OPTIMIZER_DEFAULTS[name])
   section.update({k: v for k, v in overrides.items() if v is not None})
   return ml_collections.ConfigDict(section)

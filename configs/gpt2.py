@@ -28,13 +28,29 @@ _GPT2_WD = {"adamw": 0.1, "lion": 1.0, "lion_k": 1.0, "muon": 0.1, "sgd": 0.0}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, size="tiny", optimizer="adamw", lr=0.0, wd=-1.0, steps=0, batch=0,
-                  accum=1, seq_len=0, tokenizer="bytes", source="builtin", sources="prose+code+math",
-                  weights="", nexus=False, inner_lr=0.0, inner_steps=3, similarity=-1,
-                  runlocal=False)
+  arg = parse_arg(
+    arg,
+    size="tiny",
+    optimizer="adamw",
+    lr=0.0,
+    wd=-1.0,
+    steps=0,
+    batch=0,
+    accum=1,
+    seq_len=0,
+    tokenizer="bytes",
+    source="builtin",
+    sources="prose+code+math",
+    weights="",
+    nexus=False,
+    inner_lr=0.0,
+    inner_steps=3,
+    similarity=-1,
+    runlocal=False,
+  )
   config = ml_collections.ConfigDict()
-  config.seed = 0        # init, dropout and data order
-  config.num_seeds = 1   # GPT-2: one seed per workdir
+  config.seed = 0  # init, dropout and data order
+  config.num_seeds = 1  # GPT-2: one seed per workdir
   config.num_steps = arg.steps or (40 if arg.runlocal else 1000)
   config.batch_size = arg.batch or (8 if arg.runlocal else 32)  # sequences per step
   if arg.nexus and not arg.batch:  # a multiple of the number of sources K
@@ -43,20 +59,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.grad_accum_steps = arg.accum
   config.log_every = 10 if arg.runlocal else 50
   config.eval_every = 20 if arg.runlocal else 200
-  config.eval_batches = 2 if arg.runlocal else 8   # fixed validation batches per source
+  config.eval_batches = 2 if arg.runlocal else 8  # fixed validation batches per source
   config.eval_batch_size = 8 if arg.runlocal else 16
   config.checkpoint_every = 20 if arg.runlocal else 500
   # Every N steps the K×K cosine matrix of the sources' gradients on the fixed
   # validation batches (analysis/source_geometry.py) goes to metrics.jsonl; 0 = off.
-  config.similarity_every = arg.similarity if arg.similarity >= 0 else (
-      0 if arg.runlocal else config.eval_every)
+  config.similarity_every = (
+    arg.similarity if arg.similarity >= 0 else (0 if arg.runlocal else config.eval_every)
+  )
   config.keep_checkpoints = 2
   # Peak FLOP/s of all devices together for MFU; 0 = MFU not logged; < 0 = measure
   # it (a jitted f32 matmul, training.perf.peak_flops), e.g. on a CPU.
   config.peak_flops = 0.0
 
-  config.model = ml_collections.ConfigDict(dict(
-      name="gpt2", size=arg.size, dropout=0.0, dtype="float32", remat=False))
+  config.model = ml_collections.ConfigDict(
+    dict(name="gpt2", size=arg.size, dropout=0.0, dtype="float32", remat=False)
+  )
 
   # data.source picks the corpus (data/corpus.py): "builtin" (Python's docs, its
   # standard library and generated arithmetic: no download), "shards:PATTERN"
@@ -64,16 +82,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "tfds:NAME[:SPLIT]" (a prepared tfds dataset in data.data_dir, no
   # TensorFlow) or "text:GLOB[+GLOB...]" (your own UTF-8 files, a source per glob).
   # data.sources, data.weights and data.ood_sources name the built-in sources.
-  config.data = ml_collections.ConfigDict(dict(
-      source=arg.source, data_dir="", sources=arg.sources, weights=arg.weights, ood_sources="code_ood+math_ood",
-      tokenizer=arg.tokenizer, bpe_vocab_size=4096,
+  config.data = ml_collections.ConfigDict(
+    dict(
+      source=arg.source,
+      data_dir="",
+      sources=arg.sources,
+      weights=arg.weights,
+      ood_sources="code_ood+math_ood",
+      tokenizer=arg.tokenizer,
+      bpe_vocab_size=4096,
       seq_len=arg.seq_len or (32 if arg.runlocal else 128),
       # Characters kept per source (0 = all): the first documents in a fixed order.
-      max_chars=200_000 if arg.runlocal else 0))
+      max_chars=200_000 if arg.runlocal else 0,
+    )
+  )
 
   config.optimizer = optimizer_config(
-      arg.optimizer, learning_rate=arg.lr or _GPT2_LR[arg.optimizer],
-      weight_decay=arg.wd if arg.wd >= 0 else _GPT2_WD[arg.optimizer])
+    arg.optimizer,
+    learning_rate=arg.lr or _GPT2_LR[arg.optimizer],
+    weight_decay=arg.wd if arg.wd >= 0 else _GPT2_WD[arg.optimizer],
+  )
   config.optimizer.weight_decay_mask = "matrices"
   config.optimizer.schedule = "warmup_cosine"
   config.optimizer.warmup_steps = 2 if arg.runlocal else 50
@@ -89,7 +117,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # number of data.sources); the step takes k = inner_steps normalized-gradient
   # steps of γ = inner_learning_rate on sampled sources, and the chain above sees
   # the displacement. Tokens read per step: batch_size·seq_len, as without Nexus.
-  config.optimizer.nexus = ml_collections.ConfigDict(dict(
-      enabled=arg.nexus, inner_learning_rate=arg.inner_lr or 0.02,
-      inner_steps=arg.inner_steps, normalize="global", source_order="random", seed=0))
+  config.optimizer.nexus = ml_collections.ConfigDict(
+    dict(
+      enabled=arg.nexus,
+      inner_learning_rate=arg.inner_lr or 0.02,
+      inner_steps=arg.inner_steps,
+      normalize="global",
+      source_order="random",
+      seed=0,
+    )
+  )
   return config

@@ -32,9 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seeds = arg.seeds or ("0+1" if arg.runlocal else "0+1+2")  # config.seed of the runs
   config.size = arg.size
   config.steps = arg.steps or (6 if arg.runlocal else 600)
-  config.batch = 6 if arg.runlocal else 24    # sequences per step; a multiple of 3 sources
+  config.batch = 6 if arg.runlocal else 24  # sequences per step; a multiple of 3 sources
   config.seq_len = 32 if arg.runlocal else 128
-  config.runlocal = arg.runlocal              # the runs use configs/gpt2.py:runlocal
+  config.runlocal = arg.runlocal  # the runs use configs/gpt2.py:runlocal
   # Nexus's inner step γ and steps k (optimizers/nexus.py). γ = 0.02 keeps the
   # in-distribution loss of the base optimizer on the tiny model (600 steps,
   # seed 0: γ = 0.2 raised it 2.5% / 3.7% for AdamW / Muon, γ = 1 by 39% / 27%);
@@ -42,17 +42,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.inner_learning_rate = arg.inner_lr or 0.02
   config.inner_steps = 3
   config.similarity_every = 3 if arg.runlocal else 100  # gradient-cosine logging interval
-  config.train_flags = ""   # extra train.py flags for every run
+  config.train_flags = ""  # extra train.py flags for every run
   config.parallel_runs = 1  # train.py processes at once (each uses every core)
 
   # The closeness of the sources' minima from each final checkpoint: Adam on
   # each source alone (the same for every arm: it measures the point, not the
   # optimizer) on its first num_batches × batch_size training windows.
-  config.minima = ml_collections.ConfigDict(dict(
-      steps=5 if arg.runlocal else 50, learning_rate=1e-3,
-      batch_size=4 if arg.runlocal else 16, num_batches=1 if arg.runlocal else 2,
+  config.minima = ml_collections.ConfigDict(
+    dict(
+      steps=5 if arg.runlocal else 50,
+      learning_rate=1e-3,
+      batch_size=4 if arg.runlocal else 16,
+      num_batches=1 if arg.runlocal else 2,
       points=3 if arg.runlocal else 9,  # on the segment between two source minima
-      proxy_step=1e-2))                 # γ of the first-order proxy L_s(θ) − L_s(θ − γ∇L)
+      proxy_step=1e-2,
+    )
+  )  # γ of the first-order proxy L_s(θ) − L_s(θ − γ∇L)
   # "About equal" in-distribution loss: |Nexus − base| ≤ this × base (mean over seeds).
   config.equal_loss_tolerance = 0.02
   return config

@@ -16,8 +16,18 @@ from configs.common import optimizer_config, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, optimizer="adamw", width=256, lr=0.0, wd=0.0, task="teacher",
-                  seeds=1, chunk=0, steps=0, runlocal=False)
+  arg = parse_arg(
+    arg,
+    optimizer="adamw",
+    width=256,
+    lr=0.0,
+    wd=0.0,
+    task="teacher",
+    seeds=1,
+    chunk=0,
+    steps=0,
+    runlocal=False,
+  )
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seed i of num_seeds uses seed + i: init and data order.
   config.num_seeds = arg.seeds
@@ -30,22 +40,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 100 if arg.runlocal else 500
   config.keep_checkpoints = 3
 
-  config.model = ml_collections.ConfigDict(dict(
-      name="relu2", width=arg.width, out_dim=1, use_bias=True,
-      parametrization="standard", bias_init_std=0.0))
+  config.model = ml_collections.ConfigDict(
+    dict(
+      name="relu2",
+      width=arg.width,
+      out_dim=1,
+      use_bias=True,
+      parametrization="standard",
+      bias_init_std=0.0,
+    )
+  )
 
   classification = arg.task in ("teacher_sign", "random_labels")
-  config.data = ml_collections.ConfigDict(dict(
-      task=arg.task, loss="logistic" if classification else "squared",
-      input_dim=8, n_train=256, n_test=1024, teacher_width=4,
-      input_dist="gaussian", label_noise=0.0,
-      seed=0))  # The dataset is shared by all seeds: only init and order differ.
+  config.data = ml_collections.ConfigDict(
+    dict(
+      task=arg.task,
+      loss="logistic" if classification else "squared",
+      input_dim=8,
+      n_train=256,
+      n_test=1024,
+      teacher_width=4,
+      input_dist="gaussian",
+      label_noise=0.0,
+      seed=0,
+    )
+  )  # The dataset is shared by all seeds: only init and order differ.
   if arg.task == "random_regression":
     config.data.n_train, config.data.input_dim = 16, 2
   if arg.runlocal:
     config.model.width = min(arg.width, 32)
     config.data.n_train, config.data.n_test, config.data.input_dim = 64, 64, 4
 
-  config.optimizer = optimizer_config(arg.optimizer, learning_rate=arg.lr or None,
-                                      weight_decay=arg.wd or None)
+  config.optimizer = optimizer_config(
+    arg.optimizer, learning_rate=arg.lr or None, weight_decay=arg.wd or None
+  )
   return config

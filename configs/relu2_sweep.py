@@ -28,26 +28,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = parse_arg(arg, full=False, runlocal=False)
   c = ml_collections.ConfigDict()
   c.train_config = "configs/relu2.py"  # Each run: train.py --config=THIS:optimizer=...,width=...
-  c.widths = [2, 4, 16, 128]           # Teacher width 4: below, at, above, far above.
+  c.widths = [2, 4, 16, 128]  # Teacher width 4: below, at, above, far above.
   c.seeds = 4
   c.num_steps = 1500
-  c.seed_chunk_size = 0                # Seeds per vmapped chunk on a CPU (0 = all at once).
-  c.parallel = 2                       # train.py subprocesses at once.
+  c.seed_chunk_size = 0  # Seeds per vmapped chunk on a CPU (0 = all at once).
+  c.parallel = 2  # train.py subprocesses at once.
 
   # train.py config.optimizer overrides per optimizer; weight_decay λ is scaled
   # with width (module docstring), as is Muon's AdamW side (adam_weight_decay).
-  c.optimizers = ml_collections.ConfigDict({
+  c.optimizers = ml_collections.ConfigDict(
+    {
       "adamw": {"learning_rate": 0.01, "weight_decay": 3.0, "b2": 0.95},
       "lion": {"learning_rate": 0.001, "weight_decay": 3.0},
       "muon": {"learning_rate": 0.02, "weight_decay": 3.0, "adam_weight_decay": 3.0},
-  })
+    }
+  )
   c.weight_decay_ref_width = 16
   c.width_power = ml_collections.ConfigDict({"adamw": 0.5, "lion": 0.5, "muon": 0.25})
 
   # train.py config.data overrides: the planted teacher, the same for every run.
-  c.task = ml_collections.ConfigDict(dict(
-      task="teacher", input_dim=8, n_train=256, n_test=1024, teacher_width=4,
-      label_noise=0.0, seed=0))
+  c.task = ml_collections.ConfigDict(
+    dict(
+      task="teacher",
+      input_dim=8,
+      n_train=256,
+      n_test=1024,
+      teacher_width=4,
+      label_noise=0.0,
+      seed=0,
+    )
+  )
 
   # The analysis: every (path, align) condition on all pairs of each width.
   c.conditions = ["linear", "linear+align", "bezier", "bezier+align"]
@@ -55,11 +65,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_bends = 1
   c.fit_steps = 300
   c.fit_lr = 0.01
-  c.project = True                     # Same-optimizer curves stay inside the ball.
-  c.barrier_kind = "linear"            # Entezari et al.: max_t L(t) − interpolated ends.
+  c.project = True  # Same-optimizer curves stay inside the ball.
+  c.barrier_kind = "linear"  # Entezari et al.: max_t L(t) − interpolated ends.
   # A barrier counts as ≈ 0 below this fraction of the zero predictor's train loss.
   c.connected_tol = 0.02
-  c.connectivity_plots = "extremes"    # Per-pair PNGs: all | extremes (min/max width) | none.
+  c.connectivity_plots = "extremes"  # Per-pair PNGs: all | extremes (min/max width) | none.
 
   if arg.full:
     c.widths = [1, 2, 4, 8, 16, 64, 256, 1024]

@@ -30,5 +30,11 @@ def iterator_state(step: int, n: int, batch_size: int) -> dict:
   if is_full_batch(n, batch_size):
     return {"kind": "full_batch", "step": int(step), "n": n}
   epoch, position = divmod(int(step), n // batch_size)
-  return {"kind": "epoch_permutation", "step": int(step), "epoch": epoch,
-          "position_in_epoch": position, "n": n, "batch_size": batch_size}
+  return {
+    "kind": "epoch_permutation",
+    "step": int(step),
+    "epoch": epoch,
+    "position_in_epoch": position,
+    "n": n,
+    "batch_size": batch_size,
+  }

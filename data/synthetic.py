@@ -43,23 +43,31 @@ def sample_inputs(rng: np.random.Generator, n: int, input_dim: int, dist: str) -
   return x
 
 
-def teacher_outputs(rng: np.random.Generator, x_NxD: np.ndarray, teacher_width: int
-                    ) -> np.ndarray:
+def teacher_outputs(rng: np.random.Generator, x_NxD: np.ndarray, teacher_width: int) -> np.ndarray:
   """The planted network's outputs (n, 1); its weights come from ``rng``."""
   w_DxK = rng.standard_normal((x_NxD.shape[1], teacher_width)) / np.sqrt(x_NxD.shape[1])
   a_K = rng.choice([-1.0, 1.0], teacher_width) / np.sqrt(teacher_width)
   return (np.maximum(x_NxD @ w_DxK, 0.0) @ a_K)[:, None]
 
 
-def make_task(task: str = "teacher", input_dim: int = 8, n_train: int = 256,
-              n_test: int = 1024, teacher_width: int = 4, input_dist: str = "gaussian",
-              label_noise: float = 0.0, seed: int = 0) -> Dataset:
+def make_task(
+  task: str = "teacher",
+  input_dim: int = 8,
+  n_train: int = 256,
+  n_test: int = 1024,
+  teacher_width: int = 4,
+  input_dist: str = "gaussian",
+  label_noise: float = 0.0,
+  seed: int = 0,
+) -> Dataset:
   """The train/test split of ``task`` (see the module docstring)."""
   if task not in TASKS:
     raise ValueError(f"Unknown synthetic task {task!r}; known: {TASKS}.")
   if min(input_dim, n_train, teacher_width) < 1 or n_test < 0:
-    raise ValueError(f"Synthetic task needs input_dim, n_train, teacher_width >= 1 and "
-                     f"n_test >= 0; got {input_dim}, {n_train}, {teacher_width}, {n_test}.")
+    raise ValueError(
+      f"Synthetic task needs input_dim, n_train, teacher_width >= 1 and "
+      f"n_test >= 0; got {input_dim}, {n_train}, {teacher_width}, {n_test}."
+    )
   # Separate streams so that, e.g., changing n_test leaves the train set alone.
   rng_x, rng_teacher, rng_y = (np.random.default_rng([seed, i]) for i in range(3))
   x = sample_inputs(rng_x, n_train + n_test, input_dim, input_dist)

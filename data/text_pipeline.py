@@ -51,9 +51,11 @@ class TokenWindows:
     self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     if self._starts[-1] == 0:
       sizes = [len(a) for a in self.arrays]
-      raise ValueError(f"{name}: no window of seq_len + 1 = {seq_len + 1} tokens fits in token "
-                       f"arrays of lengths {sizes[:5]}{'...' if len(sizes) > 5 else ''}; use more "
-                       "text or a shorter seq_len.")
+      raise ValueError(
+        f"{name}: no window of seq_len + 1 = {seq_len + 1} tokens fits in token "
+        f"arrays of lengths {sizes[:5]}{'...' if len(sizes) > 5 else ''}; use more "
+        "text or a shorter seq_len."
+      )
 
   @property
   def num_tokens(self) -> int:
@@ -68,15 +70,16 @@ class TokenWindows:
       raise IndexError(f"{self.name}: window {index} out of range [0, {len(self)}).")
     k = bisect.bisect_right(self._starts, index) - 1
     start = (index - int(self._starts[k])) * self.seq_len
-    w = np.asarray(self.arrays[k][start:start + self.seq_len + 1], np.int32)
+    w = np.asarray(self.arrays[k][start : start + self.seq_len + 1], np.int32)
     return {"inputs": w[:-1], "targets": w[1:]}
 
   def __repr__(self) -> str:
     return f"TokenWindows({self.name}: {len(self)} windows of {self.seq_len})"
 
 
-def pack_documents(documents: Sequence[str], tokenizer, seq_len: int,
-                   name: str = "documents") -> TokenWindows:
+def pack_documents(
+  documents: Sequence[str], tokenizer, seq_len: int, name: str = "documents"
+) -> TokenWindows:
   """Tokenizes, joins with EOT after each document, and windows the stream."""
   if not documents:
     raise ValueError(f"{name}: no documents to pack.")
@@ -88,15 +91,23 @@ def pack_documents(documents: Sequence[str], tokenizer, seq_len: int,
   return TokenWindows([stream], seq_len, name)
 
 
-def build_text_windows(names: Sequence[str], split: str, tokenizer, seq_len: int,
-                       **source_kwargs) -> dict[str, TokenWindows]:
+def build_text_windows(
+  names: Sequence[str], split: str, tokenizer, seq_len: int, **source_kwargs
+) -> dict[str, TokenWindows]:
   """{name: TokenWindows} for sources of data/text_sources.py; logs the sizes."""
   windows = {}
   for name in names:
     source = load_source(name, split, **source_kwargs)
     windows[name] = pack_documents(source.documents, tokenizer, seq_len, f"{name}/{split}")
-    logging.info("%s/%s: %d tokens (%s), %d windows of %d", name, split,
-                 windows[name].num_tokens, tokenizer.name, len(windows[name]), seq_len)
+    logging.info(
+      "%s/%s: %d tokens (%s), %d windows of %d",
+      name,
+      split,
+      windows[name].num_tokens,
+      tokenizer.name,
+      len(windows[name]),
+      seq_len,
+    )
   return windows
 
 
@@ -126,8 +137,13 @@ def _check(sources: Mapping, weights=None):
       raise ValueError(f"Mixture weights must be > 0 (drop a source instead), got {weights}.")
 
 
-def mixture_loader(sources: Mapping[str, object], weights: Sequence[float] | None,
-                   batch_size: int, seed: int = 0, shuffle: bool = True) -> grain.IterDataset:
+def mixture_loader(
+  sources: Mapping[str, object],
+  weights: Sequence[float] | None,
+  batch_size: int,
+  seed: int = 0,
+  shuffle: bool = True,
+) -> grain.IterDataset:
   """Batches mixing the sources in proportion to weights (uniform if None);
   source_id is the position of the source in `sources`."""
   _check(sources, weights)
@@ -135,25 +151,30 @@ def mixture_loader(sources: Mapping[str, object], weights: Sequence[float] | Non
   if all(isinstance(p, grain.MapDataset) for p in parts):
     mixed = grain.MapDataset.mix(parts, weights)
     return mixed.batch(batch_size, drop_remainder=True).to_iter_dataset(_read_options())
-  parts = [p if isinstance(p, grain.IterDataset) else p.to_iter_dataset(_read_options())
-           for p in parts]
+  parts = [
+    p if isinstance(p, grain.IterDataset) else p.to_iter_dataset(_read_options()) for p in parts
+  ]
   return grain.IterDataset.mix(parts, weights).batch(batch_size, drop_remainder=True)
 
 
-def per_source_loader(sources: Mapping[str, object], batch_size: int, seed: int = 0,
-                      shuffle: bool = True) -> grain.IterDataset:
+def per_source_loader(
+  sources: Mapping[str, object], batch_size: int, seed: int = 0, shuffle: bool = True
+) -> grain.IterDataset:
   """Every step, one batch of every source: {name: batch} (for Nexus-style
   optimizers that need a gradient per source per step)."""
   _check(sources)
   names = list(sources)
-  parts = [_examples(s, i, seed + 1000 * i, shuffle).batch(batch_size, drop_remainder=True)
-           for i, s in enumerate(sources.values())]
+  parts = [
+    _examples(s, i, seed + 1000 * i, shuffle).batch(batch_size, drop_remainder=True)
+    for i, s in enumerate(sources.values())
+  ]
   as_dict = lambda batches: dict(zip(names, batches))
   if all(isinstance(p, grain.MapDataset) for p in parts):
     zipped = grain.experimental.ZipMapDataset(parts)
     return zipped.map(as_dict).to_iter_dataset(_read_options())
-  parts = [p if isinstance(p, grain.IterDataset) else p.to_iter_dataset(_read_options())
-           for p in parts]
+  parts = [
+    p if isinstance(p, grain.IterDataset) else p.to_iter_dataset(_read_options()) for p in parts
+  ]
   return grain.experimental.ZipIterDataset(parts).map(as_dict)
 
 
@@ -162,7 +183,9 @@ def eval_batches(windows: TokenWindows, batch_size: int, max_batches: int | None
   batch dropped) for validation loss: the same windows every evaluation."""
   n = len(windows) // batch_size
   if n == 0:
-    raise ValueError(f"{windows.name}: {len(windows)} windows make no batch of {batch_size}; "
-                     "lower the eval batch size.")
+    raise ValueError(
+      f"{windows.name}: {len(windows)} windows make no batch of {batch_size}; "
+      "lower the eval batch size."
+    )
   ds = grain.MapDataset.source(windows).batch(batch_size, drop_remainder=True)
   return ds[: n if max_batches is None else min(n, max_batches)]

@@ -43,10 +43,25 @@ SOURCES = ("prose", "code", "math")
 OOD_SOURCES = ("code_ood", "math_ood")
 CODE_OOD_PACKAGES = ("asyncio", "email", "xml")
 # Generated tables and test suites are not "code" as people write it.
-_CODE_EXCLUDED_DIRS = ("test", "tests", "idle_test", "encodings", "site-packages",
-                       "pydoc_data", "__pycache__", "lib2to3", "turtledemo")
-MATH_FAMILIES = ("addition", "subtraction", "multiplication", "division",
-                 "linear_equation", "shopping")
+_CODE_EXCLUDED_DIRS = (
+  "test",
+  "tests",
+  "idle_test",
+  "encodings",
+  "site-packages",
+  "pydoc_data",
+  "__pycache__",
+  "lib2to3",
+  "turtledemo",
+)
+MATH_FAMILIES = (
+  "addition",
+  "subtraction",
+  "multiplication",
+  "division",
+  "linear_equation",
+  "shopping",
+)
 MATH_OOD_FAMILIES = ("percent", "gcd")
 
 
@@ -62,13 +77,22 @@ class TextSource:
     return sum(len(d) for d in self.documents)
 
   def describe(self) -> str:
-    return (f"{self.name}/{self.split}: {len(self.documents)} documents, "
-            f"{self.num_chars:,} characters ({self.provenance})")
+    return (
+      f"{self.name}/{self.split}: {len(self.documents)} documents, "
+      f"{self.num_chars:,} characters ({self.provenance})"
+    )
 
 
-def load_source(name: str, split: str = "train", *, seed: int = 0,
-                validation_fraction: float = 0.05, math_problems: int = 20000,
-                max_chars: int | None = None, stdlib_dir: str | None = None) -> TextSource:
+def load_source(
+  name: str,
+  split: str = "train",
+  *,
+  seed: int = 0,
+  validation_fraction: float = 0.05,
+  math_problems: int = 20000,
+  max_chars: int | None = None,
+  stdlib_dir: str | None = None,
+) -> TextSource:
   """One source's documents in one split (see the module docstring).
 
   max_chars keeps the first documents (in a fixed order) up to that many
@@ -94,15 +118,20 @@ def load_source(name: str, split: str = "train", *, seed: int = 0,
   else:
     raise ValueError(f"Unknown text source {name!r}; known: {SOURCES + OOD_SOURCES}.")
   if name in SOURCES:
-    docs = [(key, text) for key, text in docs
-            if _is_validation(key, validation_fraction) == (split == "validation")]
+    docs = [
+      (key, text)
+      for key, text in docs
+      if _is_validation(key, validation_fraction) == (split == "validation")
+    ]
   texts = [text for _, text in docs]
   if max_chars is not None:
     texts = _truncate(texts, max_chars)
   if not texts:
-    raise ValueError(f"Text source {name}/{split} is empty ({provenance}, validation_fraction="
-                     f"{validation_fraction}, max_chars={max_chars}): check that the directory "
-                     "holds .py files, or raise validation_fraction / max_chars / math_problems.")
+    raise ValueError(
+      f"Text source {name}/{split} is empty ({provenance}, validation_fraction="
+      f"{validation_fraction}, max_chars={max_chars}): check that the directory "
+      "holds .py files, or raise validation_fraction / max_chars / math_problems."
+    )
   source = TextSource(name, split, tuple(texts), provenance)
   logging.info("Built text source %s", source.describe())
   return source
@@ -132,9 +161,14 @@ def _stdlib_files(stdlib_dir: str) -> tuple[str, ...]:
   """Relative paths of the library's .py files, sorted (a fixed order)."""
   paths = glob.glob(os.path.join(stdlib_dir, "**", "*.py"), recursive=True)
   rel = (os.path.relpath(p, stdlib_dir) for p in paths)
-  return tuple(sorted(r for r in rel
-                      if not set(r.split(os.sep)[:-1]) & set(_CODE_EXCLUDED_DIRS)
-                      and not os.path.basename(r).startswith("test_")))
+  return tuple(
+    sorted(
+      r
+      for r in rel
+      if not set(r.split(os.sep)[:-1]) & set(_CODE_EXCLUDED_DIRS)
+      and not os.path.basename(r).startswith("test_")
+    )
+  )
 
 
 def _read(stdlib_dir: str, rel: str) -> str:
@@ -172,6 +206,7 @@ def _prose_documents(stdlib_dir: str) -> list[tuple[str, str]]:
   docs = []
   try:
     from pydoc_data.topics import topics  # pylint: disable=g-import-not-at-top
+
     docs += [(f"topic:{k}", v) for k, v in sorted(topics.items())]
   except ImportError:  # some distributions strip pydoc_data
     logging.warning("pydoc_data is not installed: prose has module docstrings only.")
@@ -185,8 +220,14 @@ def _prose_documents(stdlib_dir: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- math
 
 _NAMES = ("Ada", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jun")
-_ITEMS = (("pen", "pens"), ("book", "books"), ("apple", "apples"), ("ticket", "tickets"),
-          ("notebook", "notebooks"), ("cup", "cups"))
+_ITEMS = (
+  ("pen", "pens"),
+  ("book", "books"),
+  ("apple", "apples"),
+  ("ticket", "tickets"),
+  ("notebook", "notebooks"),
+  ("cup", "cups"),
+)
 
 
 def _addition(rng):
@@ -202,23 +243,29 @@ def _subtraction(rng):
 def _multiplication(rng):
   a, b = int(rng.integers(11, 100)), int(rng.integers(11, 100))
   tens, ones = b - b % 10, b % 10
-  return (f"What is {a} × {b}?\n{a} × {b} = {a} × {tens} + {a} × {ones} "
-          f"= {a * tens} + {a * ones} = {a * b}.\nAnswer: {a * b}")
+  return (
+    f"What is {a} × {b}?\n{a} × {b} = {a} × {tens} + {a} × {ones} "
+    f"= {a * tens} + {a * ones} = {a * b}.\nAnswer: {a * b}"
+  )
 
 
 def _division(rng):
   b, q = int(rng.integers(2, 20)), int(rng.integers(2, 200))
   r = int(rng.integers(0, b))
   a = b * q + r
-  return (f"Divide {a} by {b}. What are the quotient and remainder?\n"
-          f"{b} × {q} = {b * q}, and {a} - {b * q} = {r}.\nAnswer: quotient {q}, remainder {r}")
+  return (
+    f"Divide {a} by {b}. What are the quotient and remainder?\n"
+    f"{b} × {q} = {b * q}, and {a} - {b * q} = {r}.\nAnswer: quotient {q}, remainder {r}"
+  )
 
 
 def _linear_equation(rng):
   a, x, b = int(rng.integers(2, 13)), int(rng.integers(-20, 21)), int(rng.integers(1, 50))
   c = a * x + b
-  return (f"Solve for x: {a}x + {b} = {c}.\nSubtract {b} from both sides: {a}x = {c - b}.\n"
-          f"Divide both sides by {a}: x = {x}.\nAnswer: x = {x}")
+  return (
+    f"Solve for x: {a}x + {b} = {c}.\nSubtract {b} from both sides: {a}x = {c - b}.\n"
+    f"Divide both sides by {a}: x = {x}.\nAnswer: x = {x}"
+  )
 
 
 def _shopping(rng):
@@ -226,17 +273,21 @@ def _shopping(rng):
   i, j = rng.choice(len(_ITEMS), 2, replace=False)
   n1, p1, n2, p2 = (int(v) for v in rng.integers(2, 12, 4))
   c1, c2 = n1 * p1, n2 * p2
-  return (f"{name} buys {n1} {_ITEMS[i][1]} at {p1} dollars each and {n2} {_ITEMS[j][1]} at "
-          f"{p2} dollars each. How much does {name} spend?\n"
-          f"The {_ITEMS[i][1]} cost {n1} × {p1} = {c1} dollars. The {_ITEMS[j][1]} cost "
-          f"{n2} × {p2} = {c2} dollars. Together: {c1} + {c2} = {c1 + c2} dollars.\n"
-          f"Answer: {c1 + c2}")
+  return (
+    f"{name} buys {n1} {_ITEMS[i][1]} at {p1} dollars each and {n2} {_ITEMS[j][1]} at "
+    f"{p2} dollars each. How much does {name} spend?\n"
+    f"The {_ITEMS[i][1]} cost {n1} × {p1} = {c1} dollars. The {_ITEMS[j][1]} cost "
+    f"{n2} × {p2} = {c2} dollars. Together: {c1} + {c2} = {c1 + c2} dollars.\n"
+    f"Answer: {c1 + c2}"
+  )
 
 
 def _percent(rng):
   p, base = int(rng.choice([5, 10, 15, 20, 25, 30, 40, 50, 75])), int(rng.integers(1, 100)) * 20
-  return (f"What is {p}% of {base}?\n{p}% of {base} = {base} × {p} / 100 = {base * p} / 100 "
-          f"= {base * p // 100}.\nAnswer: {base * p // 100}")
+  return (
+    f"What is {p}% of {base}?\n{p}% of {base} = {base} × {p} / 100 = {base * p} / 100 "
+    f"= {base * p // 100}.\nAnswer: {base * p // 100}"
+  )
 
 
 def _gcd(rng):
@@ -245,14 +296,23 @@ def _gcd(rng):
   while y:
     steps.append(f"{x} = {x // y} × {y} + {x % y}")
     x, y = y, x % y
-  return (f"Find the greatest common divisor of {a} and {b}.\nBy Euclid's algorithm: "
-          + "; ".join(steps) + f".\nAnswer: {math.gcd(a, b)}")
+  return (
+    f"Find the greatest common divisor of {a} and {b}.\nBy Euclid's algorithm: "
+    + "; ".join(steps)
+    + f".\nAnswer: {math.gcd(a, b)}"
+  )
 
 
-_GENERATORS = {"addition": _addition, "subtraction": _subtraction,
-               "multiplication": _multiplication, "division": _division,
-               "linear_equation": _linear_equation, "shopping": _shopping,
-               "percent": _percent, "gcd": _gcd}
+_GENERATORS = {
+  "addition": _addition,
+  "subtraction": _subtraction,
+  "multiplication": _multiplication,
+  "division": _division,
+  "linear_equation": _linear_equation,
+  "shopping": _shopping,
+  "percent": _percent,
+  "gcd": _gcd,
+}
 
 
 def math_problem(family: str, rng: np.random.Generator) -> str:

@@ -28,8 +28,9 @@ _HEADER_BYTES = LLMC_HEADER_INT32 * 4
 def read_shard(path: str) -> np.ndarray:
   """The tokens of one shard as a read-only uint16 memmap (either format)."""
   if os.path.isdir(path):
-    raise ValueError(f"Token shard {path!r} is a directory; point the pattern at the .bin "
-                     "files in it.")
+    raise ValueError(
+      f"Token shard {path!r} is a directory; point the pattern at the .bin files in it."
+    )
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Token shard {path!r} does not exist.")
   size = os.path.getsize(path)
@@ -41,26 +42,34 @@ def read_shard(path: str) -> np.ndarray:
   if first[0] == LLMC_MAGIC:
     return _read_llmc(path, size)
   if size % 2:
-    raise ValueError(f"Token shard {path!r} has an odd size ({size} bytes), so it is neither "
-                     f"raw uint16 tokens (nanoGPT) nor an llm.c shard (magic {LLMC_MAGIC}); "
-                     "it is truncated or not a token file.")
+    raise ValueError(
+      f"Token shard {path!r} has an odd size ({size} bytes), so it is neither "
+      f"raw uint16 tokens (nanoGPT) nor an llm.c shard (magic {LLMC_MAGIC}); "
+      "it is truncated or not a token file."
+    )
   return np.memmap(path, dtype=np.uint16, mode="r")
 
 
 def _read_llmc(path: str, size: int) -> np.ndarray:
   if size < _HEADER_BYTES:
-    raise ValueError(f"Token shard {path!r} starts with the llm.c magic but is shorter "
-                     f"({size} bytes) than its {_HEADER_BYTES}-byte header.")
+    raise ValueError(
+      f"Token shard {path!r} starts with the llm.c magic but is shorter "
+      f"({size} bytes) than its {_HEADER_BYTES}-byte header."
+    )
   header = np.fromfile(path, dtype="<i4", count=LLMC_HEADER_INT32)
   if header[1] != LLMC_VERSION:
-    raise ValueError(f"Token shard {path!r}: llm.c header version {header[1]}, this reader "
-                     f"knows version {LLMC_VERSION} (uint16 tokens).")
+    raise ValueError(
+      f"Token shard {path!r}: llm.c header version {header[1]}, this reader "
+      f"knows version {LLMC_VERSION} (uint16 tokens)."
+    )
   count = int(header[2])
   expected = _HEADER_BYTES + 2 * count
   if size != expected:
-    raise ValueError(f"Token shard {path!r}: the header promises {count} tokens "
-                     f"({expected} bytes in all) but the file has {size} bytes; it is "
-                     "truncated or was written with another token width.")
+    raise ValueError(
+      f"Token shard {path!r}: the header promises {count} tokens "
+      f"({expected} bytes in all) but the file has {size} bytes; it is "
+      "truncated or was written with another token width."
+    )
   return np.memmap(path, dtype=np.uint16, mode="r", offset=_HEADER_BYTES, shape=(count,))
 
 
@@ -68,8 +77,7 @@ def write_shard(path: str, tokens, llmc_header: bool = True) -> None:
   """Writes tokens (< 65536) in the llm.c format, or nanoGPT's bare format."""
   tokens = np.asarray(tokens)
   if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
-    raise ValueError(f"uint16 shards hold ids in [0, 65535]; got [{tokens.min()}, "
-                     f"{tokens.max()}].")
+    raise ValueError(f"uint16 shards hold ids in [0, 65535]; got [{tokens.min()}, {tokens.max()}].")
   with open(path, "wb") as f:
     if llmc_header:
       header = np.zeros(LLMC_HEADER_INT32, "<i4")
@@ -82,8 +90,10 @@ def shard_paths(pattern: str) -> list[str]:
   """Sorted files matching a glob pattern (or one file); none is an error."""
   paths = sorted(glob.glob(pattern))
   if not paths:
-    raise FileNotFoundError(f"No token shards match {pattern!r}; check the path, or write "
-                            "them first (nanoGPT's prepare.py, or llm.c's fineweb.py).")
+    raise FileNotFoundError(
+      f"No token shards match {pattern!r}; check the path, or write "
+      "them first (nanoGPT's prepare.py, or llm.c's fineweb.py)."
+    )
   return paths
 
 
@@ -99,6 +109,8 @@ def shard_windows(pattern: str, seq_len: int, vocab_size: int | None = None) -> 
   for path, tokens in zip(paths, arrays):
     head = tokens[:1_000_000]
     if vocab_size is not None and head.size and int(head.max()) >= vocab_size:
-      raise ValueError(f"{path}: token id {int(head.max())} >= the model's vocab_size "
-                       f"{vocab_size}; the shards were written with another tokenizer.")
+      raise ValueError(
+        f"{path}: token id {int(head.max())} >= the model's vocab_size "
+        f"{vocab_size}; the shards were written with another tokenizer."
+      )
   return TokenWindows(arrays, seq_len, name=pattern)

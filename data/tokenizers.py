@@ -27,6 +27,7 @@ TOKENIZERS = ("bytes", "bpe", "gpt2")
 
 class ByteTokenizer:
   """UTF-8 bytes; vocab 256; end-of-text is byte 0 (NUL)."""
+
   name = "bytes"
   vocab_size = 256
   eot_id = 0
@@ -34,8 +35,10 @@ class ByteTokenizer:
   def encode(self, text: str) -> np.ndarray:
     ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
     if ids.size and not ids.all():
-      raise ValueError("Text holds a NUL character, which the byte tokenizer reserves for "
-                       "end-of-text; strip NULs from the text or use the 'bpe' tokenizer.")
+      raise ValueError(
+        "Text holds a NUL character, which the byte tokenizer reserves for "
+        "end-of-text; strip NULs from the text or use the 'bpe' tokenizer."
+      )
     return ids
 
   def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -61,14 +64,16 @@ class HFTokenizer:
     self.vocab_size = tokenizer.get_vocab_size()
     eot = tokenizer.token_to_id(EOT_TEXT)
     if eot is None:
-      raise ValueError(f"Tokenizer {name} has no {EOT_TEXT!r} token; train it with "
-                       f"special_tokens=[{EOT_TEXT!r}].")
+      raise ValueError(
+        f"Tokenizer {name} has no {EOT_TEXT!r} token; train it with special_tokens=[{EOT_TEXT!r}]."
+      )
     self.eot_id = eot
 
   @classmethod
   def from_file(cls, path: str) -> "HFTokenizer":
     """A tokenizer.json written by `tokenizers` (ours, or Hugging Face's gpt2)."""
     from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+
     if not os.path.isfile(path):
       raise FileNotFoundError(f"No tokenizer file {path!r}.")
     return cls(Tokenizer.from_file(path), name=os.path.basename(path))
@@ -81,8 +86,7 @@ class HFTokenizer:
     return [np.asarray(e.ids, np.int32) for e in encodings]
 
   def decode(self, ids) -> str:
-    return self._tok.decode([int(i) for i in np.asarray(ids).ravel()],
-                            skip_special_tokens=False)
+    return self._tok.decode([int(i) for i in np.asarray(ids).ravel()], skip_special_tokens=False)
 
 
 class TiktokenTokenizer:
@@ -92,8 +96,10 @@ class TiktokenTokenizer:
     try:
       import tiktoken  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ImportError("The 'gpt2' tokenizer needs tiktoken: pip install 'tiktoken>=0.7'; "
-                        "or use the 'bytes' or 'bpe' tokenizer.") from e
+      raise ImportError(
+        "The 'gpt2' tokenizer needs tiktoken: pip install 'tiktoken>=0.7'; "
+        "or use the 'bytes' or 'bpe' tokenizer."
+      ) from e
     try:
       self._enc = tiktoken.get_encoding(encoding_name)
     except Exception as e:  # requests' ConnectionError, OSError, blobfile errors, ...
@@ -112,41 +118,55 @@ class TiktokenTokenizer:
     return self._enc.decode([int(i) for i in np.asarray(ids).ravel()])
 
 
-_GPT2_URLS = ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-              "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json")
+_GPT2_URLS = (
+  "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+  "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+)
 
 
 def _tiktoken_offline_message(encoding_name: str, error: Exception) -> str:
   cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-  files = ", ".join(f"{hashlib.sha1(u.encode()).hexdigest()} (= {u.rsplit('/', 1)[1]})"
-                    for u in _GPT2_URLS)
-  return (f"tiktoken could not load its {encoding_name!r} encoding ({type(error).__name__}: "
-          f"{str(error)[:200]}). tiktoken downloads the BPE files on first use, and this "
-          "machine is offline or cannot reach openaipublic.blob.core.windows.net. Fix: on a "
-          "machine with internet run `python -c \"import tiktoken; tiktoken.get_encoding('gpt2')\"` "
-          "with TIKTOKEN_CACHE_DIR=DIR, copy DIR here and set TIKTOKEN_CACHE_DIR=DIR "
-          f"(currently {cache!r}; for gpt2 it must hold the files {files}); or use the "
-          "'bytes' or 'bpe' tokenizer, which need no download.")
+  files = ", ".join(
+    f"{hashlib.sha1(u.encode()).hexdigest()} (= {u.rsplit('/', 1)[1]})" for u in _GPT2_URLS
+  )
+  return (
+    f"tiktoken could not load its {encoding_name!r} encoding ({type(error).__name__}: "
+    f"{str(error)[:200]}). tiktoken downloads the BPE files on first use, and this "
+    "machine is offline or cannot reach openaipublic.blob.core.windows.net. Fix: on a "
+    "machine with internet run `python -c \"import tiktoken; tiktoken.get_encoding('gpt2')\"` "
+    "with TIKTOKEN_CACHE_DIR=DIR, copy DIR here and set TIKTOKEN_CACHE_DIR=DIR "
+    f"(currently {cache!r}; for gpt2 it must hold the files {files}); or use the "
+    "'bytes' or 'bpe' tokenizer, which need no download."
+  )
 
 
 def train_bpe(texts, vocab_size: int):
   """A byte-level BPE (GPT-2's pre-tokenization) trained on an iterable of str."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+
   if vocab_size < 257 + 1:
-    raise ValueError(f"A byte-level BPE needs vocab_size > 257 (256 bytes + {EOT_TEXT}), "
-                     f"got {vocab_size}.")
+    raise ValueError(
+      f"A byte-level BPE needs vocab_size > 257 (256 bytes + {EOT_TEXT}), got {vocab_size}."
+    )
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT_TEXT],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                show_progress=False)
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=[EOT_TEXT],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
   tok.train_from_iterator(texts, trainer)
   return tok
 
 
-def bpe_tokenizer(workdir: str, vocab_size: int = 8192, texts: Sequence[str] | None = None,
-                  sources: Sequence[str] = ("prose", "code", "math")) -> HFTokenizer:
+def bpe_tokenizer(
+  workdir: str,
+  vocab_size: int = 8192,
+  texts: Sequence[str] | None = None,
+  sources: Sequence[str] = ("prose", "code", "math"),
+) -> HFTokenizer:
   """Loads workdir's cached BPE, or trains it (on `texts`, else on the training
   splits of `sources`) and caches it there. The file name encodes what it was
   trained on, so a different corpus or size trains a new one."""
@@ -163,6 +183,7 @@ def bpe_tokenizer(workdir: str, vocab_size: int = 8192, texts: Sequence[str] | N
     return HFTokenizer.from_file(path)
   if texts is None:
     from data.text_sources import load_source  # pylint: disable=g-import-not-at-top
+
     texts = [d for s in sources for d in load_source(s, "train").documents]
   if not any(texts):
     raise ValueError("Cannot train a BPE tokenizer on no text: pass non-empty texts.")
@@ -175,8 +196,9 @@ def bpe_tokenizer(workdir: str, vocab_size: int = 8192, texts: Sequence[str] | N
   return HFTokenizer(tok, name=os.path.basename(path))
 
 
-def get_tokenizer(name: str, workdir: str | None = None, vocab_size: int = 8192,
-                  texts: Sequence[str] | None = None):
+def get_tokenizer(
+  name: str, workdir: str | None = None, vocab_size: int = 8192, texts: Sequence[str] | None = None
+):
   """'bytes', 'bpe' (needs workdir), 'gpt2' (tiktoken), or a path to a tokenizer.json."""
   if name == "bytes":
     return ByteTokenizer()

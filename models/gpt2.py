@@ -36,14 +36,14 @@ import jax.numpy as jnp
 @dataclasses.dataclass(frozen=True)
 class GPT2Config:
   vocab_size: int = 50257
-  block_size: int = 1024   # context length: rows of wpe
+  block_size: int = 1024  # context length: rows of wpe
   n_layer: int = 12
   n_head: int = 12
   d_model: int = 768
-  dropout: float = 0.0     # embedding, attention-probability and residual dropout
-  dtype: Any = jnp.float32        # compute dtype of the matmuls
+  dropout: float = 0.0  # embedding, attention-probability and residual dropout
+  dtype: Any = jnp.float32  # compute dtype of the matmuls
   param_dtype: Any = jnp.float32
-  remat: bool = False      # recompute each block in the backward pass (saves memory)
+  remat: bool = False  # recompute each block in the backward pass (saves memory)
   layer_norm_eps: float = 1e-5
   init_std: float = 0.02
 
@@ -55,19 +55,21 @@ class GPT2Config:
 # GPT-2's own sizes (Radford et al. 2019, Table 2 as released), and two that
 # train on a CPU in minutes (vocab 256: bytes; override it for a BPE tokenizer).
 CONFIGS = {
-    "tiny": GPT2Config(vocab_size=256, block_size=128, n_layer=2, n_head=2, d_model=64),
-    "small": GPT2Config(vocab_size=256, block_size=256, n_layer=4, n_head=4, d_model=256),
-    "124m": GPT2Config(n_layer=12, n_head=12, d_model=768),
-    "355m": GPT2Config(n_layer=24, n_head=16, d_model=1024),
-    "774m": GPT2Config(n_layer=36, n_head=20, d_model=1280),
-    "1.5b": GPT2Config(n_layer=48, n_head=25, d_model=1600),
+  "tiny": GPT2Config(vocab_size=256, block_size=128, n_layer=2, n_head=2, d_model=64),
+  "small": GPT2Config(vocab_size=256, block_size=256, n_layer=4, n_head=4, d_model=256),
+  "124m": GPT2Config(n_layer=12, n_head=12, d_model=768),
+  "355m": GPT2Config(n_layer=24, n_head=16, d_model=1024),
+  "774m": GPT2Config(n_layer=36, n_head=20, d_model=1280),
+  "1.5b": GPT2Config(n_layer=48, n_head=25, d_model=1600),
 }
 
 
 def check_config(config: GPT2Config) -> None:
   if config.d_model % config.n_head:
-    raise ValueError(f"GPT-2 d_model={config.d_model} is not divisible by "
-                     f"n_head={config.n_head}; pick sizes with d_model % n_head == 0.")
+    raise ValueError(
+      f"GPT-2 d_model={config.d_model} is not divisible by "
+      f"n_head={config.n_head}; pick sizes with d_model % n_head == 0."
+    )
   if not 0.0 <= config.dropout < 1.0:
     raise ValueError(f"GPT-2 dropout must be in [0, 1), got {config.dropout}.")
 
@@ -85,24 +87,24 @@ class CausalSelfAttention(nn.Module):
     B, T, D = x_BxTxD.shape
     N, H = c.n_head, c.head_dim
     dense = lambda features, std, name: nn.Dense(
-        features, kernel_init=_normal(std), dtype=c.dtype, param_dtype=c.param_dtype, name=name)
+      features, kernel_init=_normal(std), dtype=c.dtype, param_dtype=c.param_dtype, name=name
+    )
     # Matmuls on (B·T, D): XLA:CPU runs the weight gradient of a 3-D input
     # (a contraction over two axes) at about half speed; reshapes are free.
     qkv_BxTx3D = dense(3 * D, c.init_std, "c_attn")(x_BxTxD.reshape(B * T, D)).reshape(B, T, 3 * D)
     # Hugging Face's c_attn lays its output out as [q | k | v], each (N, H):
     # the same split keeps checkpoints interchangeable.
     q_BxTxD, k_BxTxD, v_BxTxD = jnp.split(qkv_BxTx3D, 3, axis=-1)
-    q_BxTxNxH, k_BxTxNxH, v_BxTxNxH = (
-        a.reshape(B, T, N, H) for a in (q_BxTxD, k_BxTxD, v_BxTxD))
+    q_BxTxNxH, k_BxTxNxH, v_BxTxNxH = (a.reshape(B, T, N, H) for a in (q_BxTxD, k_BxTxD, v_BxTxD))
     if c.dropout > 0 and not deterministic:
       # The fused kernel has no dropout on the attention probabilities, so
       # training with dropout takes the explicit (GPT-2-exact) path.
-      y_BxTxNxH = _attention_with_dropout(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, c.dropout,
-                                          self.make_rng("dropout"))
+      y_BxTxNxH = _attention_with_dropout(
+        q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, c.dropout, self.make_rng("dropout")
+      )
     else:
       # cuDNN flash attention on GPUs, XLA elsewhere.
-      y_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH,
-                                               is_causal=True)
+      y_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, is_causal=True)
     y_BxTxD = y_BxTxNxH.reshape(B, T, D)
     proj_std = c.init_std / (2 * c.n_layer) ** 0.5
     y_BxTxD = dense(D, proj_std, "c_proj")(y_BxTxD.reshape(B * T, D)).reshape(B, T, D)
@@ -129,11 +131,17 @@ class MLP(nn.Module):
     c = self.config
     B, T, D = x_BxTxD.shape
     x_MxD = x_BxTxD.reshape(B * T, D)  # M = B·T rows: see CausalSelfAttention
-    h_MxF = nn.Dense(4 * D, kernel_init=_normal(c.init_std), dtype=c.dtype,
-                     param_dtype=c.param_dtype, name="c_fc")(x_MxD)
+    h_MxF = nn.Dense(
+      4 * D, kernel_init=_normal(c.init_std), dtype=c.dtype, param_dtype=c.param_dtype, name="c_fc"
+    )(x_MxD)
     h_MxF = jax.nn.gelu(h_MxF, approximate=True)  # GPT-2's "gelu_new" (tanh)
-    y_MxD = nn.Dense(D, kernel_init=_normal(c.init_std / (2 * c.n_layer) ** 0.5),
-                     dtype=c.dtype, param_dtype=c.param_dtype, name="c_proj")(h_MxF)
+    y_MxD = nn.Dense(
+      D,
+      kernel_init=_normal(c.init_std / (2 * c.n_layer) ** 0.5),
+      dtype=c.dtype,
+      param_dtype=c.param_dtype,
+      name="c_proj",
+    )(h_MxF)
     y_BxTxD = y_MxD.reshape(B, T, D)
     return nn.Dropout(c.dropout)(y_BxTxD, deterministic=deterministic)
 
@@ -144,8 +152,9 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD, deterministic: bool):
     c = self.config
-    ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype,
-                                   param_dtype=c.param_dtype, name=name)
+    ln = lambda name: nn.LayerNorm(
+      epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype, name=name
+    )
     x_BxTxD = x_BxTxD + CausalSelfAttention(c, name="attn")(ln("ln_1")(x_BxTxD), deterministic)
     x_BxTxD = x_BxTxD + MLP(c, name="mlp")(ln("ln_2")(x_BxTxD), deterministic)
     return x_BxTxD
@@ -153,6 +162,7 @@ class Block(nn.Module):
 
 class GPT2(nn.Module):
   """tokens_BxT (int) -> logits_BxTxV (in the compute dtype)."""
+
   config: GPT2Config
 
   @nn.compact
@@ -161,10 +171,18 @@ class GPT2(nn.Module):
     check_config(c)
     T = tokens_BxT.shape[-1]
     if T > c.block_size:
-      raise ValueError(f"GPT-2 got sequences of length {T} but its context (block_size) is "
-                       f"{c.block_size}; crop the inputs or raise block_size.")
-    embed = lambda n, name: nn.Embed(n, c.d_model, embedding_init=_normal(c.init_std),
-                                     dtype=c.dtype, param_dtype=c.param_dtype, name=name)
+      raise ValueError(
+        f"GPT-2 got sequences of length {T} but its context (block_size) is "
+        f"{c.block_size}; crop the inputs or raise block_size."
+      )
+    embed = lambda n, name: nn.Embed(
+      n,
+      c.d_model,
+      embedding_init=_normal(c.init_std),
+      dtype=c.dtype,
+      param_dtype=c.param_dtype,
+      name=name,
+    )
     wte = embed(c.vocab_size, "wte")
     x_BxTxD = wte(tokens_BxT) + embed(c.block_size, "wpe")(jnp.arange(T))
     # The residual stream stays in the parameter dtype (as under torch autocast):
@@ -175,8 +193,9 @@ class GPT2(nn.Module):
     block_cls = nn.remat(Block, static_argnums=(2,)) if c.remat else Block
     for i in range(c.n_layer):
       x_BxTxD = block_cls(c, name=f"h_{i}")(x_BxTxD, deterministic)
-    x_BxTxD = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype,
-                           param_dtype=c.param_dtype, name="ln_f")(x_BxTxD)
+    x_BxTxD = nn.LayerNorm(
+      epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype, name="ln_f"
+    )(x_BxTxD)
     return wte.attend(x_BxTxD)  # tied LM head
 
 
@@ -201,12 +220,14 @@ def cross_entropy(logits_BxTxV, targets_BxT, mask_BxT=None):
   return (nll_BxT * mask_BxT).sum() / jnp.maximum(count, 1.0), count
 
 
-def loss_fn(params, model: GPT2, inputs_BxT, targets_BxT, mask_BxT=None,
-            dropout_rng: jax.Array | None = None):
+def loss_fn(
+  params, model: GPT2, inputs_BxT, targets_BxT, mask_BxT=None, dropout_rng: jax.Array | None = None
+):
   """Next-token loss of a batch; dropout is on iff a dropout_rng is given."""
   rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
-  logits_BxTxV = model.apply({"params": params}, inputs_BxT,
-                             deterministic=dropout_rng is None, rngs=rngs)
+  logits_BxTxV = model.apply(
+    {"params": params}, inputs_BxT, deterministic=dropout_rng is None, rngs=rngs
+  )
   return cross_entropy(logits_BxTxV, targets_BxT, mask_BxT)[0]
 
 

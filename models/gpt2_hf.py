@@ -34,8 +34,9 @@ def _name_map(n_layer: int) -> dict[tuple[str, ...], str]:
       names.update({(f"h_{i}", ln, k): f"h.{i}.{ln}.{v}" for k, v in _NORM.items()})
     for sub, layers in (("attn", ("c_attn", "c_proj")), ("mlp", ("c_fc", "c_proj"))):
       for layer in layers:
-        names.update({(f"h_{i}", sub, layer, k): f"h.{i}.{sub}.{layer}.{v}"
-                      for k, v in _DENSE.items()})
+        names.update(
+          {(f"h_{i}", sub, layer, k): f"h.{i}.{sub}.{layer}.{v}" for k, v in _DENSE.items()}
+        )
   return names
 
 
@@ -52,16 +53,25 @@ def _config_from_hf(hf: dict, dropout: float) -> GPT2Config:
   if hf.get("add_cross_attention", False):
     unsupported.append("add_cross_attention=true")
   if unsupported:
-    raise ValueError("This Hugging Face GPT-2 config differs from GPT-2's architecture, which "
-                     "models.gpt2 implements exactly: " + "; ".join(unsupported))
-  return GPT2Config(vocab_size=hf["vocab_size"], block_size=hf["n_positions"],
-                    n_layer=hf["n_layer"], n_head=hf["n_head"], d_model=hf["n_embd"],
-                    layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-                    init_std=hf.get("initializer_range", 0.02), dropout=dropout)
+    raise ValueError(
+      "This Hugging Face GPT-2 config differs from GPT-2's architecture, which "
+      "models.gpt2 implements exactly: " + "; ".join(unsupported)
+    )
+  return GPT2Config(
+    vocab_size=hf["vocab_size"],
+    block_size=hf["n_positions"],
+    n_layer=hf["n_layer"],
+    n_head=hf["n_head"],
+    d_model=hf["n_embd"],
+    layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+    init_std=hf.get("initializer_range", 0.02),
+    dropout=dropout,
+  )
 
 
 def _read_tensors(path: str) -> dict[str, np.ndarray]:
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
   single, index = os.path.join(path, _WEIGHTS_FILE), os.path.join(path, _INDEX_FILE)
   if os.path.isfile(single):
     return load_file(single)
@@ -73,35 +83,42 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
       tensors.update(load_file(os.path.join(path, shard)))
     return tensors
   present = sorted(os.listdir(path))
-  hint = (" It holds a PyTorch pickle: re-save it with transformers' "
-          "`model.save_pretrained(dir, safe_serialization=True)`."
-          if "pytorch_model.bin" in present else "")
-  raise FileNotFoundError(f"No {_WEIGHTS_FILE} (or {_INDEX_FILE}) in {path!r}; it holds "
-                          f"{present}.{hint}")
+  hint = (
+    " It holds a PyTorch pickle: re-save it with transformers' "
+    "`model.save_pretrained(dir, safe_serialization=True)`."
+    if "pytorch_model.bin" in present
+    else ""
+  )
+  raise FileNotFoundError(
+    f"No {_WEIGHTS_FILE} (or {_INDEX_FILE}) in {path!r}; it holds {present}.{hint}"
+  )
 
 
-def from_huggingface(path: str, dropout: float = 0.0, **config_overrides
-                     ) -> tuple[GPT2, dict]:
+def from_huggingface(path: str, dropout: float = 0.0, **config_overrides) -> tuple[GPT2, dict]:
   """Loads a local HF GPT-2 directory; returns (model, params) for model.apply.
 
   config_overrides go into the GPT2Config (e.g. dtype=jnp.bfloat16, remat=True).
   """
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"Hugging Face GPT-2 directory {path!r} does not exist; pass a "
-                            f"directory written by `save_pretrained` ({_CONFIG_FILE} + "
-                            f"{_WEIGHTS_FILE}).")
+    raise FileNotFoundError(
+      f"Hugging Face GPT-2 directory {path!r} does not exist; pass a "
+      f"directory written by `save_pretrained` ({_CONFIG_FILE} + "
+      f"{_WEIGHTS_FILE})."
+    )
   config_path = os.path.join(path, _CONFIG_FILE)
   if not os.path.isfile(config_path):
-    raise FileNotFoundError(f"No {_CONFIG_FILE} in {path!r} (it holds {sorted(os.listdir(path))}); "
-                            "a Hugging Face checkpoint directory needs it beside the weights.")
+    raise FileNotFoundError(
+      f"No {_CONFIG_FILE} in {path!r} (it holds {sorted(os.listdir(path))}); "
+      "a Hugging Face checkpoint directory needs it beside the weights."
+    )
   with open(config_path) as f:
     hf_config = json.load(f)
   if hf_config.get("model_type", "gpt2") != "gpt2":
-    raise ValueError(f"{config_path} describes model_type={hf_config['model_type']!r}, "
-                     "not 'gpt2'.")
+    raise ValueError(f"{config_path} describes model_type={hf_config['model_type']!r}, not 'gpt2'.")
   config = _config_from_hf(hf_config, dropout)
   if config_overrides:
     import dataclasses  # pylint: disable=g-import-not-at-top
+
     config = dataclasses.replace(config, **config_overrides)
   tensors = _read_tensors(path)
   # GPT2LMHeadModel prefixes "transformer."; a bare GPT2Model does not.
@@ -120,14 +137,17 @@ def from_huggingface(path: str, dropout: float = 0.0, **config_overrides
     raise KeyError(f"{path!r} lacks {len(missing)} GPT-2 tensors, e.g. {missing[:3]}.")
   head = tensors.get("lm_head.weight")
   if head is not None and not np.array_equal(head, params["wte"]["embedding"]):
-    raise ValueError(f"{path!r} has an untied lm_head.weight; models.gpt2 ties the head to "
-                     "wte (as GPT-2 does) and cannot represent it.")
+    raise ValueError(
+      f"{path!r} has an untied lm_head.weight; models.gpt2 ties the head to "
+      "wte (as GPT-2 does) and cannot represent it."
+    )
   return GPT2(config), params
 
 
 def to_huggingface(params, config: GPT2Config, path: str) -> None:
   """Writes config.json + model.safetensors that GPT2LMHeadModel.from_pretrained loads."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+
   os.makedirs(path, exist_ok=True)
   tensors = {}
   for flax_path, hf_name in _name_map(config.n_layer).items():
@@ -137,16 +157,27 @@ def to_huggingface(params, config: GPT2Config, path: str) -> None:
     tensors["transformer." + hf_name] = np.ascontiguousarray(np.asarray(node, np.float32))
   save_file(tensors, os.path.join(path, _WEIGHTS_FILE), metadata={"format": "pt"})
   hf_config = {
-      "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-      "activation_function": "gelu_new", "vocab_size": config.vocab_size,
-      "n_positions": config.block_size, "n_embd": config.d_model,
-      "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
-      "layer_norm_epsilon": config.layer_norm_eps, "initializer_range": config.init_std,
-      "attn_pdrop": config.dropout, "embd_pdrop": config.dropout,
-      "resid_pdrop": config.dropout, "scale_attn_weights": True,
-      "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-      "tie_word_embeddings": True, "dtype": "float32",
-      "bos_token_id": config.vocab_size - 1, "eos_token_id": config.vocab_size - 1,
+    "architectures": ["GPT2LMHeadModel"],
+    "model_type": "gpt2",
+    "activation_function": "gelu_new",
+    "vocab_size": config.vocab_size,
+    "n_positions": config.block_size,
+    "n_embd": config.d_model,
+    "n_layer": config.n_layer,
+    "n_head": config.n_head,
+    "n_inner": None,
+    "layer_norm_epsilon": config.layer_norm_eps,
+    "initializer_range": config.init_std,
+    "attn_pdrop": config.dropout,
+    "embd_pdrop": config.dropout,
+    "resid_pdrop": config.dropout,
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "reorder_and_upcast_attn": False,
+    "tie_word_embeddings": True,
+    "dtype": "float32",
+    "bos_token_id": config.vocab_size - 1,
+    "eos_token_id": config.vocab_size - 1,
   }
   with open(os.path.join(path, _CONFIG_FILE), "w") as f:
     json.dump(hf_config, f, indent=2)

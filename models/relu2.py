@@ -41,6 +41,7 @@ def scales(parametrization: str, input_dim: int, width: int) -> tuple[float, flo
 
 class TwoLayerReLU(nn.Module):
   """x_BxD -> y_BxO, see the module docstring."""
+
   width: int
   out_dim: int = 1
   use_bias: bool = True
@@ -64,12 +65,14 @@ class _Hidden(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxD):
-    w_DxM = self.param("kernel", nn.initializers.normal(self.w_std),
-                       (x_BxD.shape[-1], self.width))
+    w_DxM = self.param("kernel", nn.initializers.normal(self.w_std), (x_BxD.shape[-1], self.width))
     h_BxM = x_BxD @ w_DxM
     if self.use_bias:
-      init = (nn.initializers.normal(self.bias_init_std) if self.bias_init_std > 0
-              else nn.initializers.zeros)
+      init = (
+        nn.initializers.normal(self.bias_init_std)
+        if self.bias_init_std > 0
+        else nn.initializers.zeros
+      )
       h_BxM = h_BxM + self.param("bias", init, (self.width,))
     return h_BxM
 
@@ -80,22 +83,28 @@ class _Head(nn.Module):
 
   @nn.compact
   def __call__(self, h_BxM):
-    a_MxO = self.param("kernel", nn.initializers.normal(self.a_std),
-                       (h_BxM.shape[-1], self.out_dim))
+    a_MxO = self.param(
+      "kernel", nn.initializers.normal(self.a_std), (h_BxM.shape[-1], self.out_dim)
+    )
     return h_BxM @ a_MxO
 
 
-def make_model(width: int, out_dim: int = 1, use_bias: bool = True,
-               parametrization: str = "standard", bias_init_std: float = 0.0
-               ) -> TwoLayerReLU:
+def make_model(
+  width: int,
+  out_dim: int = 1,
+  use_bias: bool = True,
+  parametrization: str = "standard",
+  bias_init_std: float = 0.0,
+) -> TwoLayerReLU:
   """Checks the arguments (one-line errors) and builds the module."""
   if width < 1:
     raise ValueError(f"relu2 width must be >= 1, got {width}.")
   if out_dim < 1:
     raise ValueError(f"relu2 out_dim must be >= 1, got {out_dim}.")
   if parametrization not in PARAMETRIZATIONS:
-    raise ValueError(f"Unknown relu2 parametrization {parametrization!r}; "
-                     f"known: {PARAMETRIZATIONS}.")
+    raise ValueError(
+      f"Unknown relu2 parametrization {parametrization!r}; known: {PARAMETRIZATIONS}."
+    )
   return TwoLayerReLU(width, out_dim, use_bias, parametrization, bias_init_std)
 
 

@@ -40,28 +40,49 @@ from optimizers.implicit_bias import Constraint, implicit_constraints
 from optimizers.lion_k import lion, lion_k
 from optimizers.muon import muon
 from optimizers.nexus import NORMALIZATIONS, SOURCE_ORDERS, nexus
-from optimizers.registry import (OPTIMIZERS, SHARED_KEYS, WEIGHT_DECAY_MASKS,
-                                 OptimizerEntry, get_optimizer, hyperparameters,
-                                 keyword_names, leaf_decays, register_optimizer)
+from optimizers.registry import (
+  OPTIMIZERS,
+  SHARED_KEYS,
+  WEIGHT_DECAY_MASKS,
+  OptimizerEntry,
+  get_optimizer,
+  hyperparameters,
+  keyword_names,
+  leaf_decays,
+  register_optimizer,
+)
 
 # Re-exported: callers use factory.Constraint, factory.implicit_constraints, ...
-__all__ = ["NEXUS_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "SHARED_KEYS", "WEIGHT_DECAY_MASKS",
-           "Constraint", "OptimizerEntry", "check_nexus_config", "check_optimizer_config",
-           "hyperparameters", "implicit_constraints", "make_optimizer", "make_schedule",
-           "nexus_enabled", "register_optimizer"]
+__all__ = [
+  "NEXUS_DEFAULTS",
+  "OPTIMIZERS",
+  "SCHEDULES",
+  "SHARED_KEYS",
+  "WEIGHT_DECAY_MASKS",
+  "Constraint",
+  "OptimizerEntry",
+  "check_nexus_config",
+  "check_optimizer_config",
+  "hyperparameters",
+  "implicit_constraints",
+  "make_optimizer",
+  "make_schedule",
+  "nexus_enabled",
+  "register_optimizer",
+]
 
 
 def _sgd(learning_rate, weight_decay=0.0, mask=None, momentum=0.0, nesterov=False):
   """SGD (with heavy-ball momentum if ``momentum`` > 0) and L2-type decay λ·θ
   added to the gradient before the learning rate, like optax's other aliases."""
-  return optax.chain(optax.add_decayed_weights(weight_decay, mask),
-                     optax.sgd(learning_rate, momentum=momentum or None,
-                               nesterov=nesterov))
+  return optax.chain(
+    optax.add_decayed_weights(weight_decay, mask),
+    optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
+  )
 
 
 def _muon(learning_rate, weight_decay=0.0, mask=None, **kwargs):
-  return muon(learning_rate, weight_decay=weight_decay, weight_decay_mask=mask,
-              **kwargs)
+  return muon(learning_rate, weight_decay=weight_decay, weight_decay_mask=mask, **kwargs)
 
 
 # One registration per optimizer: constructor(learning_rate, weight_decay=...,
@@ -69,21 +90,36 @@ def _muon(learning_rate, weight_decay=0.0, mask=None, **kwargs):
 register_optimizer("adamw", optax.adamw, bias.ELL_INF)
 register_optimizer("lion", lion, bias.ELL_INF)
 register_optimizer("lion_k", lion_k, bias.LION_K)
-register_optimizer("muon", _muon, bias.MUON,
-                   hyperparameters=keyword_names(muon, "weight_decay_mask"),
-                   scheduled=("adam_learning_rate",))
+register_optimizer(
+  "muon",
+  _muon,
+  bias.MUON,
+  hyperparameters=keyword_names(muon, "weight_decay_mask"),
+  scheduled=("adam_learning_rate",),
+)
 register_optimizer("sgd", _sgd, bias.SGD)
 
 SCHEDULES = ("constant", "warmup_cosine", "wsd")
 
 # The optional optimizer.nexus section: key -> default.
-NEXUS_DEFAULTS = dict(enabled=False, inner_learning_rate=0.01, inner_steps=3,
-                      normalize="global", source_order="random", seed=0)
+NEXUS_DEFAULTS = dict(
+  enabled=False,
+  inner_learning_rate=0.01,
+  inner_steps=3,
+  normalize="global",
+  source_order="random",
+  seed=0,
+)
 
 
-def make_schedule(learning_rate: float, num_steps: int, schedule: str = "constant",
-                  warmup_steps: int = 0, decay_fraction: float = 0.2,
-                  final_lr_fraction: float = 0.0) -> optax.Schedule:
+def make_schedule(
+  learning_rate: float,
+  num_steps: int,
+  schedule: str = "constant",
+  warmup_steps: int = 0,
+  decay_fraction: float = 0.2,
+  final_lr_fraction: float = 0.0,
+) -> optax.Schedule:
   """constant; warmup_cosine (linear warmup, cosine to final_lr_fraction·η at
   num_steps); wsd = warmup-stable-decay (linear warmup, constant, linear decay
   to final_lr_fraction·η over the last decay_fraction of the steps; Hu et al.,
@@ -95,14 +131,19 @@ def make_schedule(learning_rate: float, num_steps: int, schedule: str = "constan
   if schedule == "constant":
     main = optax.constant_schedule(learning_rate)
   elif schedule == "warmup_cosine":
-    main = optax.cosine_decay_schedule(learning_rate, max(num_steps - warmup_steps, 1),
-                                       alpha=final_lr_fraction)
+    main = optax.cosine_decay_schedule(
+      learning_rate, max(num_steps - warmup_steps, 1), alpha=final_lr_fraction
+    )
   else:
     decay_steps = max(int(round(decay_fraction * num_steps)), 1)
     stable_steps = max(num_steps - warmup_steps - decay_steps, 0)
     main = optax.join_schedules(
-        [optax.constant_schedule(learning_rate),
-         optax.linear_schedule(learning_rate, final, decay_steps)], [stable_steps])
+      [
+        optax.constant_schedule(learning_rate),
+        optax.linear_schedule(learning_rate, final, decay_steps),
+      ],
+      [stable_steps],
+    )
   if warmup_steps <= 0:
     return main
   return optax.join_schedules([warmup, main], [warmup_steps])
@@ -113,17 +154,20 @@ def check_optimizer_config(opt_config: Mapping[str, Any]) -> None:
   name = opt_config.get("name")
   accepted = get_optimizer(name).hyperparameters
   if opt_config.get("schedule", "constant") not in SCHEDULES:
-    raise ValueError(f"Unknown schedule {opt_config.get('schedule')!r}; "
-                     f"known: {SCHEDULES}.")
+    raise ValueError(f"Unknown schedule {opt_config.get('schedule')!r}; known: {SCHEDULES}.")
   if opt_config.get("weight_decay_mask", "all") not in WEIGHT_DECAY_MASKS:
-    raise ValueError(f"Unknown weight_decay_mask {opt_config.get('weight_decay_mask')!r}; "
-                     f"known: {WEIGHT_DECAY_MASKS}.")
+    raise ValueError(
+      f"Unknown weight_decay_mask {opt_config.get('weight_decay_mask')!r}; "
+      f"known: {WEIGHT_DECAY_MASKS}."
+    )
   check_nexus_config(opt_config.get("nexus"))
   for key in hyperparameters(opt_config):
     if accepted is not None and key not in accepted:
-      raise ValueError(f"Unknown hyperparameter {key!r} for optimizer {name!r}; it "
-                       f"accepts {sorted(accepted)}. Pick the optimizer with the config variant "
-                       f"(':optimizer={name}') so its hyperparameters come with it.")
+      raise ValueError(
+        f"Unknown hyperparameter {key!r} for optimizer {name!r}; it "
+        f"accepts {sorted(accepted)}. Pick the optimizer with the config variant "
+        f"(':optimizer={name}') so its hyperparameters come with it."
+      )
 
 
 def nexus_enabled(opt_config: Mapping[str, Any]) -> bool:
@@ -138,21 +182,29 @@ def check_nexus_config(section) -> None:
   section = dict(section)
   unknown = sorted(set(section) - set(NEXUS_DEFAULTS))
   if unknown:
-    raise ValueError(f"Unknown optimizer.nexus field(s) {unknown}; known: "
-                     f"{sorted(NEXUS_DEFAULTS)}.")
+    raise ValueError(
+      f"Unknown optimizer.nexus field(s) {unknown}; known: {sorted(NEXUS_DEFAULTS)}."
+    )
   cfg = {**NEXUS_DEFAULTS, **section}
   if not cfg["inner_learning_rate"] > 0:
-    raise ValueError(f"optimizer.nexus.inner_learning_rate={cfg['inner_learning_rate']!r} "
-                     "is impossible: it must be > 0.")
+    raise ValueError(
+      f"optimizer.nexus.inner_learning_rate={cfg['inner_learning_rate']!r} "
+      "is impossible: it must be > 0."
+    )
   if not (isinstance(cfg["inner_steps"], int) and cfg["inner_steps"] >= 1):
-    raise ValueError(f"optimizer.nexus.inner_steps={cfg['inner_steps']!r} is impossible: "
-                     "it must be an int >= 1.")
+    raise ValueError(
+      f"optimizer.nexus.inner_steps={cfg['inner_steps']!r} is impossible: it must be an int >= 1."
+    )
   if _nexus_normalize(cfg["normalize"]) not in NORMALIZATIONS:
-    raise ValueError(f"optimizer.nexus.normalize={cfg['normalize']!r} is impossible: it "
-                     "must be one of 'global', 'per_tensor', 'none'.")
+    raise ValueError(
+      f"optimizer.nexus.normalize={cfg['normalize']!r} is impossible: it "
+      "must be one of 'global', 'per_tensor', 'none'."
+    )
   if cfg["source_order"] not in SOURCE_ORDERS:
-    raise ValueError(f"optimizer.nexus.source_order={cfg['source_order']!r} is impossible: "
-                     f"it must be one of {SOURCE_ORDERS}.")
+    raise ValueError(
+      f"optimizer.nexus.source_order={cfg['source_order']!r} is impossible: "
+      f"it must be one of {SOURCE_ORDERS}."
+    )
 
 
 def _nexus_normalize(value):
@@ -166,8 +218,9 @@ def _decay_mask(kind: str):
   return lambda params: jax.tree.map(lambda p: leaf_decays(kind, p), params)
 
 
-def make_optimizer(opt_config: Mapping[str, Any], num_steps: int,
-                   num_sources: int | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+  opt_config: Mapping[str, Any], num_steps: int, num_sources: int | None = None
+) -> optax.GradientTransformation:
   """The optax chain a config section describes (see the module docstring);
   with ``nexus.enabled``, that chain wrapped in Nexus over ``num_sources``."""
   check_optimizer_config(opt_config)
@@ -175,28 +228,40 @@ def make_optimizer(opt_config: Mapping[str, Any], num_steps: int,
   if not nexus_enabled(opt_config):
     return outer
   if not num_sources:
-    raise ValueError("optimizer.nexus.enabled needs num_sources (the number of data "
-                     "sources grad_fn accepts): make_optimizer(..., num_sources=K).")
+    raise ValueError(
+      "optimizer.nexus.enabled needs num_sources (the number of data "
+      "sources grad_fn accepts): make_optimizer(..., num_sources=K)."
+    )
   cfg = {**NEXUS_DEFAULTS, **dict(opt_config["nexus"])}
-  return nexus(outer, inner_learning_rate=cfg["inner_learning_rate"],
-               inner_steps=cfg["inner_steps"], num_sources=num_sources,
-               normalize=_nexus_normalize(cfg["normalize"]),
-               source_order=cfg["source_order"], seed=cfg["seed"])
+  return nexus(
+    outer,
+    inner_learning_rate=cfg["inner_learning_rate"],
+    inner_steps=cfg["inner_steps"],
+    num_sources=num_sources,
+    normalize=_nexus_normalize(cfg["normalize"]),
+    source_order=cfg["source_order"],
+    seed=cfg["seed"],
+  )
 
 
-def _make_outer(opt_config: Mapping[str, Any], num_steps: int
-                ) -> optax.GradientTransformation:
+def _make_outer(opt_config: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:
   cfg = dict(opt_config)
-  sched = dict(schedule=cfg.get("schedule", "constant"), num_steps=num_steps,
-               warmup_steps=cfg.get("warmup_steps", 0),
-               decay_fraction=cfg.get("decay_fraction", 0.2),
-               final_lr_fraction=cfg.get("final_lr_fraction", 0.0))
+  sched = dict(
+    schedule=cfg.get("schedule", "constant"),
+    num_steps=num_steps,
+    warmup_steps=cfg.get("warmup_steps", 0),
+    decay_fraction=cfg.get("decay_fraction", 0.2),
+    final_lr_fraction=cfg.get("final_lr_fraction", 0.0),
+  )
   entry, kwargs = OPTIMIZERS[cfg["name"]], hyperparameters(cfg)
   for key in entry.scheduled:  # Other peaks (Muon's AdamW side) follow the same shape.
     if kwargs.get(key) is not None:
       kwargs[key] = make_schedule(kwargs[key], **sched)
-  tx = entry.constructor(make_schedule(cfg["learning_rate"], **sched),
-                         weight_decay=cfg.get("weight_decay", 0.0),
-                         mask=_decay_mask(cfg.get("weight_decay_mask", "all")), **kwargs)
+  tx = entry.constructor(
+    make_schedule(cfg["learning_rate"], **sched),
+    weight_decay=cfg.get("weight_decay", 0.0),
+    mask=_decay_mask(cfg.get("weight_decay_mask", "all")),
+    **kwargs,
+  )
   clip = cfg.get("grad_clip_norm", 0.0) or 0.0
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx

@@ -42,6 +42,7 @@ class Constraint:
   penalized, not bounded: PolarGrad-type K = ½‖·‖²), or "none" (no known bias;
   K is a norm reported for comparison).
   """
+
   k: str
   k_options: dict
   weight_decay: float
@@ -55,6 +56,7 @@ class Constraint:
 
 class ImplicitBias(NamedTuple):
   """One optimizer's spec: per-leaf constraints and their one-line summary."""
+
   constraints: Callable[[Mapping[str, Any], Any], Any]  # (opt_config, params) -> tree
   describe: Callable[[Mapping[str, Any]], str]  # opt_config -> one line
 
@@ -72,8 +74,15 @@ def describe(opt_config: Mapping[str, Any]) -> str:
 
 
 # The quantity K* bounds, by K (for `describe`).
-DUAL_NORM_NAMES = {"l1": "‖θ‖∞", "huber": "‖θ‖∞", "l2": "‖θ‖₂", "rownorm": "max row ‖θ‖₂",
-                   "nuclear": "σ_max(W)", "spectral": "‖W‖_*", "schatten": "‖σ(W)‖_q"}
+DUAL_NORM_NAMES = {
+  "l1": "‖θ‖∞",
+  "huber": "‖θ‖∞",
+  "l2": "‖θ‖₂",
+  "rownorm": "max row ‖θ‖₂",
+  "nuclear": "σ_max(W)",
+  "spectral": "‖W‖_*",
+  "schatten": "‖σ(W)‖_q",
+}
 
 
 def _lam(cfg: dict, key: str = "weight_decay") -> float:
@@ -92,14 +101,24 @@ def _decay(cfg: dict, leaf, lam: float) -> float:
 def _same_k(cfg: dict, params, k: str, options: dict, kind: str = "ball"):
   """Constraint(k, options, λ or 0 by the mask, bound 1) on every leaf."""
   lam = _lam(cfg)
-  return jax.tree.map(lambda p: Constraint(k=k, k_options=options,
-                                           weight_decay=_decay(cfg, p, lam), bound=1.0,
-                                           kind=kind), params)
+  return jax.tree.map(
+    lambda p: Constraint(
+      k=k, k_options=options, weight_decay=_decay(cfg, p, lam), bound=1.0, kind=kind
+    ),
+    params,
+  )
 
 
-def _clause(k: str, lam: float, matrices_only: bool, scope: str = "",
-            radius: str = "1/λ", sym: str = "λ", extra: str = "") -> str:
-  """"‖θ‖∞ ≤ 1/λ on leaves of rank ≥ 2 (λ = 0.1)"-style text of one ball."""
+def _clause(
+  k: str,
+  lam: float,
+  matrices_only: bool,
+  scope: str = "",
+  radius: str = "1/λ",
+  sym: str = "λ",
+  extra: str = "",
+) -> str:
+  """ "‖θ‖∞ ≤ 1/λ on leaves of rank ≥ 2 (λ = 0.1)"-style text of one ball."""
   if lam == 0:
     return f"{scope or 'every leaf'} free ({sym} = 0)"
   if matrices_only:
@@ -110,18 +129,21 @@ def _clause(k: str, lam: float, matrices_only: bool, scope: str = "",
 
 def uniform(k: str, kind: str = "ball") -> ImplicitBias:
   """The same K (without options) on every leaf, bound 1: AdamW, Lion."""
+
   def summary(opt_config):
     cfg = dict(opt_config)
     return f"K = {k}: {_clause(k, _lam(cfg), _matrices_only(cfg))}"
 
-  return ImplicitBias(lambda opt_config, params: _same_k(dict(opt_config), params, k, {}, kind),
-                      summary)
+  return ImplicitBias(
+    lambda opt_config, params: _same_k(dict(opt_config), params, k, {}, kind), summary
+  )
 
 
 def _lion_k_options(cfg: dict) -> tuple[str, dict]:
   """The section's K and its options (the hyperparameters that are not Lion-K's own)."""
-  options = {key: v for key, v in hyperparameters(cfg).items()
-             if key not in ("k", "b1", "b2", "mu_dtype")}
+  options = {
+    key: v for key, v in hyperparameters(cfg).items() if key not in ("k", "b1", "b2", "mu_dtype")
+  }
   return cfg.get("k", "l1"), options
 
 
@@ -133,8 +155,7 @@ def _lion_k_constraints(opt_config, params):
 def _lion_k_describe(opt_config):
   cfg = dict(opt_config)
   k, options = _lion_k_options(cfg)
-  label = k + (f"({', '.join(f'{o}={v}' for o, v in sorted(options.items()))})"
-               if options else "")
+  label = k + (f"({', '.join(f'{o}={v}' for o, v in sorted(options.items()))})" if options else "")
   return f"K = {label}: {_clause(k, _lam(cfg), _matrices_only(cfg))}"
 
 
@@ -144,8 +165,12 @@ def _muon_constraints(opt_config, params):
 
   def leaf(label, p):
     if label == "muon":
-      return Constraint(k="nuclear", k_options={}, weight_decay=_decay(cfg, p, lam),
-                        bound=shape_scale(np.shape(p), scale))
+      return Constraint(
+        k="nuclear",
+        k_options={},
+        weight_decay=_decay(cfg, p, lam),
+        bound=shape_scale(np.shape(p), scale),
+      )
     return Constraint(k="l1", k_options={}, weight_decay=_decay(cfg, p, adam_lam), bound=1.0)
 
   labels = muon_labels(params, cfg.get("routing") or default_muon_routing)
@@ -154,16 +179,17 @@ def _muon_constraints(opt_config, params):
 
 def _muon_describe(opt_config):
   cfg = dict(opt_config)
-  muon_side = _clause("nuclear", _lam(cfg), False, "Muon matrices", "s/λ",
-                      extra=f", s = {cfg.get('scale', 'shape')}")
-  adam_side = _clause("l1", _lam(cfg, "adam_weight_decay"), _matrices_only(cfg),
-                      "AdamW leaves", "1/λ_adam", "λ_adam")
+  muon_side = _clause(
+    "nuclear", _lam(cfg), False, "Muon matrices", "s/λ", extra=f", s = {cfg.get('scale', 'shape')}"
+  )
+  adam_side = _clause(
+    "l1", _lam(cfg, "adam_weight_decay"), _matrices_only(cfg), "AdamW leaves", "1/λ_adam", "λ_adam"
+  )
   return f"K = nuclear: {muon_side}; {adam_side}"
 
 
 def _sgd_describe(opt_config):
-  return (f"no known ball (SGD); λ·‖θ‖₂ reported for comparison "
-          f"(λ = {_lam(dict(opt_config)):g})")
+  return f"no known ball (SGD); λ·‖θ‖₂ reported for comparison (λ = {_lam(dict(opt_config)):g})"
 
 
 ELL_INF = uniform("l1")  # AdamW, Lion.

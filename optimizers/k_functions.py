@@ -33,6 +33,7 @@ from optimizers import orthogonalization as ortho
 
 class KFunction(NamedTuple):
   """One convex K: its value, gradient map and the dual norm of its constraint."""
+
   name: str
   value: Callable[[jax.Array], jax.Array]
   grad: Callable[[jax.Array], jax.Array]
@@ -44,9 +45,11 @@ K_FUNCTIONS: dict[str, Callable[..., KFunction]] = {}
 
 def register_k(name: str):
   """Decorator: registers a factory ``(**options) -> KFunction`` under ``name``."""
+
   def wrap(factory):
     K_FUNCTIONS[name] = factory
     return factory
+
   return wrap
 
 
@@ -57,8 +60,10 @@ def get_k(name, **options) -> KFunction:
       raise ValueError(f"Options {sorted(options)} given with a ready KFunction.")
     return name
   if name not in K_FUNCTIONS:
-    raise ValueError(f"Unknown K {name!r} for Lion-K; known: {sorted(K_FUNCTIONS)}. "
-                     "Register a new one with optimizers.register_k.")
+    raise ValueError(
+      f"Unknown K {name!r} for Lion-K; known: {sorted(K_FUNCTIONS)}. "
+      "Register a new one with optimizers.register_k."
+    )
   try:
     return K_FUNCTIONS[name](**options)
   except TypeError as e:
@@ -91,8 +96,7 @@ def _singular_values(x):
 @register_k("l1")
 def _l1() -> KFunction:
   """K = ‖x‖₁, ∇K = sign(x): Lion. Dual ℓ∞."""
-  return KFunction("l1", lambda x: jnp.sum(jnp.abs(x)), jnp.sign,
-                   lambda x: jnp.max(jnp.abs(x)))
+  return KFunction("l1", lambda x: jnp.sum(jnp.abs(x)), jnp.sign, lambda x: jnp.max(jnp.abs(x)))
 
 
 @register_k("l2")
@@ -107,8 +111,12 @@ def _rownorm(axis: int = -1) -> KFunction:
   """K = Σ_rows ‖row‖₂ (ℓ2,1), ∇K normalizes each row (the vectors along
   ``axis``). Dual: the largest row norm (ℓ2,∞)."""
   norms = lambda x: jnp.sqrt(jnp.sum(jnp.square(_f32(x)), axis=axis, keepdims=True))
-  return KFunction("rownorm", lambda x: jnp.sum(norms(x)),
-                   lambda x: _safe_div(x, norms(x)), lambda x: jnp.max(norms(x)))
+  return KFunction(
+    "rownorm",
+    lambda x: jnp.sum(norms(x)),
+    lambda x: _safe_div(x, norms(x)),
+    lambda x: jnp.max(norms(x)),
+  )
 
 
 @register_k("huber")
@@ -118,42 +126,60 @@ def _huber(e: float = 1e-3) -> KFunction:
   e·y²/2 on the ℓ∞ unit ball and +∞ off it, so the constraint is ℓ∞."""
   if e <= 0:
     raise ValueError(f"huber needs e > 0, got {e}.")
-  value = lambda x: jnp.sum(jnp.where(jnp.abs(x) <= e, jnp.square(x) / (2 * e),
-                                      jnp.abs(x) - e / 2))
-  return KFunction("huber", value, lambda x: jnp.clip(x / e, -1, 1),
-                   lambda x: jnp.max(jnp.abs(x)))
+  value = lambda x: jnp.sum(jnp.where(jnp.abs(x) <= e, jnp.square(x) / (2 * e), jnp.abs(x) - e / 2))
+  return KFunction("huber", value, lambda x: jnp.clip(x / e, -1, 1), lambda x: jnp.max(jnp.abs(x)))
 
 
 @register_k("nuclear")
-def _nuclear(method: str = "newton_schulz", ns_steps: int = 5, ns_coeffs="quintic",
-             compute_dtype=None, gram=None, eps: float = 1e-7) -> KFunction:
+def _nuclear(
+  method: str = "newton_schulz",
+  ns_steps: int = 5,
+  ns_coeffs="quintic",
+  compute_dtype=None,
+  gram=None,
+  eps: float = 1e-7,
+) -> KFunction:
   """K = ‖X‖_* (nuclear), ∇K = U·Vᵀ (Muon's orthogonalization), by
   ``method`` "newton_schulz" (approximate; see optimizers.orthogonalization) or
   "svd" (exact). Dual: the spectral norm σ_max."""
   if method == "newton_schulz":
     ortho.ns_coefficients(ns_coeffs, ns_steps)  # Fail on bad options now.
-    orth = functools.partial(ortho.newton_schulz, steps=ns_steps, coeffs=ns_coeffs,
-                             eps=eps, compute_dtype=compute_dtype, gram=gram)
+    orth = functools.partial(
+      ortho.newton_schulz,
+      steps=ns_steps,
+      coeffs=ns_coeffs,
+      eps=eps,
+      compute_dtype=compute_dtype,
+      gram=gram,
+    )
   elif method == "svd":
     orth = ortho.polar_svd
   else:
-    raise ValueError(f"Unknown orthogonalization method {method!r}; "
-                     f"known: {ortho.ORTHOGONALIZE_METHODS}.")
+    raise ValueError(
+      f"Unknown orthogonalization method {method!r}; known: {ortho.ORTHOGONALIZE_METHODS}."
+    )
   grad = lambda x: orth(_as_matrix(x)).reshape(x.shape)
-  return KFunction("nuclear", lambda x: jnp.sum(_singular_values(x)), grad,
-                   lambda x: jnp.max(_singular_values(x)))
+  return KFunction(
+    "nuclear", lambda x: jnp.sum(_singular_values(x)), grad, lambda x: jnp.max(_singular_values(x))
+  )
 
 
 @register_k("spectral")
 def _spectral() -> KFunction:
   """K = σ_max(X) per matrix, ∇K = u₁v₁ᵀ (rank one, from the SVD). Dual: the
   nuclear norm."""
+
   def grad(x):
     u, s, vt = jnp.linalg.svd(_f32(_as_matrix(x)), full_matrices=False)
     top = (s[..., :1] > 0).astype(u.dtype)[..., None]
     return (top * u[..., :, :1] @ vt[..., :1, :]).reshape(x.shape).astype(x.dtype)
-  return KFunction("spectral", lambda x: jnp.sum(jnp.max(_singular_values(x), -1)),
-                   grad, lambda x: jnp.max(jnp.sum(_singular_values(x), -1)))
+
+  return KFunction(
+    "spectral",
+    lambda x: jnp.sum(jnp.max(_singular_values(x), -1)),
+    grad,
+    lambda x: jnp.max(jnp.sum(_singular_values(x), -1)),
+  )
 
 
 @register_k("schatten")
@@ -162,8 +188,9 @@ def _schatten(p: float = 4.0) -> KFunction:
   p → 1 is the nuclear norm (Muon), p → ∞ the spectral norm. Dual: Schatten-q,
   1/p + 1/q = 1."""
   if not 1 < p < float("inf"):
-    raise ValueError(f"schatten needs 1 < p < inf, got p={p} "
-                     "(use k='nuclear' for p=1, k='spectral' for p=inf).")
+    raise ValueError(
+      f"schatten needs 1 < p < inf, got p={p} (use k='nuclear' for p=1, k='spectral' for p=inf)."
+    )
   q = p / (p - 1)
   pnorm = lambda s, r: jnp.sum(s**r, -1) ** (1 / r)
 
@@ -174,5 +201,9 @@ def _schatten(p: float = 4.0) -> KFunction:
     w = _safe_div(s_rel ** (p - 1), pnorm(s_rel, p)[..., None] ** (p - 1))
     return ((u * w[..., None, :]) @ vt).reshape(x.shape).astype(x.dtype)
 
-  return KFunction("schatten", lambda x: jnp.sum(pnorm(_singular_values(x), p)),
-                   grad, lambda x: jnp.max(pnorm(_singular_values(x), q)))
+  return KFunction(
+    "schatten",
+    lambda x: jnp.sum(pnorm(_singular_values(x), p)),
+    grad,
+    lambda x: jnp.max(pnorm(_singular_values(x), q)),
+  )

@@ -32,9 +32,9 @@ class ScaleByLionKState(NamedTuple):
   mu: optax.Updates  # m_t, the b2 moving average of the gradients.
 
 
-def scale_by_lion_k(k="l1", b1: float = 0.9, b2: float = 0.99,
-                    mu_dtype: Any | None = None, **k_options
-                    ) -> optax.GradientTransformation:
+def scale_by_lion_k(
+  k="l1", b1: float = 0.9, b2: float = 0.99, mu_dtype: Any | None = None, **k_options
+) -> optax.GradientTransformation:
   """The Lion-K direction u = ∇K(b1·m + (1 − b1)·g), then m ← b2·m + (1 − b2)·g.
 
   Args:
@@ -50,24 +50,31 @@ def scale_by_lion_k(k="l1", b1: float = 0.9, b2: float = 0.99,
   mu_dtype = jnp.dtype(mu_dtype) if mu_dtype is not None else None
 
   def init_fn(params):
-    return ScaleByLionKState(count=jnp.zeros([], jnp.int32),
-                             mu=otu.zeros_like(params, dtype=mu_dtype))
+    return ScaleByLionKState(
+      count=jnp.zeros([], jnp.int32), mu=otu.zeros_like(params, dtype=mu_dtype)
+    )
 
   def update_fn(updates, state, params=None):
     del params
     direction = jax.tree.map(
-        lambda g, m: kfn.grad((1.0 - b1) * g + b1 * m).astype(g.dtype),
-        updates, state.mu)
+      lambda g, m: kfn.grad((1.0 - b1) * g + b1 * m).astype(g.dtype), updates, state.mu
+    )
     mu = otu.cast(otu.update_moment(updates, state.mu, b2, 1), mu_dtype)
     return direction, ScaleByLionKState(optax.safe_increment(state.count), mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def lion_k(learning_rate: optax.ScalarOrSchedule, k="l1", b1: float = 0.9,
-           b2: float = 0.99, weight_decay: float = 0.0, mask=None,
-           mu_dtype: Any | None = None, **k_options
-           ) -> optax.GradientTransformation:
+def lion_k(
+  learning_rate: optax.ScalarOrSchedule,
+  k="l1",
+  b1: float = 0.9,
+  b2: float = 0.99,
+  weight_decay: float = 0.0,
+  mask=None,
+  mu_dtype: Any | None = None,
+  **k_options,
+) -> optax.GradientTransformation:
   """Lion-K with decoupled weight decay: θ ← θ − η·(∇K(b1·m + (1−b1)·g) + λ·θ).
 
   The weight decay is multiplied by the learning rate, as in `optax.lion`, so
@@ -75,18 +82,24 @@ def lion_k(learning_rate: optax.ScalarOrSchedule, k="l1", b1: float = 0.9,
   bools or a function of the params) selects the leaves that decay.
   """
   return optax.chain(
-      scale_by_lion_k(k, b1=b1, b2=b2, mu_dtype=mu_dtype, **_flat(k_options)),
-      optax.add_decayed_weights(weight_decay, mask),
-      optax.scale_by_learning_rate(learning_rate),
+    scale_by_lion_k(k, b1=b1, b2=b2, mu_dtype=mu_dtype, **_flat(k_options)),
+    optax.add_decayed_weights(weight_decay, mask),
+    optax.scale_by_learning_rate(learning_rate),
   )
 
 
-def lion(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,
-         weight_decay: float = 0.0, mask=None, mu_dtype: Any | None = None
-         ) -> optax.GradientTransformation:
+def lion(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: float = 0.9,
+  b2: float = 0.99,
+  weight_decay: float = 0.0,
+  mask=None,
+  mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
   """Lion (Chen et al. 2023) = Lion-K with K = ℓ1: θ ← θ − η·(sign(b1·m + (1−b1)·g) + λθ).
 
   Same update as `optax.lion` (whose default weight decay is 1e-3; here 0).
   """
-  return lion_k(learning_rate, k="l1", b1=b1, b2=b2, weight_decay=weight_decay,
-                mask=mask, mu_dtype=mu_dtype)
+  return lion_k(
+    learning_rate, k="l1", b1=b1, b2=b2, weight_decay=weight_decay, mask=mask, mu_dtype=mu_dtype
+  )

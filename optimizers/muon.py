@@ -61,7 +61,8 @@ def default_muon_routing(path, leaf) -> bool:
 def muon_labels(params, routing: Callable[[Any, Any], bool] = default_muon_routing):
   """The pytree of "muon" / "adam" labels that ``routing(path, leaf)`` gives."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: "muon" if routing(path, leaf) else "adam", params)
+    lambda path, leaf: "muon" if routing(path, leaf) else "adam", params
+  )
 
 
 def shape_scale(shape, scale: str = "shape") -> float:
@@ -104,17 +105,26 @@ def _masked_decayed_weights(weight_decay: float, mask) -> optax.GradientTransfor
   return optax.GradientTransformation(inner.init, update)
 
 
-def muon(learning_rate: optax.ScalarOrSchedule, beta: float = 0.95,
-         nesterov: bool = True, ns_steps: int = 5, ns_coeffs="quintic",
-         method: str = "newton_schulz", weight_decay: float = 0.0,
-         scale: str = "shape",
-         adam_learning_rate: optax.ScalarOrSchedule | None = None,
-         adam_b1: float = 0.9, adam_b2: float = 0.95, adam_eps: float = 1e-8,
-         adam_weight_decay: float = 0.0, weight_decay_mask=None,
-         mu_dtype: Any | None = None, compute_dtype: Any | None = None,
-         gram: bool | None = None,
-         routing: Callable[[Any, Any], bool] | None = None,
-         ) -> optax.GradientTransformation:
+def muon(
+  learning_rate: optax.ScalarOrSchedule,
+  beta: float = 0.95,
+  nesterov: bool = True,
+  ns_steps: int = 5,
+  ns_coeffs="quintic",
+  method: str = "newton_schulz",
+  weight_decay: float = 0.0,
+  scale: str = "shape",
+  adam_learning_rate: optax.ScalarOrSchedule | None = None,
+  adam_b1: float = 0.9,
+  adam_b2: float = 0.95,
+  adam_eps: float = 1e-8,
+  adam_weight_decay: float = 0.0,
+  weight_decay_mask=None,
+  mu_dtype: Any | None = None,
+  compute_dtype: Any | None = None,
+  gram: bool | None = None,
+  routing: Callable[[Any, Any], bool] | None = None,
+) -> optax.GradientTransformation:
   """Muon on the leaves ``routing`` selects, AdamW on the others.
 
   Args:
@@ -138,22 +148,32 @@ def muon(learning_rate: optax.ScalarOrSchedule, beta: float = 0.95,
   """
   routing = default_muon_routing if routing is None else routing
   muon_side = optax.chain(
-      scale_by_lion_k("nuclear", b1=beta * beta if nesterov else beta, b2=beta,
-                      mu_dtype=mu_dtype, method=method,
-                      **(dict(ns_steps=ns_steps, ns_coeffs=ns_coeffs,
-                              compute_dtype=compute_dtype, gram=gram)
-                         if method == "newton_schulz" else {})),
-      scale_by_shape(scale),
-      optax.add_decayed_weights(weight_decay, weight_decay_mask),
-      optax.scale_by_learning_rate(learning_rate),
+    scale_by_lion_k(
+      "nuclear",
+      b1=beta * beta if nesterov else beta,
+      b2=beta,
+      mu_dtype=mu_dtype,
+      method=method,
+      **(
+        dict(ns_steps=ns_steps, ns_coeffs=ns_coeffs, compute_dtype=compute_dtype, gram=gram)
+        if method == "newton_schulz"
+        else {}
+      ),
+    ),
+    scale_by_shape(scale),
+    optax.add_decayed_weights(weight_decay, weight_decay_mask),
+    optax.scale_by_learning_rate(learning_rate),
   )
   # optax.adamw's chain, with the mask applied inside the decay step so the
   # state keeps adamw's tree (optax.masked would add a MaskedState, and
   # workdirs saved before the mask reached this side could not resume).
   adam_side = optax.chain(
-      optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype),
-      _masked_decayed_weights(adam_weight_decay, weight_decay_mask),
-      optax.scale_by_learning_rate(
-          learning_rate if adam_learning_rate is None else adam_learning_rate))
-  return optax.partition({"muon": muon_side, "adam": adam_side},
-                         lambda params: muon_labels(params, routing))
+    optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype),
+    _masked_decayed_weights(adam_weight_decay, weight_decay_mask),
+    optax.scale_by_learning_rate(
+      learning_rate if adam_learning_rate is None else adam_learning_rate
+    ),
+  )
+  return optax.partition(
+    {"muon": muon_side, "adam": adam_side}, lambda params: muon_labels(params, routing)
+  )

@@ -85,10 +85,15 @@ def normalize_gradient(grads, normalize: str | None = "global"):
   raise ValueError(f"Unknown normalize {normalize!r}; known: {NORMALIZATIONS}.")
 
 
-def nexus(outer: optax.GradientTransformation, inner_learning_rate: float,
-          inner_steps: int, num_sources: int, normalize: str | None = "global",
-          source_order: str = "random", seed: int = 0
-          ) -> optax.GradientTransformationExtraArgs:
+def nexus(
+  outer: optax.GradientTransformation,
+  inner_learning_rate: float,
+  inner_steps: int,
+  num_sources: int,
+  normalize: str | None = "global",
+  source_order: str = "random",
+  seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
   """Wraps ``outer`` with the Nexus inner loop (module docstring).
 
   Args:
@@ -102,8 +107,9 @@ def nexus(outer: optax.GradientTransformation, inner_learning_rate: float,
     seed: seed of the source-order RNG.
   """
   if inner_steps < 1 or num_sources < 1:
-    raise ValueError(f"nexus needs inner_steps >= 1 and num_sources >= 1, got "
-                     f"{inner_steps} and {num_sources}.")
+    raise ValueError(
+      f"nexus needs inner_steps >= 1 and num_sources >= 1, got {inner_steps} and {num_sources}."
+    )
   if not inner_learning_rate > 0:
     raise ValueError(f"nexus needs inner_learning_rate > 0, got {inner_learning_rate}.")
   if normalize not in NORMALIZATIONS:
@@ -113,15 +119,24 @@ def nexus(outer: optax.GradientTransformation, inner_learning_rate: float,
   gamma = inner_learning_rate
 
   def init_fn(params):
-    return NexusState(count=jnp.zeros([], jnp.int32), rng=jax.random.PRNGKey(seed),
-                      outer_state=outer.init(params))
+    return NexusState(
+      count=jnp.zeros([], jnp.int32), rng=jax.random.PRNGKey(seed), outer_state=outer.init(params)
+    )
 
-  def update_fn(updates, state, params=None, *,
-                grad_fn: Callable[[Any, jax.Array], Any] | None = None, **extra_args):
+  def update_fn(
+    updates,
+    state,
+    params=None,
+    *,
+    grad_fn: Callable[[Any, jax.Array], Any] | None = None,
+    **extra_args,
+  ):
     del updates  # The pseudo-gradient replaces it.
     if grad_fn is None or params is None:
-      raise ValueError("nexus.update needs params and grad_fn=grad_fn(params, source); "
-                       "see optimizers.nexus's docstring.")
+      raise ValueError(
+        "nexus.update needs params and grad_fn=grad_fn(params, source); "
+        "see optimizers.nexus's docstring."
+      )
     rng, order_rng = jax.random.split(state.rng)
     sources = source_sequence(order_rng, inner_steps, num_sources, source_order)
 
@@ -132,7 +147,8 @@ def nexus(outer: optax.GradientTransformation, inner_learning_rate: float,
     theta_tilde, _ = jax.lax.scan(inner_step, params, sources)
     pseudo = jax.tree.map(lambda p, q: (p - q) / (gamma * inner_steps), params, theta_tilde)
     new_updates, outer_state = optax.with_extra_args_support(outer).update(
-        pseudo, state.outer_state, params, **extra_args)
+      pseudo, state.outer_state, params, **extra_args
+    )
     return new_updates, NexusState(optax.safe_increment(state.count), rng, outer_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

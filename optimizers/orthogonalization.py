@@ -44,23 +44,24 @@ Coeffs = str | Sequence[float] | Sequence[Sequence[float]]
 
 _PE_SAFETY = 1.01
 _POLAR_EXPRESS_RAW = (
-    (8.28721201814563, -23.595886519098837, 17.300387312530933),
-    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+  (8.28721201814563, -23.595886519098837, 17.300387312530933),
+  (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+  (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+  (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+  (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+  (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+  (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
 )
 
 # name -> (per-step coefficient list; the last entry repeats, input safety factor)
 NS_PRESETS = {
-    "quintic": (((3.4445, -4.7750, 2.0315),), 1.0),
-    "polar_express": (
-        tuple((a / _PE_SAFETY, b / _PE_SAFETY**3, c / _PE_SAFETY**5)
-              for a, b, c in _POLAR_EXPRESS_RAW) + ((1.875, -1.25, 0.375),),
-        _PE_SAFETY),
-    "cubic": (((1.5, -0.5, 0.0),), 1.0),
+  "quintic": (((3.4445, -4.7750, 2.0315),), 1.0),
+  "polar_express": (
+    tuple((a / _PE_SAFETY, b / _PE_SAFETY**3, c / _PE_SAFETY**5) for a, b, c in _POLAR_EXPRESS_RAW)
+    + ((1.875, -1.25, 0.375),),
+    _PE_SAFETY,
+  ),
+  "cubic": (((1.5, -0.5, 0.0),), 1.0),
 }
 
 ORTHOGONALIZE_METHODS = ("newton_schulz", "svd")
@@ -77,15 +78,19 @@ def ns_coefficients(coeffs: Coeffs, steps: int) -> tuple[np.ndarray, float]:
   safety = 1.0
   if isinstance(coeffs, str):
     if coeffs not in NS_PRESETS:
-      raise ValueError(f"Unknown Newton-Schulz preset {coeffs!r}; known presets: "
-                       f"{sorted(NS_PRESETS)} (or pass (a, b, c) triples).")
+      raise ValueError(
+        f"Unknown Newton-Schulz preset {coeffs!r}; known presets: "
+        f"{sorted(NS_PRESETS)} (or pass (a, b, c) triples)."
+      )
     coeffs, safety = NS_PRESETS[coeffs]
   table = np.asarray(coeffs, dtype=np.float64)
   if table.ndim == 1:
     table = table[None]
   if table.ndim != 2 or table.shape[1] != 3:
-    raise ValueError("Newton-Schulz coefficients must be a preset name, one (a, b, c) "
-                     f"triple or a list of triples; got shape {table.shape}.")
+    raise ValueError(
+      "Newton-Schulz coefficients must be a preset name, one (a, b, c) "
+      f"triple or a list of triples; got shape {table.shape}."
+    )
   rows = [table[min(i, len(table) - 1)] for i in range(steps)]
   return np.stack(rows), safety
 
@@ -125,9 +130,15 @@ def _ns_gram(x_MxN, table):
   return q_MxM @ x_MxN
 
 
-def newton_schulz(x: jax.Array, steps: int = 5, coeffs: Coeffs = "quintic", *,
-                  eps: float = 1e-7, compute_dtype=None, gram: bool | None = None
-                  ) -> jax.Array:
+def newton_schulz(
+  x: jax.Array,
+  steps: int = 5,
+  coeffs: Coeffs = "quintic",
+  *,
+  eps: float = 1e-7,
+  compute_dtype=None,
+  gram: bool | None = None,
+) -> jax.Array:
   """Approximates U·Vᵀ of every matrix in ``x`` (shape (..., m, n)).
 
   Leading axes are batch axes. The iteration runs on the short side (tall
@@ -150,8 +161,7 @@ def newton_schulz(x: jax.Array, steps: int = 5, coeffs: Coeffs = "quintic", *,
   table, safety = ns_coefficients(coeffs, steps)
   transpose = x.shape[-2] > x.shape[-1]
   x_MxN = jnp.swapaxes(x, -1, -2) if transpose else x
-  norm = jnp.sqrt(jnp.sum(jnp.square(x_MxN.astype(jnp.float32)), axis=(-2, -1),
-                          keepdims=True))
+  norm = jnp.sqrt(jnp.sum(jnp.square(x_MxN.astype(jnp.float32)), axis=(-2, -1), keepdims=True))
   dtype = jnp.dtype(compute_dtype or x.dtype)
   x_MxN = (x_MxN.astype(jnp.float32) / (norm * safety + eps)).astype(dtype)
   m, n = x_MxN.shape[-2:]
@@ -188,12 +198,12 @@ def orthogonalize(x: jax.Array, method: str = "newton_schulz", **options) -> jax
     if options:
       raise ValueError(f"method='svd' takes no options, got {sorted(options)}.")
     return polar_svd(x)
-  raise ValueError(f"Unknown orthogonalization method {method!r}; "
-                   f"known: {ORTHOGONALIZE_METHODS}.")
+  raise ValueError(f"Unknown orthogonalization method {method!r}; known: {ORTHOGONALIZE_METHODS}.")
 
 
-def matrix_flops_per_step(shape: Sequence[int], steps: int, gram: bool | None = None,
-                          dtype=jnp.float32) -> int:
+def matrix_flops_per_step(
+  shape: Sequence[int], steps: int, gram: bool | None = None, dtype=jnp.float32
+) -> int:
   """FLOPs `newton_schulz` spends on a leaf of this shape (for benchmarks)."""
   *batch, m, n = shape
   m, n = min(m, n), max(m, n)

@@ -17,9 +17,18 @@ if TYPE_CHECKING:
   from optimizers.implicit_bias import ImplicitBias
 
 # Keys every optimizer section may hold; all other keys are hyperparameters.
-SHARED_KEYS = ("name", "learning_rate", "weight_decay", "weight_decay_mask",
-               "schedule", "warmup_steps", "decay_fraction", "final_lr_fraction",
-               "grad_clip_norm", "nexus")
+SHARED_KEYS = (
+  "name",
+  "learning_rate",
+  "weight_decay",
+  "weight_decay_mask",
+  "schedule",
+  "warmup_steps",
+  "decay_fraction",
+  "final_lr_fraction",
+  "grad_clip_norm",
+  "nexus",
+)
 
 # optimizer.weight_decay_mask: which leaves decay ("matrices": rank ≥ 2 only).
 WEIGHT_DECAY_MASKS = ("all", "matrices")
@@ -30,6 +39,7 @@ _FACTORY_ARGS = ("learning_rate", "weight_decay", "mask")
 
 class OptimizerEntry(NamedTuple):
   """One registered optimizer."""
+
   # constructor(learning_rate, weight_decay=..., mask=..., **hyperparameters).
   constructor: Callable[..., optax.GradientTransformation]
   # The keyword names a config section may add; None: any (the constructor
@@ -55,10 +65,13 @@ def keyword_names(fn: Callable, *excluded: str) -> tuple[str, ...] | None:
   return tuple(sorted(p.name for p in params if p.name not in drop))
 
 
-def register_optimizer(name: str, constructor: Callable[..., optax.GradientTransformation],
-                       implicit_bias: "ImplicitBias",
-                       hyperparameters: tuple[str, ...] | None = None,
-                       scheduled: tuple[str, ...] = ()) -> OptimizerEntry:
+def register_optimizer(
+  name: str,
+  constructor: Callable[..., optax.GradientTransformation],
+  implicit_bias: "ImplicitBias",
+  hyperparameters: tuple[str, ...] | None = None,
+  scheduled: tuple[str, ...] = (),
+) -> OptimizerEntry:
   """Registers ``name``; ``hyperparameters`` defaults to `keyword_names` of
   the constructor."""
   if hyperparameters is None:

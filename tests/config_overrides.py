@@ -18,6 +18,7 @@ def unsafe_config_with(config, **fields):
   """A type-unsafe copy of ``config`` with fields overridden, so a test can
   write values the flags would refuse (wrong types, impossible values)."""
   import ml_collections
+
   raw = config.to_dict()
   for key, value in fields.items():
     *sections, name = key.split("__")
@@ -32,7 +33,9 @@ def assert_params_close(workdir_a, workdir_b, rtol=1e-4, atol=1e-5):
   """The final params of two workdirs agree leaf by leaf."""
   import jax
   import numpy as np
+
   from training import workdir as wd
+
   _, a = wd.load_params(workdir_a)
   _, b = wd.load_params(workdir_b)
   assert jax.tree.structure(a) == jax.tree.structure(b)

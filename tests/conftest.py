@@ -10,8 +10,11 @@ def compilation_cache(tmp_path_factory):
   compiled steps (XLA:CPU compiles take most of a short run). The old settings
   come back afterwards, so other modules are unaffected. Use with
   ``pytestmark = pytest.mark.usefixtures("compilation_cache")``."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
+  names = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+  )
   old = {n: getattr(jax.config, n) for n in names}
   cache = tmp_path_factory.mktemp("jax_cache")
   for n, v in zip(names, (str(cache), 0.0, 0)):

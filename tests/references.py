@@ -67,9 +67,15 @@ def reference_dual_norms(x, schatten_p=3.0):
   x = np.asarray(x, np.float64)
   sv = np.linalg.svd(x, compute_uv=False)
   q = schatten_p / (schatten_p - 1)
-  return {"l1": np.abs(x).max(), "l2": np.linalg.norm(x), "huber": np.abs(x).max(),
-          "rownorm": np.linalg.norm(x, axis=1).max(), "nuclear": sv.max(),
-          "spectral": sv.sum(), "schatten": np.sum(sv**q) ** (1 / q)}
+  return {
+    "l1": np.abs(x).max(),
+    "l2": np.linalg.norm(x),
+    "huber": np.abs(x).max(),
+    "rownorm": np.linalg.norm(x, axis=1).max(),
+    "nuclear": sv.max(),
+    "spectral": sv.sum(),
+    "schatten": np.sum(sv**q) ** (1 / q),
+  }
 
 
 def reference_project_spectral(w, radius):

@@ -11,9 +11,11 @@ from optimizers import lion, lion_k, muon
 
 def _params(dtype=jnp.float32):
   k = jax.random.split(jax.random.PRNGKey(0), 3)
-  return {"vec": jax.random.normal(k[0], (7,), dtype),
-          "mat": jax.random.normal(k[1], (5, 9), dtype),
-          "stack": jax.random.normal(k[2], (3, 4, 6), dtype)}
+  return {
+    "vec": jax.random.normal(k[0], (7,), dtype),
+    "mat": jax.random.normal(k[1], (5, 9), dtype),
+    "stack": jax.random.normal(k[2], (3, 4, 6), dtype),
+  }
 
 
 def _loss(p):
@@ -21,11 +23,11 @@ def _loss(p):
 
 
 OPTIMIZERS = {
-    "lion": lambda lr: lion(lr, weight_decay=0.1),
-    "lion_k_nuclear": lambda lr: lion_k(lr, k="nuclear", weight_decay=0.1),
-    "lion_k_schatten": lambda lr: lion_k(lr, k="schatten", p=3.0),
-    "muon": lambda lr: muon(lr, weight_decay=0.1),
-    "muon_svd_bf16": lambda lr: muon(lr, method="svd", mu_dtype=jnp.bfloat16),
+  "lion": lambda lr: lion(lr, weight_decay=0.1),
+  "lion_k_nuclear": lambda lr: lion_k(lr, k="nuclear", weight_decay=0.1),
+  "lion_k_schatten": lambda lr: lion_k(lr, k="schatten", p=3.0),
+  "muon": lambda lr: muon(lr, weight_decay=0.1),
+  "muon_svd_bf16": lambda lr: muon(lr, method="svd", mu_dtype=jnp.bfloat16),
 }
 
 
@@ -44,8 +46,9 @@ def _run(opt, params, steps=5):
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_chain_with_clipping_and_a_schedule_under_jit(name):
-  opt = optax.chain(optax.clip_by_global_norm(1.0),
-                    OPTIMIZERS[name](optax.linear_schedule(0.05, 0.0, 20)))
+  opt = optax.chain(
+    optax.clip_by_global_norm(1.0), OPTIMIZERS[name](optax.linear_schedule(0.05, 0.0, 20))
+  )
   params = _params()
   new, _ = _run(opt, params, steps=20)
   assert _loss(new) < _loss(params)

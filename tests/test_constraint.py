@@ -13,8 +13,9 @@ LAMBDA = 0.5  # Ball radius 1/λ = 2.
 
 
 def _train(opt, target, steps, init):
-  loss = lambda w: sum(0.5 * jnp.sum((a - b) ** 2) for a, b in
-                      zip(jax.tree.leaves(w), jax.tree.leaves(target)))
+  loss = lambda w: sum(
+    0.5 * jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(w), jax.tree.leaves(target))
+  )
 
   def body(carry, _):
     w, state = carry
@@ -33,8 +34,10 @@ def test_lion_ends_in_the_linf_ball_at_the_clipped_minimum():
   target = jax.random.normal(jax.random.PRNGKey(0), (8, 6)) * 3.0  # Many |θ*| > 2.
   assert float(jnp.abs(target).max()) * LAMBDA > 1.5
   steps = 3000
-  for opt in (lion(_schedule(steps), weight_decay=LAMBDA),
-              lion_k(_schedule(steps), k="l1", weight_decay=LAMBDA)):
+  for opt in (
+    lion(_schedule(steps), weight_decay=LAMBDA),
+    lion_k(_schedule(steps), k="l1", weight_decay=LAMBDA),
+  ):
     w = _train(opt, target, steps, jnp.zeros_like(target))
     assert LAMBDA * float(dual_norms("l1", w)) <= 1 + 1e-6
     np.testing.assert_allclose(w, jnp.clip(target, -1 / LAMBDA, 1 / LAMBDA), atol=0.02)
@@ -53,8 +56,7 @@ def test_muon_svd_ends_in_the_spectral_ball_at_the_clipped_minimum():
   target = jnp.asarray(u @ np.diag(s) @ v.T, jnp.float32)
   steps = 3000
   route_all = lambda path, leaf: True
-  opt = muon(_schedule(steps), method="svd", weight_decay=LAMBDA, scale="none",
-             routing=route_all)
+  opt = muon(_schedule(steps), method="svd", weight_decay=LAMBDA, scale="none", routing=route_all)
   w = _train(opt, {"w": target}, steps, {"w": jnp.zeros_like(target)})["w"]
   assert LAMBDA * float(dual_norms("nuclear", w)) <= 1 + 1e-5
   np.testing.assert_allclose(w, reference_project_spectral(target, 1 / LAMBDA), atol=0.03)
@@ -67,8 +69,7 @@ def test_newton_schulz_muon_overshoots_by_its_largest_output_singular_value():
   u, s, v = _matrix_target()
   target = jnp.asarray(u @ np.diag(s) @ v.T, jnp.float32)
   steps = 3000
-  opt = muon(_schedule(steps), weight_decay=LAMBDA, scale="none",
-             routing=lambda path, leaf: True)
+  opt = muon(_schedule(steps), weight_decay=LAMBDA, scale="none", routing=lambda path, leaf: True)
   w = _train(opt, {"w": target}, steps, {"w": jnp.zeros_like(target)})["w"]
   grid = composed_polynomial(np.linspace(1e-6, 1, 100_001), [QUINTIC] * 5)
   overshoot = LAMBDA * float(dual_norms("nuclear", w))

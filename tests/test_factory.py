@@ -12,8 +12,10 @@ from tests.references import reference_lion_step
 
 
 def _params():
-  return {"hidden": {"kernel": jnp.arange(12.0).reshape(3, 4) / 10, "bias": jnp.ones(4)},
-          "head": {"kernel": jnp.ones((4, 1))}}
+  return {
+    "hidden": {"kernel": jnp.arange(12.0).reshape(3, 4) / 10, "bias": jnp.ones(4)},
+    "head": {"kernel": jnp.ones((4, 1))},
+  }
 
 
 def _one_step(tx, params, grads):
@@ -46,8 +48,7 @@ def test_adamw_matches_optax_with_the_same_numbers():
   params, grads = _params(), jax.tree.map(lambda p: 0.3 * p + 0.1, _params())
   section = dict(optimizer_config("adamw"), learning_rate=0.1, weight_decay=0.5)
   ours = _one_step(factory.make_optimizer(section, 100), params, grads)
-  ref = _one_step(optax.adamw(0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.5), params,
-                  grads)
+  ref = _one_step(optax.adamw(0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.5), params, grads)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
@@ -58,16 +59,28 @@ def test_lion_step_is_sign_plus_decay():
   section = dict(optimizer_config("lion"), learning_rate=0.01, weight_decay=2.0)
   new = _one_step(factory.make_optimizer(section, 100), params, grads)
   for p, g, n in zip(jax.tree.leaves(params), jax.tree.leaves(grads), jax.tree.leaves(new)):
-    want, _ = reference_lion_step(np.asarray(p, np.float64), np.asarray(g, np.float64),
-                                  np.zeros(np.shape(p)), 0.01, 0.9, 0.99, 2.0)
+    want, _ = reference_lion_step(
+      np.asarray(p, np.float64),
+      np.asarray(g, np.float64),
+      np.zeros(np.shape(p)),
+      0.01,
+      0.9,
+      0.99,
+      2.0,
+    )
     np.testing.assert_allclose(n, want, rtol=1e-6)
 
 
 def test_matrices_only_weight_decay_mask():
   params = _params()
   zeros = jax.tree.map(jnp.zeros_like, params)
-  section = dict(optimizer_config("sgd"), momentum=0.0, learning_rate=0.1, weight_decay=1.0,
-                 weight_decay_mask="matrices")
+  section = dict(
+    optimizer_config("sgd"),
+    momentum=0.0,
+    learning_rate=0.1,
+    weight_decay=1.0,
+    weight_decay_mask="matrices",
+  )
   new = _one_step(factory.make_optimizer(section, 10), params, zeros)
   np.testing.assert_allclose(new["hidden"]["kernel"], 0.9 * params["hidden"]["kernel"])
   np.testing.assert_allclose(new["hidden"]["bias"], params["hidden"]["bias"])
@@ -75,8 +88,7 @@ def test_matrices_only_weight_decay_mask():
 
 def test_gradient_clipping():
   params = {"w": jnp.zeros(4)}
-  section = dict(optimizer_config("sgd"), momentum=0.0, learning_rate=1.0,
-                 grad_clip_norm=0.5)
+  section = dict(optimizer_config("sgd"), momentum=0.0, learning_rate=1.0, grad_clip_norm=0.5)
   new = _one_step(factory.make_optimizer(section, 10), params, {"w": jnp.full(4, 10.0)})
   np.testing.assert_allclose(jnp.linalg.norm(new["w"]), 0.5, rtol=1e-6)
 
@@ -85,27 +97,35 @@ def test_schedules():
   constant = factory.make_schedule(1.0, 100)
   assert float(constant(0)) == float(constant(99)) == 1.0
   cosine = factory.make_schedule(1.0, 100, "warmup_cosine", warmup_steps=10)
-  np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(55), cosine(100)],
-                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
-  wsd = factory.make_schedule(2.0, 100, "wsd", warmup_steps=10, decay_fraction=0.2,
-                              final_lr_fraction=0.1)
-  np.testing.assert_allclose([wsd(5), wsd(10), wsd(79), wsd(80), wsd(90), wsd(100)],
-                             [1.0, 2.0, 2.0, 2.0, 1.1, 0.2], atol=1e-6)
+  np.testing.assert_allclose(
+    [cosine(0), cosine(5), cosine(10), cosine(55), cosine(100)],
+    [0.0, 0.5, 1.0, 0.5, 0.0],
+    atol=1e-6,
+  )
+  wsd = factory.make_schedule(
+    2.0, 100, "wsd", warmup_steps=10, decay_fraction=0.2, final_lr_fraction=0.1
+  )
+  np.testing.assert_allclose(
+    [wsd(5), wsd(10), wsd(79), wsd(80), wsd(90), wsd(100)],
+    [1.0, 2.0, 2.0, 2.0, 1.1, 0.2],
+    atol=1e-6,
+  )
 
 
 def test_implicit_constraints_follow_the_optimizer():
   params = _params()
   muon = factory.implicit_constraints(
-      dict(optimizer_config("muon"), weight_decay=0.1, adam_weight_decay=0.01), params)
+    dict(optimizer_config("muon"), weight_decay=0.1, adam_weight_decay=0.01), params
+  )
   assert muon["hidden"]["kernel"].k == "nuclear"
   assert muon["hidden"]["kernel"].weight_decay == 0.1
   np.testing.assert_allclose(muon["hidden"]["kernel"].bound, np.sqrt(4 / 3))  # Shape scale.
   assert muon["head"]["kernel"].k == "l1" and muon["head"]["kernel"].weight_decay == 0.01
-  adamw = factory.implicit_constraints(dict(optimizer_config("adamw"), weight_decay=0.1),
-                                       params)
+  adamw = factory.implicit_constraints(dict(optimizer_config("adamw"), weight_decay=0.1), params)
   assert {c.k for c in jax.tree.leaves(adamw)} == {"l1"}
-  lion_k = factory.implicit_constraints(dict(optimizer_config("lion_k"), k="schatten", p=3.0),
-                                        params)
+  lion_k = factory.implicit_constraints(
+    dict(optimizer_config("lion_k"), k="schatten", p=3.0), params
+  )
   assert lion_k["head"]["kernel"].k == "schatten"
   assert lion_k["head"]["kernel"].k_options == {"p": 3.0}
 
@@ -116,13 +136,17 @@ def test_muon_matrices_mask_spares_adamw_vectors():
   constraint says weight_decay 0 for them."""
   params = _params()
   zeros = jax.tree.map(jnp.zeros_like, params)
-  section = dict(optimizer_config("muon"), learning_rate=0.1, weight_decay=0.5,
-                 adam_weight_decay=0.2, weight_decay_mask="matrices")
+  section = dict(
+    optimizer_config("muon"),
+    learning_rate=0.1,
+    weight_decay=0.5,
+    adam_weight_decay=0.2,
+    weight_decay_mask="matrices",
+  )
   new = _one_step(factory.make_optimizer(section, 10), params, zeros)
   np.testing.assert_allclose(new["hidden"]["bias"], params["hidden"]["bias"])
   np.testing.assert_allclose(new["head"]["kernel"], 0.98 * params["head"]["kernel"], rtol=1e-6)
-  np.testing.assert_allclose(new["hidden"]["kernel"], 0.95 * params["hidden"]["kernel"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(new["hidden"]["kernel"], 0.95 * params["hidden"]["kernel"], rtol=1e-6)
   cons = factory.implicit_constraints(section, params)
   assert cons["hidden"]["bias"].weight_decay == 0.0
   assert cons["head"]["kernel"].weight_decay == 0.2
@@ -143,11 +167,15 @@ def test_registry_entries_carry_constructor_hyperparameters_and_bias():
 
 def test_adding_an_optimizer_is_one_registration():
   from optimizers import implicit_bias
+
   try:
-    factory.register_optimizer("signum", lambda learning_rate, weight_decay=0.0, mask=None,
-                               b1=0.9: factory.OPTIMIZERS["lion"].constructor(
-                                   learning_rate, b1=b1, b2=b1, weight_decay=weight_decay,
-                                   mask=mask), implicit_bias.ELL_INF)
+    factory.register_optimizer(
+      "signum",
+      lambda learning_rate, weight_decay=0.0, mask=None, b1=0.9: factory.OPTIMIZERS[
+        "lion"
+      ].constructor(learning_rate, b1=b1, b2=b1, weight_decay=weight_decay, mask=mask),
+      implicit_bias.ELL_INF,
+    )
     section = {"name": "signum", "learning_rate": 0.1, "weight_decay": 0.5, "b1": 0.5}
     factory.check_optimizer_config(section)
     with pytest.raises(ValueError, match=r"it accepts \['b1'\]"):
@@ -171,18 +199,23 @@ def test_sgd_has_no_ball_but_reports_l2():
 
 def test_describe_says_the_ball_in_one_line():
   from optimizers.implicit_bias import describe
+
   muon = dict(optimizer_config("muon"), weight_decay=0.1, adam_weight_decay=0.01)
-  assert describe(muon) == ("K = nuclear: σ_max(W) ≤ s/λ on Muon matrices (λ = 0.1, s = shape); "
-                            "‖θ‖∞ ≤ 1/λ_adam on AdamW leaves (λ_adam = 0.01)")
+  assert describe(muon) == (
+    "K = nuclear: σ_max(W) ≤ s/λ on Muon matrices (λ = 0.1, s = shape); "
+    "‖θ‖∞ ≤ 1/λ_adam on AdamW leaves (λ_adam = 0.01)"
+  )
   assert describe(dict(muon, adam_weight_decay=0.0, weight_decay_mask="matrices")) == (
-      "K = nuclear: σ_max(W) ≤ s/λ on Muon matrices (λ = 0.1, s = shape); "
-      "AdamW leaves free (λ_adam = 0)")
-  assert describe(dict(optimizer_config("adamw"), weight_decay=0.1,
-                       weight_decay_mask="matrices")) == (
-      "K = l1: ‖θ‖∞ ≤ 1/λ on leaves of rank ≥ 2 (λ = 0.1)")
+    "K = nuclear: σ_max(W) ≤ s/λ on Muon matrices (λ = 0.1, s = shape); "
+    "AdamW leaves free (λ_adam = 0)"
+  )
+  assert describe(
+    dict(optimizer_config("adamw"), weight_decay=0.1, weight_decay_mask="matrices")
+  ) == ("K = l1: ‖θ‖∞ ≤ 1/λ on leaves of rank ≥ 2 (λ = 0.1)")
   assert describe(optimizer_config("lion")) == "K = l1: every leaf free (λ = 0)"
   assert describe(dict(optimizer_config("lion_k"), k="schatten", p=3.0, weight_decay=2)) == (
-      "K = schatten(p=3.0): ‖σ(W)‖_q ≤ 1/λ (λ = 2)")
+    "K = schatten(p=3.0): ‖σ(W)‖_q ≤ 1/λ (λ = 2)"
+  )
   assert describe(dict(optimizer_config("sgd"), weight_decay=0.1)).startswith("no known ball")
   for name in factory.OPTIMIZERS:
     assert "\n" not in describe(dict(optimizer_config(name), weight_decay=0.1))

@@ -8,8 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.gpt2 import (CONFIGS, GPT2, count_params, cross_entropy, flops_per_token,
-                         init_params, loss_fn, num_params_of_config)
+from models.gpt2 import (
+  CONFIGS,
+  GPT2,
+  count_params,
+  cross_entropy,
+  flops_per_token,
+  init_params,
+  loss_fn,
+  num_params_of_config,
+)
 
 TINY = CONFIGS["tiny"]
 # Eager flax dispatches op by op (slow on a CPU): jit everything a test runs.
@@ -27,9 +35,10 @@ def _tiny(**overrides):
 
 
 # Hugging Face's parameter counts of gpt2, gpt2-medium, gpt2-large, gpt2-xl (tied head).
-@pytest.mark.parametrize("size, expected", [
-    ("124m", 124_439_808), ("355m", 354_823_168), ("774m", 774_030_080),
-    ("1.5b", 1_557_611_200)])
+@pytest.mark.parametrize(
+  "size, expected",
+  [("124m", 124_439_808), ("355m", 354_823_168), ("774m", 774_030_080), ("1.5b", 1_557_611_200)],
+)
 def test_param_counts_match_gpt2(size, expected):
   model = GPT2(CONFIGS[size])
   shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
@@ -42,11 +51,17 @@ def test_parameter_names_and_shapes():
   assert set(params) == {"wte", "wpe", "ln_f"} | {f"h_{i}" for i in range(12)}
   shapes = jax.tree.map(lambda x: x.shape, params["h_3"])
   assert shapes == {
-      "ln_1": {"scale": (768,), "bias": (768,)}, "ln_2": {"scale": (768,), "bias": (768,)},
-      "attn": {"c_attn": {"kernel": (768, 2304), "bias": (2304,)},
-               "c_proj": {"kernel": (768, 768), "bias": (768,)}},
-      "mlp": {"c_fc": {"kernel": (768, 3072), "bias": (3072,)},
-              "c_proj": {"kernel": (3072, 768), "bias": (768,)}}}
+    "ln_1": {"scale": (768,), "bias": (768,)},
+    "ln_2": {"scale": (768,), "bias": (768,)},
+    "attn": {
+      "c_attn": {"kernel": (768, 2304), "bias": (2304,)},
+      "c_proj": {"kernel": (768, 768), "bias": (768,)},
+    },
+    "mlp": {
+      "c_fc": {"kernel": (768, 3072), "bias": (3072,)},
+      "c_proj": {"kernel": (3072, 768), "bias": (768,)},
+    },
+  }
   assert params["wte"]["embedding"].shape == (50257, 768)
   assert params["wpe"]["embedding"].shape == (1024, 768)
 
@@ -56,11 +71,14 @@ def test_init_std_follows_gpt2():
   params = jax.jit(init_params, static_argnums=0)(GPT2(config), jax.random.PRNGKey(1))
   residual_std = 0.02 / np.sqrt(2 * config.n_layer)
   block = params["h_1"]
-  for leaf, std in [(params["wte"]["embedding"], 0.02), (params["wpe"]["embedding"], 0.02),
-                    (block["attn"]["c_attn"]["kernel"], 0.02),
-                    (block["mlp"]["c_fc"]["kernel"], 0.02),
-                    (block["attn"]["c_proj"]["kernel"], residual_std),
-                    (block["mlp"]["c_proj"]["kernel"], residual_std)]:
+  for leaf, std in [
+    (params["wte"]["embedding"], 0.02),
+    (params["wpe"]["embedding"], 0.02),
+    (block["attn"]["c_attn"]["kernel"], 0.02),
+    (block["mlp"]["c_fc"]["kernel"], 0.02),
+    (block["attn"]["c_proj"]["kernel"], residual_std),
+    (block["mlp"]["c_proj"]["kernel"], residual_std),
+  ]:
     assert abs(float(jnp.std(leaf)) / std - 1) < 0.03, (leaf.shape, float(jnp.std(leaf)), std)
     assert abs(float(jnp.mean(leaf))) < 0.05 * std
   np.testing.assert_array_equal(block["ln_1"]["scale"], 1.0)
@@ -71,8 +89,12 @@ def test_init_std_follows_gpt2():
 def _numpy_gpt2(params, tokens_BxT, config):
   """GPT-2's forward pass written out in NumPy (float64), the reference."""
   p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
-  ln = lambda x, q: (x - x.mean(-1, keepdims=True)) / np.sqrt(
-      x.var(-1, keepdims=True) + config.layer_norm_eps) * q["scale"] + q["bias"]
+  ln = lambda x, q: (
+    (x - x.mean(-1, keepdims=True))
+    / np.sqrt(x.var(-1, keepdims=True) + config.layer_norm_eps)
+    * q["scale"]
+    + q["bias"]
+  )
   dense = lambda x, q: x @ q["kernel"] + q["bias"]
   gelu = lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
   B, T = tokens_BxT.shape
@@ -96,13 +118,18 @@ def test_forward_matches_numpy_reference():
   model, params = _tiny()
   # Random non-trivial LayerNorms and biases, so every parameter matters.
   leaves, treedef = jax.tree.flatten(params)
-  params = treedef.unflatten([np.asarray(l) + 0.1 * np.random.default_rng(i).normal(size=l.shape)
-                              for i, l in enumerate(leaves)])
+  params = treedef.unflatten(
+    [
+      np.asarray(leaf) + 0.1 * np.random.default_rng(i).normal(size=leaf.shape)
+      for i, leaf in enumerate(leaves)
+    ]
+  )
   tokens_BxT = jax.random.randint(jax.random.PRNGKey(2), (3, 20), 0, TINY.vocab_size)
   logits_BxTxV = _apply(model, params, tokens_BxT)
   assert logits_BxTxV.shape == (3, 20, 256)
-  np.testing.assert_allclose(logits_BxTxV, _numpy_gpt2(params, np.asarray(tokens_BxT), TINY),
-                             atol=2e-4, rtol=1e-4)
+  np.testing.assert_allclose(
+    logits_BxTxV, _numpy_gpt2(params, np.asarray(tokens_BxT), TINY), atol=2e-4, rtol=1e-4
+  )
 
 
 def test_attention_is_causal():
@@ -127,8 +154,11 @@ def test_cross_entropy_matches_numpy_with_mask():
   logits = jax.random.normal(jax.random.PRNGKey(5), (2, 4, 7)) * 3
   targets = jax.random.randint(jax.random.PRNGKey(6), (2, 4), 0, 7)
   mask = jnp.array([[1, 1, 0, 1], [0, 1, 1, 0]], bool)
-  l = np.asarray(logits, np.float64)
-  nll = np.log(np.exp(l).sum(-1)) - np.take_along_axis(l, np.asarray(targets)[..., None], -1)[..., 0]
+  logits_np = np.asarray(logits, np.float64)
+  nll = (
+    np.log(np.exp(logits_np).sum(-1))
+    - np.take_along_axis(logits_np, np.asarray(targets)[..., None], -1)[..., 0]
+  )
   loss, count = cross_entropy(logits.astype(jnp.bfloat16).astype(jnp.float32), targets, mask)
   loss_bf16, _ = cross_entropy(logits, targets, mask)
   assert int(count) == 5
@@ -164,8 +194,9 @@ def test_dropout_remat_and_bf16():
   bf16 = GPT2(dataclasses.replace(TINY, dtype=jnp.bfloat16))
   logits = _apply(bf16, params, tokens)
   assert logits.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(logits, np.float32),
-                             _apply(model, params, tokens), atol=0.02)
+  np.testing.assert_allclose(
+    np.asarray(logits, np.float32), _apply(model, params, tokens), atol=0.02
+  )
   _, grads = _value_and_grad(params, bf16, tokens, tokens)
   assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
 

@@ -17,10 +17,12 @@ pytest.importorskip("safetensors", reason="models.gpt2_hf reads and writes with 
 def _hf_model(tmp_path):
   torch = pytest.importorskip("torch", reason="the HF comparison builds a model with torch")
   transformers = pytest.importorskip(
-      "transformers", reason="the HF comparison needs transformers' GPT2LMHeadModel")
+    "transformers", reason="the HF comparison needs transformers' GPT2LMHeadModel"
+  )
   torch.manual_seed(0)
-  config = transformers.GPT2Config(vocab_size=97, n_positions=24, n_embd=32, n_layer=2,
-                                   n_head=4, bos_token_id=96, eos_token_id=96)
+  config = transformers.GPT2Config(
+    vocab_size=97, n_positions=24, n_embd=32, n_layer=2, n_head=4, bos_token_id=96, eos_token_id=96
+  )
   model = transformers.GPT2LMHeadModel(config).eval()
   with torch.no_grad():  # LayerNorms and biases away from 1 and 0, so every tensor matters
     for p in model.parameters():
@@ -37,8 +39,13 @@ def _hf_logits(torch, model, tokens):
 def test_from_huggingface_matches_transformers_logits(tmp_path):
   torch, _, hf_model = _hf_model(tmp_path)
   model, params = from_huggingface(str(tmp_path / "hf"))
-  assert (model.config.vocab_size, model.config.block_size, model.config.n_layer,
-          model.config.n_head, model.config.d_model) == (97, 24, 2, 4, 32)
+  assert (
+    model.config.vocab_size,
+    model.config.block_size,
+    model.config.n_layer,
+    model.config.n_head,
+    model.config.d_model,
+  ) == (97, 24, 2, 4, 32)
   tokens = np.random.default_rng(0).integers(0, 97, (2, 24))
   ours = jax.jit(model.apply)({"params": params}, tokens)
   np.testing.assert_allclose(ours, _hf_logits(torch, hf_model, tokens), atol=1e-4, rtol=1e-4)
@@ -50,9 +57,12 @@ def test_to_huggingface_round_trip_through_transformers(tmp_path):
   to_huggingface(params, model.config, str(tmp_path / "ours"))
   reloaded = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "ours")).eval()
   tokens = np.random.default_rng(1).integers(0, 97, (3, 17))
-  np.testing.assert_allclose(_hf_logits(torch, reloaded, tokens),
-                             jax.jit(model.apply)({"params": params}, tokens),
-                             atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(
+    _hf_logits(torch, reloaded, tokens),
+    jax.jit(model.apply)({"params": params}, tokens),
+    atol=1e-4,
+    rtol=1e-4,
+  )
 
 
 def test_round_trip_without_transformers(tmp_path):
@@ -71,15 +81,34 @@ def test_missing_inputs_fail_clearly(tmp_path):
     from_huggingface(str(tmp_path / "nope"))
   with pytest.raises(FileNotFoundError, match="No config.json"):
     from_huggingface(str(tmp_path))
-  (tmp_path / "config.json").write_text(json.dumps(
-      {"model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 8,
-       "n_layer": 1, "n_head": 2}))
+  (tmp_path / "config.json").write_text(
+    json.dumps(
+      {
+        "model_type": "gpt2",
+        "vocab_size": 10,
+        "n_positions": 8,
+        "n_embd": 8,
+        "n_layer": 1,
+        "n_head": 2,
+      }
+    )
+  )
   (tmp_path / "pytorch_model.bin").write_bytes(b"")
   with pytest.raises(FileNotFoundError, match="No model.safetensors.*safe_serialization"):
     from_huggingface(str(tmp_path))
   os.remove(tmp_path / "pytorch_model.bin")
-  (tmp_path / "config.json").write_text(json.dumps(
-      {"model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 8,
-       "n_layer": 1, "n_head": 2, "activation_function": "relu"}))
+  (tmp_path / "config.json").write_text(
+    json.dumps(
+      {
+        "model_type": "gpt2",
+        "vocab_size": 10,
+        "n_positions": 8,
+        "n_embd": 8,
+        "n_layer": 1,
+        "n_head": 2,
+        "activation_function": "relu",
+      }
+    )
+  )
   with pytest.raises(ValueError, match="activation_function"):
     from_huggingface(str(tmp_path))

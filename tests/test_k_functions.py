@@ -9,16 +9,22 @@ import pytest
 from optimizers import K_FUNCTIONS, dual_norms, get_k
 from tests.references import reference_dual_norms
 
-NORM_KS = [("l1", {}), ("l2", {}), ("rownorm", {}), ("nuclear", {"method": "svd"}),
-           ("spectral", {}), ("schatten", {"p": 3.0}), ("schatten", {"p": 1.5})]
+NORM_KS = [
+  ("l1", {}),
+  ("l2", {}),
+  ("rownorm", {}),
+  ("nuclear", {"method": "svd"}),
+  ("spectral", {}),
+  ("schatten", {"p": 3.0}),
+  ("schatten", {"p": 1.5}),
+]
 
 
 def _x(shape, seed=0):
   return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
 
 
-@pytest.mark.parametrize("name,opts", NORM_KS + [("huber", {"e": 0.5})],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("name,opts", NORM_KS + [("huber", {"e": 0.5})], ids=lambda v: str(v))
 @pytest.mark.parametrize("shape", [(5, 3), (4, 7), (2, 3, 4), (6,)])
 def test_grad_is_the_gradient_of_value(name, opts, shape):
   k = get_k(name, **opts)
@@ -49,8 +55,11 @@ def test_batched_matrices_take_the_max_over_the_batch():
   want = max(np.linalg.norm(np.asarray(m), 2) for m in x)
   np.testing.assert_allclose(get_k("nuclear").dual_norm(x), want, rtol=1e-5)
   for i in range(3):  # ∇K acts on each matrix alone.
-    np.testing.assert_allclose(get_k("nuclear", method="svd").grad(x)[i],
-                               get_k("nuclear", method="svd").grad(x[i]), atol=1e-6)
+    np.testing.assert_allclose(
+      get_k("nuclear", method="svd").grad(x)[i],
+      get_k("nuclear", method="svd").grad(x[i]),
+      atol=1e-6,
+    )
 
 
 def test_known_closed_forms():
@@ -59,7 +68,9 @@ def test_known_closed_forms():
   np.testing.assert_allclose(get_k("huber", e=0.5).grad(x), [[1, -0.2], [0, 1]])
   np.testing.assert_allclose(get_k("rownorm").grad(x)[1], [0, 1])
   d = jnp.diag(jnp.array([3.0, -2.0]))
-  np.testing.assert_allclose(get_k("nuclear", method="svd").grad(d), jnp.diag(jnp.array([1.0, -1.0])), atol=1e-6)
+  np.testing.assert_allclose(
+    get_k("nuclear", method="svd").grad(d), jnp.diag(jnp.array([1.0, -1.0])), atol=1e-6
+  )
   np.testing.assert_allclose(get_k("spectral").grad(d), jnp.diag(jnp.array([1.0, 0.0])), atol=1e-6)
   # Schatten-p: diag(σ^(p−1)) / ‖σ‖_p^(p−1) with signs from U, V.
   p = 3.0

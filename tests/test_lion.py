@@ -13,15 +13,18 @@ from tests.references import reference_lion_k_step, reference_polar
 def _random_problem(seed=0):
   """A least-squares fit of a mixed pytree (matrix, vector, 3-D) to random targets."""
   keys = jax.random.split(jax.random.PRNGKey(seed), 6)
-  params = {"w": jax.random.normal(keys[0], (6, 5)), "b": jax.random.normal(keys[1], (5,)),
-            "t": jax.random.normal(keys[2], (2, 3, 4))}
+  params = {
+    "w": jax.random.normal(keys[0], (6, 5)),
+    "b": jax.random.normal(keys[1], (5,)),
+    "t": jax.random.normal(keys[2], (2, 3, 4)),
+  }
   x = jax.random.normal(keys[3], (32, 6))
   y = jax.random.normal(keys[4], (32, 5))
   t_target = jax.random.normal(keys[5], (2, 3, 4))
 
   def loss(p):
-    return (jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
-            + jnp.mean(jnp.sin(p["t"]) - t_target) ** 2)
+    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2) + jnp.mean(jnp.sin(p["t"]) - t_target) ** 2
+
   return params, loss
 
 
@@ -40,10 +43,14 @@ def _run(opt, params, loss, steps):
   return trajectory
 
 
-@pytest.mark.parametrize("ours", [
+@pytest.mark.parametrize(
+  "ours",
+  [
     lambda lr, wd: lion(lr, b1=0.9, b2=0.99, weight_decay=wd),
     lambda lr, wd: lion_k(lr, k="l1", b1=0.9, b2=0.99, weight_decay=wd),
-], ids=["lion", "lion_k_l1"])
+  ],
+  ids=["lion", "lion_k_l1"],
+)
 def test_matches_optax_lion_for_100_steps(ours):
   params, loss = _random_problem()
   schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 10, 100)
@@ -51,8 +58,9 @@ def test_matches_optax_lion_for_100_steps(ours):
   want = _run(optax.lion(schedule, b1=0.9, b2=0.99, weight_decay=0.1), params, loss, 100)
   for step, (g, w) in enumerate(zip(got, want)):
     for name in g:
-      np.testing.assert_allclose(g[name], w[name], rtol=0, atol=1e-7,
-                                 err_msg=f"step {step}, leaf {name}")
+      np.testing.assert_allclose(
+        g[name], w[name], rtol=0, atol=1e-7, err_msg=f"step {step}, leaf {name}"
+      )
   assert loss(got[-1]) < loss(params)  # It did optimize.
 
 
@@ -65,9 +73,11 @@ def test_bf16_momentum_matches_optax():
   assert lion(1e-3, mu_dtype=jnp.bfloat16).init(params)[0].mu["w"].dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("k,options,grad_k", [("l1", {}, np.sign),
-                                              ("nuclear", {"method": "svd"}, reference_polar)],
-                         ids=["l1", "nuclear"])
+@pytest.mark.parametrize(
+  "k,options,grad_k",
+  [("l1", {}, np.sign), ("nuclear", {"method": "svd"}, reference_polar)],
+  ids=["l1", "nuclear"],
+)
 def test_lion_k_matches_the_numpy_step(k, options, grad_k):
   """Lion-K against its NumPy transcription, fed the same gradients (checked on
   the matrix leaf; K acts on each leaf alone)."""

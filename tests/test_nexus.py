@@ -11,7 +11,6 @@ from optimizers import lion, muon
 from optimizers.nexus import nexus, normalize_gradient, source_sequence
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
   """The O(γ²) and Fish checks need float64; scoped so other tests keep f32."""
@@ -63,9 +62,13 @@ def test_one_inner_step_is_the_outer_optimizer_on_a_sampled_normalized_gradient(
   state, seen = opt.init(params), set()
   for _ in range(8):
     updates, state = opt.update(None, state, params, grad_fn=grad_fn)
-    matches = [s for s in range(3)
-               if np.allclose(_flat(updates), -0.1 * _flat(normalize_gradient(grad_fn(params, s))),
-                              atol=1e-12)]
+    matches = [
+      s
+      for s in range(3)
+      if np.allclose(
+        _flat(updates), -0.1 * _flat(normalize_gradient(grad_fn(params, s))), atol=1e-12
+      )
+    ]
     assert len(matches) == 1
     seen.add(matches[0])
   assert len(seen) > 1  # The RNG in the state varies the source.
@@ -74,8 +77,14 @@ def test_one_inner_step_is_the_outer_optimizer_on_a_sampled_normalized_gradient(
 def test_raw_gradients_with_sgd_is_a_numpy_fish_step():
   hs, cs, _, grad_fn = _quadratic_sources(seed=1)
   eta, gamma, k = 0.3, 0.02, 5
-  opt = nexus(optax.sgd(eta), inner_learning_rate=gamma, inner_steps=k, num_sources=3,
-              normalize=None, source_order="cyclic")
+  opt = nexus(
+    optax.sgd(eta),
+    inner_learning_rate=gamma,
+    inner_steps=k,
+    num_sources=3,
+    normalize=None,
+    source_order="cyclic",
+  )
   theta = np.linspace(0.5, -0.5, 5)
   params, state = _split(theta), opt.init(_split(theta))
   step = jax.jit(lambda p, s: opt.update(None, s, p, grad_fn=grad_fn))
@@ -93,8 +102,13 @@ def test_raw_gradients_with_sgd_is_a_numpy_fish_step():
 
 
 def _pseudo_gradient(grad_fn, params, gamma, k, num_sources):
-  opt = nexus(optax.identity(), inner_learning_rate=gamma, inner_steps=k,
-              num_sources=num_sources, source_order="cyclic")
+  opt = nexus(
+    optax.identity(),
+    inner_learning_rate=gamma,
+    inner_steps=k,
+    num_sources=num_sources,
+    source_order="cyclic",
+  )
   return opt.update(None, opt.init(params), params, grad_fn=grad_fn)[0]
 
 
@@ -110,8 +124,8 @@ def test_pseudo_gradient_expansion_remainder_is_second_order():
   mean_d = np.mean(ds, axis=0)
   correction = np.zeros(5)
   for m in range(k):
-    for l in range(m):
-      tangent = _split(ds[l])
+    for j in range(m):
+      tangent = _split(ds[j])
       correction += _flat(jax.jvp(lambda p: d(p, order[m]), (params,), (tangent,))[1])
   remainders = []
   for gamma in (0.02, 0.01, 0.005):
@@ -136,8 +150,11 @@ def test_source_orders():
   assert len(orders) > 2
 
 
-@pytest.mark.parametrize("outer", [lambda: optax.adamw(1e-3), lambda: lion(1e-3),
-                                   lambda: muon(1e-2)], ids=["adamw", "lion", "muon"])
+@pytest.mark.parametrize(
+  "outer",
+  [lambda: optax.adamw(1e-3), lambda: lion(1e-3), lambda: muon(1e-2)],
+  ids=["adamw", "lion", "muon"],
+)
 def test_wraps_any_outer_optimizer_under_jit(outer):
   params = {"w": jnp.ones((4, 3), jnp.float32), "b": jnp.zeros(3, jnp.float32)}
   data = jnp.arange(24, dtype=jnp.float32).reshape(2, 3, 4) / 24
@@ -198,13 +215,26 @@ def test_two_sources_on_a_valley_nexus_ends_where_their_gradients_agree_more():
       else:
         u, state = opt.update(jax.grad(total)(p), state, p)
       return (optax.apply_updates(p, u), state), None
+
     return jax.jit(lambda p: jax.lax.scan(body, (p, opt.init(p)), None, length=steps)[0][0])(start)
 
   gd = run(optax.sgd(0.05), False)
-  nx = run(nexus(optax.sgd(0.05), inner_learning_rate=0.05, inner_steps=2, num_sources=2,
-                 normalize=None, source_order="cyclic"), True)
-  inner = lambda p: float(sum(jnp.vdot(a, b) for a, b in
-                              zip(jax.tree.leaves(grad_fn(p, 0)), jax.tree.leaves(grad_fn(p, 1)))))
+  nx = run(
+    nexus(
+      optax.sgd(0.05),
+      inner_learning_rate=0.05,
+      inner_steps=2,
+      num_sources=2,
+      normalize=None,
+      source_order="cyclic",
+    ),
+    True,
+  )
+  inner = lambda p: float(
+    sum(
+      jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(grad_fn(p, 0)), jax.tree.leaves(grad_fn(p, 1)))
+    )
+  )
   # Both end on the valley (summed loss 1 at its minima) ...
   assert float(total(gd)) == pytest.approx(1.0, abs=1e-3)
   assert float(total(nx)) == pytest.approx(1.0, abs=0.02)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from optimizers import newton_schulz, ns_coefficients, orthogonalize, polar_svd
-from tests.references import (QUINTIC, composed_polynomial, reference_newton_schulz,
-                              reference_polar)
+from tests.references import QUINTIC, composed_polynomial, reference_newton_schulz, reference_polar
 
 
 def _g(shape, seed=0):
@@ -30,23 +29,24 @@ def test_presets_match_reference(preset):
   table, safety = ns_coefficients(preset, 8)
   want = reference_newton_schulz(g, table, safety)
   for gram in (False, True):
-    np.testing.assert_allclose(newton_schulz(jnp.asarray(g), 8, preset, gram=gram), want,
-                               atol=5e-5)
+    np.testing.assert_allclose(newton_schulz(jnp.asarray(g), 8, preset, gram=gram), want, atol=5e-5)
 
 
 def test_polar_express_table_is_the_papers():
   table, safety = ns_coefficients("polar_express", 10)
   assert safety == 1.01
-  np.testing.assert_allclose(table[0], [8.28721201814563 / 1.01, -23.595886519098837 / 1.01**3,
-                                        17.300387312530933 / 1.01**5])
+  np.testing.assert_allclose(
+    table[0], [8.28721201814563 / 1.01, -23.595886519098837 / 1.01**3, 17.300387312530933 / 1.01**5]
+  )
   np.testing.assert_allclose(table[7:], [[1.875, -1.25, 0.375]] * 3)  # The tail repeats.
 
 
 def test_svd_method_is_numpys_u_vt():
   for shape in [(7, 12), (12, 7), (9, 9)]:
     g = _g(shape, seed=2)
-    np.testing.assert_allclose(orthogonalize(jnp.asarray(g), method="svd"), reference_polar(g),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+      orthogonalize(jnp.asarray(g), method="svd"), reference_polar(g), atol=1e-5
+    )
 
 
 def test_svd_of_rank_deficient_input_is_the_polar_factor_of_its_range():
@@ -67,8 +67,9 @@ def test_quintic_singular_values_land_in_the_known_band():
   grid = np.linspace(1e-6, 1, 200_001)
   image = composed_polynomial(grid, [QUINTIC] * 5)
   band = image[grid >= 0.01]
-  np.testing.assert_allclose([band.min(), band.max(), image.max()], [0.6818, 1.1344, 1.2024],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    [band.min(), band.max(), image.max()], [0.6818, 1.1344, 1.2024], atol=1e-4
+  )
   rng = np.random.default_rng(0)
   for shape in [(64, 256), (128, 128), (300, 50)]:
     m = min(shape)
@@ -90,8 +91,9 @@ def test_batched_leading_axes_and_zero_input():
   got = newton_schulz(jnp.asarray(g))
   for i in range(3):
     for j in range(2):
-      np.testing.assert_allclose(got[i, j], reference_newton_schulz(g[i, j], [QUINTIC] * 5),
-                                 atol=2e-5)
+      np.testing.assert_allclose(
+        got[i, j], reference_newton_schulz(g[i, j], [QUINTIC] * 5), atol=2e-5
+      )
   np.testing.assert_array_equal(newton_schulz(jnp.zeros((5, 8))), 0.0)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data.text_pipeline import mixture_loader
-from data.token_shards import (LLMC_MAGIC, read_shard, shard_windows, write_shard)
+from data.token_shards import LLMC_MAGIC, read_shard, shard_windows, write_shard
 
 
 def test_llmc_shard_header_and_tokens(tmp_path):

@@ -47,8 +47,9 @@ def test_changing_n_test_keeps_the_train_targets_function():
 def test_losses():
   pred, y = jnp.array([[1.0], [-2.0]]), jnp.array([[0.0], [-1.0]])
   np.testing.assert_allclose(synthetic.squared_loss(pred, y), 0.5 * (1 + 1) / 2)
-  np.testing.assert_allclose(synthetic.logistic_loss(jnp.zeros((3, 1)), jnp.ones((3, 1))),
-                             np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(
+    synthetic.logistic_loss(jnp.zeros((3, 1)), jnp.ones((3, 1))), np.log(2), rtol=1e-6
+  )
   np.testing.assert_allclose(synthetic.sign_accuracy(pred, jnp.array([[1.0], [1.0]])), 0.5)
   with pytest.raises(ValueError, match="Unknown loss"):
     synthetic.get_loss("hinge")
@@ -63,10 +64,12 @@ def test_bad_task_arguments():
 
 def test_batches_are_an_epochwise_permutation_per_key():
   key = jax.random.PRNGKey(0)
-  epoch0 = np.concatenate([np.asarray(batching.batch_indices(key, jnp.int32(s), 20, 5))
-                           for s in range(4)])
-  epoch1 = np.concatenate([np.asarray(batching.batch_indices(key, jnp.int32(s), 20, 5))
-                           for s in range(4, 8)])
+  epoch0 = np.concatenate(
+    [np.asarray(batching.batch_indices(key, jnp.int32(s), 20, 5)) for s in range(4)]
+  )
+  epoch1 = np.concatenate(
+    [np.asarray(batching.batch_indices(key, jnp.int32(s), 20, 5)) for s in range(4, 8)]
+  )
   assert sorted(epoch0) == list(range(20)) and sorted(epoch1) == list(range(20))
   assert not np.array_equal(epoch0, epoch1)  # A fresh order each epoch.
   other = np.asarray(batching.batch_indices(jax.random.PRNGKey(1), jnp.int32(0), 20, 5))

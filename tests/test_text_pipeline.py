@@ -6,8 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from data.text_pipeline import (TokenWindows, build_text_windows, eval_batches,
-                                mixture_loader, pack_documents, per_source_loader)
+from data.text_pipeline import (
+  TokenWindows,
+  build_text_windows,
+  eval_batches,
+  mixture_loader,
+  pack_documents,
+  per_source_loader,
+)
 from data.text_sources import load_source
 from data.tokenizers import ByteTokenizer
 
@@ -38,8 +44,10 @@ def test_pack_documents_puts_eot_after_each_document():
 
 def _sources():
   """Three sources whose token ranges tell them apart: source k holds k*1000 + j."""
-  return {name: TokenWindows([k * 1000 + np.arange(n * 8 + 1)], seq_len=8, name=name)
-          for k, (name, n) in enumerate([("a", 50), ("b", 30), ("c", 20)])}
+  return {
+    name: TokenWindows([k * 1000 + np.arange(n * 8 + 1)], seq_len=8, name=name)
+    for k, (name, n) in enumerate([("a", 50), ("b", 30), ("c", 20)])
+  }
 
 
 def _check_tokens_match_ids(batch):
@@ -99,8 +107,14 @@ def test_per_source_loader_gives_every_source_each_step_and_resumes():
 
 
 def test_real_sources_and_eval_batches():
-  windows = build_text_windows(["prose", "math"], "validation", ByteTokenizer(), seq_len=64,
-                               max_chars=20_000, math_problems=2000)
+  windows = build_text_windows(
+    ["prose", "math"],
+    "validation",
+    ByteTokenizer(),
+    seq_len=64,
+    max_chars=20_000,
+    math_problems=2000,
+  )
   docs = load_source("math", "validation", max_chars=20_000, math_problems=2000).documents
   num_tokens = sum(len(d.encode()) + 1 for d in docs)  # bytes + one EOT each
   assert windows["math"].num_tokens == num_tokens

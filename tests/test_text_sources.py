@@ -4,26 +4,32 @@ splits, correct worked answers, held-out families and packages, clear errors."""
 import logging
 import math
 import re
-
-import pytest
 from pydoc_data.topics import topics
 
-from data.text_sources import (CODE_OOD_PACKAGES, MATH_FAMILIES, OOD_SOURCES, SOURCES,
-                               load_source, math_problem)
+import pytest
+
+from data.text_sources import (
+  CODE_OOD_PACKAGES,
+  MATH_FAMILIES,
+  OOD_SOURCES,
+  SOURCES,
+  load_source,
+  math_problem,
+)
 
 
 @pytest.fixture
 def stdlib(tmp_path):
   """A fake standard library whose files we know."""
   files = {
-      "alpha.py": '"""The alpha module does five useful things."""\nx = 1\n',
-      "beta.py": "# comment\n'''Beta: a module docstring after a comment.'''\ny = 2\n",
-      "short.py": '"""Empty."""\n',
-      "pkg/gamma.py": "def gamma():\n  return 3\n",
-      "blank.py": "\n\n",
-      "asyncio/loop.py": '"""The held-out event loop package text."""\nasync def f(): pass\n',
-      "test/test_alpha.py": "assert True\n",
-      "encodings/cp0.py": "table = {}\n",
+    "alpha.py": '"""The alpha module does five useful things."""\nx = 1\n',
+    "beta.py": "# comment\n'''Beta: a module docstring after a comment.'''\ny = 2\n",
+    "short.py": '"""Empty."""\n',
+    "pkg/gamma.py": "def gamma():\n  return 3\n",
+    "blank.py": "\n\n",
+    "asyncio/loop.py": '"""The held-out event loop package text."""\nasync def f(): pass\n',
+    "test/test_alpha.py": "assert True\n",
+    "encodings/cp0.py": "table = {}\n",
   }
   for name, text in files.items():
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -37,9 +43,12 @@ def _both_splits(name, **kw):
 
 def test_code_takes_library_files_without_tests_codecs_or_held_out(stdlib):
   train = load_source("code", "train", stdlib_dir=stdlib, validation_fraction=0.0)
-  assert set(train.documents) == {'"""The alpha module does five useful things."""\nx = 1\n',
-                  "# comment\n'''Beta: a module docstring after a comment.'''\ny = 2\n",
-                  '"""Empty."""\n', "def gamma():\n  return 3\n"}
+  assert set(train.documents) == {
+    '"""The alpha module does five useful things."""\nx = 1\n',
+    "# comment\n'''Beta: a module docstring after a comment.'''\ny = 2\n",
+    '"""Empty."""\n',
+    "def gamma():\n  return 3\n",
+  }
   with pytest.raises(ValueError, match="code/validation is empty"):
     load_source("code", "validation", stdlib_dir=stdlib, validation_fraction=0.0)
   ood = load_source("code_ood", "test", stdlib_dir=stdlib)
@@ -61,8 +70,9 @@ def test_splits_are_deterministic_disjoint_and_sized():
   assert not set(train.documents) & set(val.documents)
   assert len(train.documents) + len(val.documents) == 4000
   assert 0.08 < len(val.documents) / 4000 < 0.12
-  other_seed = load_source("math", "validation", math_problems=4000, seed=1,
-                           validation_fraction=0.1)
+  other_seed = load_source(
+    "math", "validation", math_problems=4000, seed=1, validation_fraction=0.1
+  )
   assert other_seed.documents != val.documents
 
 

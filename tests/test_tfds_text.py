@@ -20,8 +20,9 @@ def test_mock_lm1b_and_c4_documents_are_str():
 
 
 def test_bytes_records_decode_and_bad_ones_fail():
-  docs = TfdsDocuments([{"text": "héllo".encode()}, {"text": b"\xff\xfe"}, {"text": 3}],
-                       "fake", "train", "text")
+  docs = TfdsDocuments(
+    [{"text": "héllo".encode()}, {"text": b"\xff\xfe"}, {"text": 3}], "fake", "train", "text"
+  )
   assert docs[0] == "héllo"
   with pytest.raises(ValueError, match="example 1.*not valid UTF-8"):
     docs[1]
@@ -38,15 +39,17 @@ def test_stream_packs_documents_with_eot_in_order():
   # The stream abcd·efghij·kl·abcd·... cut into windows of 5 (· is EOT = 0).
   stream = np.concatenate([np.frombuffer(b"abcd\0efghij\0kl\0", np.uint8)] * 3).astype(np.int32)
   for k, w in enumerate(windows):
-    np.testing.assert_array_equal(w["inputs"], stream[5 * k:5 * k + 4])
-    np.testing.assert_array_equal(w["targets"], stream[5 * k + 1:5 * k + 5])
+    np.testing.assert_array_equal(w["inputs"], stream[5 * k : 5 * k + 4])
+    np.testing.assert_array_equal(w["targets"], stream[5 * k + 1 : 5 * k + 5])
 
 
 def test_mixture_of_tfds_streams_resumes_exactly():
   with tfds.testing.mock_data(num_examples=30):
     tok = ByteTokenizer()
-    sources = {"lm1b": tfds_token_stream(tfds_documents("lm1b", "train"), tok, 16, seed=0),
-               "c4": tfds_token_stream(tfds_documents("c4/en", "train"), tok, 16, seed=1)}
+    sources = {
+      "lm1b": tfds_token_stream(tfds_documents("lm1b", "train"), tok, 16, seed=0),
+      "c4": tfds_token_stream(tfds_documents("c4/en", "train"), tok, 16, seed=1),
+    }
     it = iter(mixture_loader(sources, [0.75, 0.25], batch_size=4))
     for _ in range(5):
       next(it)

@@ -8,8 +8,12 @@ import pytest
 from data import tokenizers as tk
 from data.text_sources import load_source
 
-SAMPLES = ["def f(x):\n    return x ** 2  # héllo 世界 🙂\n", "", "  leading spaces\t\ttabs\r\n",
-           "Answer: 42\n<|endoftext|> literal"]
+SAMPLES = [
+  "def f(x):\n    return x ** 2  # héllo 世界 🙂\n",
+  "",
+  "  leading spaces\t\ttabs\r\n",
+  "Answer: 42\n<|endoftext|> literal",
+]
 
 
 def test_bytes_tokenizer_known_ids_and_round_trip():
@@ -32,8 +36,9 @@ def bpe_dir(tmp_path_factory):
 
 
 def _training_texts():
-  return (list(load_source("math", "train", math_problems=2000).documents)
-          + list(load_source("prose", "train", max_chars=100_000).documents))
+  return list(load_source("math", "train", math_problems=2000).documents) + list(
+    load_source("prose", "train", max_chars=100_000).documents
+  )
 
 
 def test_bpe_trains_round_trips_and_compresses(bpe_dir):
@@ -76,6 +81,7 @@ def test_tiktoken_offline_error_says_what_to_do(monkeypatch):
 
   def offline(name):
     raise ConnectionError(f"Failed to resolve 'openaipublic.blob.core.windows.net' for {name}")
+
   monkeypatch.setattr(tiktoken, "get_encoding", offline)
   with pytest.raises(RuntimeError, match="TIKTOKEN_CACHE_DIR.*'bytes' or 'bpe'"):
     tk.get_tokenizer("gpt2")

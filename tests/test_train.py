@@ -13,11 +13,11 @@ import pytest
 from absl import logging
 
 import training
-from training import config_checks, gpt2_steps, similarity, tasks
-from tests.config_overrides import config_with, unsafe_config_with
-from training import workdir as wd
 from configs.relu2 import get_config
 from data import synthetic
+from tests.config_overrides import config_with, unsafe_config_with
+from training import config_checks
+from training import workdir as wd
 
 logging.set_verbosity(logging.WARNING)
 REPO = Path(__file__).resolve().parents[1]
@@ -33,13 +33,19 @@ def _tree_leaves(params):
 
 @pytest.mark.parametrize("optimizer,lr", [("adamw", 0.03), ("lion", 0.003), ("muon", 0.05)])
 def test_reaches_near_zero_train_loss(tmp_path, optimizer, lr):
-  config = _config(f"runlocal,optimizer={optimizer},steps=600", optimizer__learning_rate=lr,
-                   optimizer__schedule="warmup_cosine", optimizer__warmup_steps=10,
-                   checkpoint_every=600, log_every=100)
+  config = _config(
+    f"runlocal,optimizer={optimizer},steps=600",
+    optimizer__learning_rate=lr,
+    optimizer__schedule="warmup_cosine",
+    optimizer__warmup_steps=10,
+    checkpoint_every=600,
+    log_every=100,
+  )
   summary = training.run(config, tmp_path)
   d = config.data
-  data = synthetic.make_task(d.task, d.input_dim, d.n_train, d.n_test, d.teacher_width,
-                             d.input_dist, d.label_noise, d.seed)
+  data = synthetic.make_task(
+    d.task, d.input_dim, d.n_train, d.n_test, d.teacher_width, d.input_dist, d.label_noise, d.seed
+  )
   zero_predictor_loss = 0.5 * float(np.mean(data.y_train_NxO**2))
   assert summary["final_train_loss"] < 1e-3
   assert summary["final_train_loss"] < 1e-2 * zero_predictor_loss
@@ -64,25 +70,28 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
   # Newton–Schulz is exercised too.
   common = dict(batch_size=16, checkpoint_every=1000, log_every=10)
   variant = "runlocal,optimizer=muon,steps=40"
-  together = training.run(
-      _config(variant, seed=5, num_seeds=3, **common), tmp_path / "together")
+  together = training.run(_config(variant, seed=5, num_seeds=3, **common), tmp_path / "together")
   _, params_S = wd.load_params(tmp_path / "together")
   assert together["seeds"] == [5, 6, 7]
   chunked = training.run(
-      _config(variant, seed=5, num_seeds=3, seed_chunk_size=2, **common), tmp_path / "chunked")
+    _config(variant, seed=5, num_seeds=3, seed_chunk_size=2, **common), tmp_path / "chunked"
+  )
   _, params_chunked = wd.load_params(tmp_path / "chunked")
   for a, b in zip(_tree_leaves(params_S), _tree_leaves(params_chunked)):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
-  np.testing.assert_allclose(together["final"]["train_loss"], chunked["final"]["train_loss"],
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    together["final"]["train_loss"], chunked["final"]["train_loss"], rtol=1e-4
+  )
   for i, seed in enumerate([5, 6, 7]):
-    alone = training.run(_config(variant, seed=seed, num_seeds=1, **common),
-                                     tmp_path / f"seed{seed}")
+    alone = training.run(
+      _config(variant, seed=seed, num_seeds=1, **common), tmp_path / f"seed{seed}"
+    )
     _, params_1 = wd.load_params(tmp_path / f"seed{seed}")
     for a, b in zip(_tree_leaves(params_S), _tree_leaves(params_1)):
       np.testing.assert_allclose(a[i], b[0], rtol=2e-5, atol=2e-6)
-    np.testing.assert_allclose(together["final"]["train_loss"][i],
-                               alone["final"]["train_loss"][0], rtol=1e-4)
+    np.testing.assert_allclose(
+      together["final"]["train_loss"][i], alone["final"]["train_loss"][0], rtol=1e-4
+    )
   # Different seeds are different networks (the test would pass trivially otherwise).
   assert not np.allclose(params_S["hidden"]["kernel"][0], params_S["hidden"]["kernel"][1])
 
@@ -91,7 +100,8 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
 _RESUME_VARIANT = "runlocal,steps=3000"
 _RESUME_FIELDS = dict(batch_size=16, checkpoint_every=100, log_every=100)
 _RESUME_FLAGS = [f"--config=configs/relu2.py:{_RESUME_VARIANT}"] + [
-    f"--config.{k}={v}" for k, v in _RESUME_FIELDS.items()]
+  f"--config.{k}={v}" for k, v in _RESUME_FIELDS.items()
+]
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +114,24 @@ def reference_run(tmp_path_factory):
 
 def _start_training(workdir: Path, log: Path) -> subprocess.Popen:
   env = dict(os.environ, PYTHONPATH=str(REPO))
-  return subprocess.Popen([sys.executable, "train.py", *_RESUME_FLAGS,
-                           f"--workdir={workdir}"], cwd=REPO, env=env,
-                          stdout=log.open("w"), stderr=subprocess.STDOUT)
+  return subprocess.Popen(
+    [sys.executable, "train.py", *_RESUME_FLAGS, f"--workdir={workdir}"],
+    cwd=REPO,
+    env=env,
+    stdout=log.open("w"),
+    stderr=subprocess.STDOUT,
+  )
 
 
 def _wait_for_checkpoint(proc, workdir: Path, min_step: int, timeout=120.0) -> None:
   """Polls until a finalized checkpoint of step >= min_step exists."""
   deadline = time.time() + timeout
   while time.time() < deadline:
-    steps = [int(p.name) for p in (workdir / wd.CHECKPOINT_DIR).glob("*")
-             if p.name.isdigit()] if (workdir / wd.CHECKPOINT_DIR).exists() else []
+    steps = (
+      [int(p.name) for p in (workdir / wd.CHECKPOINT_DIR).glob("*") if p.name.isdigit()]
+      if (workdir / wd.CHECKPOINT_DIR).exists()
+      else []
+    )
     if steps and max(steps) >= min_step:
       return
     assert proc.poll() is None, "training ended before it could be interrupted"
@@ -129,10 +146,10 @@ def _assert_same_final_state(workdir: Path, reference: Path) -> None:
   for a, b in zip(_tree_leaves(params), _tree_leaves(ref_params)):
     assert a.dtype == b.dtype and np.array_equal(a, b)  # Bitwise.
   assert wd.read_metrics(workdir) == wd.read_metrics(reference) or [
-      {k: v for k, v in r.items() if "steps_per_sec" not in k}
-      for r in wd.read_metrics(workdir)] == [
-      {k: v for k, v in r.items() if "steps_per_sec" not in k}
-      for r in wd.read_metrics(reference)]
+    {k: v for k, v in r.items() if "steps_per_sec" not in k} for r in wd.read_metrics(workdir)
+  ] == [
+    {k: v for k, v in r.items() if "steps_per_sec" not in k} for r in wd.read_metrics(reference)
+  ]
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference_run):
@@ -183,7 +200,9 @@ def test_nonfinite_loss_stops_without_overwriting_good_checkpoints(tmp_path):
     assert all(np.isfinite(leaf).all() for leaf in _tree_leaves(params))
 
 
-@pytest.mark.parametrize("fields,expected", [
+@pytest.mark.parametrize(
+  "fields,expected",
+  [
     (dict(model__width=0), "model.width=0 is impossible"),
     (dict(optimizer__learning_rate=-0.1), "optimizer.learning_rate=-0.1 is impossible"),
     (dict(num_seeds=0), "num_seeds=0 is impossible"),
@@ -191,7 +210,8 @@ def test_nonfinite_loss_stops_without_overwriting_good_checkpoints(tmp_path):
     (dict(optimizer__name="adamm"), "Unknown optimizer 'adamm'; known: ['adamw'"),
     (dict(data__task="mnist"), "data.task='mnist' is impossible"),
     (dict(data__loss="logistic"), "needs ±1 labels"),
-])
+  ],
+)
 def test_bad_config_fails_before_training(tmp_path, fields, expected):
   # A plain, type-unsafe copy, so the test can write wrong types (flags refuse them).
   config = unsafe_config_with(_config("runlocal"), **fields)
@@ -209,19 +229,31 @@ def test_unknown_config_field_is_refused(tmp_path):
     config_checks.validate_config(config)
 
 
-@pytest.mark.parametrize("flags,expected", [
-    (["--config=configs/relu2.py:runlocal", "--config.model.widht=3"],
-     "unknown config field 'widht' in --config.model.widht=3"),
-    (["--config=configs/relu2.py:runlocal", "--config.model.width=0"],
-     "model.width=0 is impossible"),
+@pytest.mark.parametrize(
+  "flags,expected",
+  [
+    (
+      ["--config=configs/relu2.py:runlocal", "--config.model.widht=3"],
+      "unknown config field 'widht' in --config.model.widht=3",
+    ),
+    (
+      ["--config=configs/relu2.py:runlocal", "--config.model.width=0"],
+      "model.width=0 is impossible",
+    ),
     (["--config=configs/relu2.py:runlocal,optimizer=adam"], "No config defaults for optimizer"),
-])
+  ],
+)
 def test_cli_reports_bad_config_in_one_line(tmp_path, flags, expected):
-  result = subprocess.run([sys.executable, "train.py", *flags, f"--workdir={tmp_path}/w"],
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                          capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, "train.py", *flags, f"--workdir={tmp_path}/w"],
+    cwd=REPO,
+    env=dict(os.environ, PYTHONPATH=str(REPO)),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 1
-  lines = [l for l in result.stderr.splitlines() if l.strip() and not l.startswith("W")]
+  lines = [s for s in result.stderr.splitlines() if s.strip() and not s.startswith("W")]
   assert lines[-1].startswith("train.py:") and expected in lines[-1], result.stderr
   assert "Traceback" not in result.stderr
 

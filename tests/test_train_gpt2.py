@@ -12,11 +12,11 @@ import pytest
 from absl import logging
 
 import training
-from training import config_checks, gpt2_steps, similarity, tasks
-from tests.config_overrides import assert_params_close, config_with, unsafe_config_with
-from training import workdir as wd
 from configs.gpt2 import get_config
 from data import text_sources, tokenizers
+from tests.config_overrides import assert_params_close, config_with, unsafe_config_with
+from training import config_checks
+from training import workdir as wd
 
 logging.set_verbosity(logging.WARNING)
 REPO = Path(__file__).resolve().parents[1]
@@ -33,26 +33,45 @@ def _losses(workdir, key="train_loss"):
   return np.asarray([r[key] for r in wd.read_metrics(workdir) if key in r])
 
 
-
 def test_eight_devices_match_one_device(tmp_path, compilation_cache):
   variant = "runlocal,optimizer=muon,steps=20"
   flags = ["--config.log_every=5", "--config.eval_every=10", "--config.checkpoint_every=20"]
-  env = dict(os.environ, PYTHONPATH=str(REPO),
-             XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=str(compilation_cache))
+  env = dict(
+    os.environ,
+    PYTHONPATH=str(REPO),
+    XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    JAX_PLATFORMS="cpu",
+    JAX_COMPILATION_CACHE_DIR=str(compilation_cache),
+  )
   result = subprocess.run(
-      [sys.executable, "train.py", f"--config=configs/gpt2.py:{variant}", *flags,
-       f"--workdir={tmp_path}/eight"], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=300)
+    [
+      sys.executable,
+      "train.py",
+      f"--config=configs/gpt2.py:{variant}",
+      *flags,
+      f"--workdir={tmp_path}/eight",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   one = training.run(
-      _config(variant, log_every=5, eval_every=10, checkpoint_every=20), tmp_path / "one")
+    _config(variant, log_every=5, eval_every=10, checkpoint_every=20), tmp_path / "one"
+  )
   eight = wd.read_summary(tmp_path / "eight")
   assert eight["num_devices"] == 8 and one["num_devices"] == 1
-  np.testing.assert_allclose(_losses(tmp_path / "eight"), _losses(tmp_path / "one"),
-                             rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(_losses(tmp_path / "eight", "val_loss/mean"),
-                             _losses(tmp_path / "one", "val_loss/mean"), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    _losses(tmp_path / "eight"), _losses(tmp_path / "one"), rtol=1e-5, atol=1e-5
+  )
+  np.testing.assert_allclose(
+    _losses(tmp_path / "eight", "val_loss/mean"),
+    _losses(tmp_path / "one", "val_loss/mean"),
+    rtol=1e-5,
+    atol=1e-5,
+  )
   # analysis reads GPT-2 workdirs like relu2's: a leading seed axis of 1.
   _, params = wd.load_params(tmp_path / "eight")
   assert params["h_0"]["attn"]["c_attn"]["kernel"].shape == (1, 64, 192)
@@ -73,9 +92,14 @@ def _unigram_entropy(config) -> float:
 
 
 def _learns_below_unigram(tmp_path, steps):
-  config = _config(f"runlocal,steps={steps},batch=16", log_every=50, eval_every=steps,
-                   checkpoint_every=steps, optimizer__learning_rate=1e-2,
-                   optimizer__warmup_steps=10)
+  config = _config(
+    f"runlocal,steps={steps},batch=16",
+    log_every=50,
+    eval_every=steps,
+    checkpoint_every=steps,
+    optimizer__learning_rate=1e-2,
+    optimizer__warmup_steps=10,
+  )
   config.data.seq_len = 64
   summary = training.run(config, tmp_path)
   entropy = _unigram_entropy(config)
@@ -97,12 +121,15 @@ def test_learns_well_below_unigram_entropy(tmp_path):
 
 
 def test_resume_gives_the_same_params_and_data(tmp_path):
-  config = _config("runlocal,steps=20", checkpoint_every=10, log_every=5,
-                   optimizer__schedule="constant")
+  config = _config(
+    "runlocal,steps=20", checkpoint_every=10, log_every=5, optimizer__schedule="constant"
+  )
   full = training.run(config, tmp_path / "full")
   # Stop at step 10 (the checkpoint, with the grain iterator's state), then go on.
-  training.run(_config("runlocal,steps=10", checkpoint_every=10, log_every=5,
-                                   optimizer__schedule="constant"), tmp_path / "split")
+  training.run(
+    _config("runlocal,steps=10", checkpoint_every=10, log_every=5, optimizer__schedule="constant"),
+    tmp_path / "split",
+  )
   resumed = training.run(config, tmp_path / "split", override_config=True)
   assert resumed["resumed_from_step"] == 10
   assert_params_close(tmp_path / "full", tmp_path / "split", rtol=0, atol=0)  # Bitwise.
@@ -112,19 +139,21 @@ def test_resume_gives_the_same_params_and_data(tmp_path):
 
 def test_grad_accumulation_equals_one_big_batch(tmp_path):
   common = dict(log_every=1, eval_every=5, checkpoint_every=5)
-  big = training.run(_config("runlocal,steps=5,batch=8,accum=1", **common),
-                                 tmp_path / "big")
-  acc = training.run(_config("runlocal,steps=5,batch=8,accum=4", **common),
-                                 tmp_path / "acc")
-  np.testing.assert_allclose(_losses(tmp_path / "acc"), _losses(tmp_path / "big"),
-                             rtol=2e-5, atol=2e-5)
-  np.testing.assert_allclose(_losses(tmp_path / "acc", "grad_norm"),
-                             _losses(tmp_path / "big", "grad_norm"), rtol=1e-4)
+  big = training.run(_config("runlocal,steps=5,batch=8,accum=1", **common), tmp_path / "big")
+  acc = training.run(_config("runlocal,steps=5,batch=8,accum=4", **common), tmp_path / "acc")
+  np.testing.assert_allclose(
+    _losses(tmp_path / "acc"), _losses(tmp_path / "big"), rtol=2e-5, atol=2e-5
+  )
+  np.testing.assert_allclose(
+    _losses(tmp_path / "acc", "grad_norm"), _losses(tmp_path / "big", "grad_norm"), rtol=1e-4
+  )
   assert_params_close(tmp_path / "big", tmp_path / "acc", rtol=1e-4, atol=1e-5)
   assert big["final_val_loss"]["mean"] == pytest.approx(acc["final_val_loss"]["mean"], abs=1e-4)
 
 
-@pytest.mark.parametrize("fields,expected", [
+@pytest.mark.parametrize(
+  "fields,expected",
+  [
     (dict(num_seeds=2), "one seed per workdir"),
     (dict(batch_size=6, grad_accum_steps=4), "not divisible by grad_accum_steps"),
     (dict(model__size="huge"), "model.size='huge' is impossible"),
@@ -132,7 +161,8 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
     (dict(data__weights="1+2"), "has 2 entries for the 3 data.sources"),
     (dict(data__seq_len=4096), "exceeds the context"),
     (dict(eval_every=0), "eval_every=0 is impossible"),
-])
+  ],
+)
 def test_bad_gpt2_config_fails_before_training(tmp_path, fields, expected):
   config = unsafe_config_with(_config("runlocal"), **fields)
   with pytest.raises(training.ConfigError) as info:
@@ -150,11 +180,16 @@ def test_unknown_gpt2_field_is_refused():
 
 
 def test_config_variants():
-  config = get_config("size=small,optimizer=muon,steps=7,batch=4,accum=2,seq_len=16,"
-                      "tokenizer=bpe,sources=prose+math,weights=3+1")
+  config = get_config(
+    "size=small,optimizer=muon,steps=7,batch=4,accum=2,seq_len=16,"
+    "tokenizer=bpe,sources=prose+math,weights=3+1"
+  )
   assert (config.model.size, config.optimizer.name, config.num_steps) == ("small", "muon", 7)
   assert (config.batch_size, config.grad_accum_steps, config.data.seq_len) == (4, 2, 16)
-  assert (config.data.tokenizer, config.data.sources, config.data.weights) == \
-      ("bpe", "prose+math", "3+1")
+  assert (config.data.tokenizer, config.data.sources, config.data.weights) == (
+    "bpe",
+    "prose+math",
+    "3+1",
+  )
   config_checks.validate_config(config)
   json.dumps(config.to_dict())

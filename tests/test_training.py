@@ -42,8 +42,14 @@ def _gpt2(variant="runlocal", **fields):
 
 def _train_py(*args, env=None, timeout=300):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **(env or {}))
-  return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "train.py", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 class _Pair(NamedTuple):
@@ -103,17 +109,26 @@ def test_corrupt_config_json_is_one_line(tmp_path):
 
 
 def test_device_divisibility_fails_before_the_workdir_exists(tmp_path):
-  result = _train_py("--config=configs/gpt2.py:runlocal,batch=4", f"--workdir={tmp_path}/run",
-                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  result = _train_py(
+    "--config=configs/gpt2.py:runlocal,batch=4",
+    f"--workdir={tmp_path}/run",
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+  )
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "not divisible by the 8 devices" in result.stderr
   assert not (tmp_path / "run").exists()
 
 
 def test_gpt2_nonfinite_loss_stops_in_one_line(tmp_path):
-  config = _gpt2("runlocal,steps=30", checkpoint_every=10, log_every=5,
-                 optimizer__learning_rate=1e6, optimizer__grad_clip_norm=0.0,
-                 optimizer__schedule="constant", optimizer__warmup_steps=0)
+  config = _gpt2(
+    "runlocal,steps=30",
+    checkpoint_every=10,
+    log_every=5,
+    optimizer__learning_rate=1e6,
+    optimizer__grad_clip_norm=0.0,
+    optimizer__schedule="constant",
+    optimizer__warmup_steps=0,
+  )
   with pytest.raises(training.NonFiniteError) as info:
     training.run(config, tmp_path)
   message = str(info.value)
@@ -126,14 +141,24 @@ def test_gpt2_nonfinite_loss_stops_in_one_line(tmp_path):
 
 def test_gpt2_sigterm_then_resume_is_bitwise_identical(tmp_path):
   variant = "runlocal,steps=400,batch=8"
-  flags = [f"--config=configs/gpt2.py:{variant}", "--config.checkpoint_every=5",
-           "--config.log_every=5", "--config.eval_every=400"]
-  reference = training.run(_gpt2(variant, checkpoint_every=5, log_every=5, eval_every=400),
-                           tmp_path / "ref")
+  flags = [
+    f"--config=configs/gpt2.py:{variant}",
+    "--config.checkpoint_every=5",
+    "--config.log_every=5",
+    "--config.eval_every=400",
+  ]
+  reference = training.run(
+    _gpt2(variant, checkpoint_every=5, log_every=5, eval_every=400), tmp_path / "ref"
+  )
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
   log = (tmp_path / "log.txt").open("w")
-  proc = subprocess.Popen([sys.executable, "train.py", *flags, f"--workdir={tmp_path}/run"],
-                          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(
+    [sys.executable, "train.py", *flags, f"--workdir={tmp_path}/run"],
+    cwd=REPO,
+    env=env,
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
   deadline = time.time() + 240
   while not wd.checkpoint_steps(tmp_path / "run") and time.time() < deadline:
     assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-2000:]
@@ -142,16 +167,22 @@ def test_gpt2_sigterm_then_resume_is_bitwise_identical(tmp_path):
   assert proc.wait(timeout=120) == 0, (tmp_path / "log.txt").read_text()[-2000:]
   saved = wd.checkpoint_steps(tmp_path / "run")
   assert saved and saved[-1] < 400 and not (tmp_path / "run" / wd.SUMMARY_FILE).exists()
-  resumed = training.run(_gpt2(variant, checkpoint_every=5, log_every=5, eval_every=400),
-                         tmp_path / "run")
+  resumed = training.run(
+    _gpt2(variant, checkpoint_every=5, log_every=5, eval_every=400), tmp_path / "run"
+  )
   assert resumed["resumed_from_step"] == saved[-1]
   assert_params_close(tmp_path / "ref", tmp_path / "run", rtol=0, atol=0)  # Bitwise.
   assert resumed["final_val_loss"] == reference["final_val_loss"]
 
 
 def test_bpe_tokenizer_through_the_trainer(tmp_path):
-  config = _gpt2("runlocal,steps=4,tokenizer=bpe", log_every=2, eval_every=4,
-                 checkpoint_every=2, data__bpe_vocab_size=300)
+  config = _gpt2(
+    "runlocal,steps=4,tokenizer=bpe",
+    log_every=2,
+    eval_every=4,
+    checkpoint_every=2,
+    data__bpe_vocab_size=300,
+  )
   summary = training.run(config, tmp_path)
   assert summary["vocab_size"] == 300 and "bpe" in summary["tokenizer"]
   assert (tmp_path / "tokenizer").is_dir()
@@ -163,8 +194,9 @@ def test_dropout_with_grad_accumulation_is_deterministic_and_acts(tmp_path):
   common = dict(log_every=1, eval_every=4, checkpoint_every=4)
   runs = {}
   for name, dropout in (("a", 0.2), ("b", 0.2), ("none", 0.0)):
-    runs[name] = training.run(_gpt2("runlocal,steps=4,accum=2", model__dropout=dropout,
-                                    **common), tmp_path / name)
+    runs[name] = training.run(
+      _gpt2("runlocal,steps=4,accum=2", model__dropout=dropout, **common), tmp_path / name
+    )
   assert_params_close(tmp_path / "a", tmp_path / "b", rtol=0, atol=0)  # Same seed, same masks.
   loss = lambda name: [r["train_loss"] for r in wd.read_metrics(tmp_path / name)]
   assert loss("a") != loss("none")  # The masks change the microbatch losses.
@@ -182,9 +214,14 @@ def test_source_shards_end_to_end(tmp_path):
   pattern = rng.integers(0, 500, 37)
   for split, n in (("train", 40), ("val", 8)):
     token_shards.write_shard(str(tmp_path / f"tiny_{split}_000.bin"), np.tile(pattern, n))
-  config = _gpt2("runlocal,steps=12", log_every=4, eval_every=12, checkpoint_every=12,
-                 data__source=f"shards:{tmp_path}/tiny_{{split}}_*.bin",
-                 optimizer__learning_rate=1e-2)
+  config = _gpt2(
+    "runlocal,steps=12",
+    log_every=4,
+    eval_every=12,
+    checkpoint_every=12,
+    data__source=f"shards:{tmp_path}/tiny_{{split}}_*.bin",
+    optimizer__learning_rate=1e-2,
+  )
   summary = training.run(config, tmp_path / "run")
   assert summary["vocab_size"] == 50257 and set(summary["final_val_loss"]) == {"shards", "mean"}
   _falls(tmp_path / "run")
@@ -195,29 +232,44 @@ def test_source_text_end_to_end(tmp_path):
     for kind in ("notes", "poems"):
       (tmp_path / kind).mkdir(exist_ok=True)
       (tmp_path / kind / f"{i}.txt").write_text(f"{kind} number {i}: " + "abc def " * 200)
-  config = _gpt2("runlocal,steps=12", log_every=4, eval_every=12, checkpoint_every=12,
-                 data__source=f"text:{tmp_path}/notes/*.txt+{tmp_path}/poems/*.txt",
-                 data__sources="prose+code", data__ood_sources="")
+  config = _gpt2(
+    "runlocal,steps=12",
+    log_every=4,
+    eval_every=12,
+    checkpoint_every=12,
+    data__source=f"text:{tmp_path}/notes/*.txt+{tmp_path}/poems/*.txt",
+    data__sources="prose+code",
+    data__ood_sources="",
+  )
   summary = training.run(config, tmp_path / "run")
   assert len(summary["final_val_loss"]) == 3  # two sources and the mean
   _falls(tmp_path / "run")
 
 
 def test_source_tfds_end_to_end(tmp_path):
-  config = _gpt2("runlocal,steps=8", log_every=4, eval_every=8, checkpoint_every=8,
-                 data__source="tfds:lm1b", data__ood_sources="")
+  config = _gpt2(
+    "runlocal,steps=8",
+    log_every=4,
+    eval_every=8,
+    checkpoint_every=8,
+    data__source="tfds:lm1b",
+    data__ood_sources="",
+  )
   with tfds.testing.mock_data(num_examples=64):
     summary = training.run(config, tmp_path / "run")
   assert set(summary["final_val_loss"]) == {"lm1b", "mean"}
   assert np.isfinite(summary["final_val_loss"]["mean"])
 
 
-@pytest.mark.parametrize("source,expected", [
+@pytest.mark.parametrize(
+  "source,expected",
+  [
     ("shards:/nonexistent/x_{split}.bin", "/nonexistent/x_train.bin"),
     ("shards:/tmp/no_split_placeholder.bin", "{split}"),
     ("text:/nonexistent/*.txt", "/nonexistent/*.txt"),
     ("bogus:x", "data.source='bogus:x' is impossible"),
-])
+  ],
+)
 def test_bad_source_fails_before_the_workdir_exists(tmp_path, source, expected):
   config = _gpt2("runlocal", data__source=source)
   with pytest.raises(training.ConfigError) as info:

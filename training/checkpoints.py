@@ -24,15 +24,21 @@ def manager(workdir: Path, config) -> ocp.CheckpointManager:
   """Async saves every config.checkpoint_every steps (orbax's own interval
   policy, which also answers orbax's multi-host preemption notice); the last
   step and a SIGTERM save with force=True."""
-  policy = checkpoint_managers.AnySavePolicy([
+  policy = checkpoint_managers.AnySavePolicy(
+    [
       checkpoint_managers.FixedIntervalPolicy(config.checkpoint_every),
-      checkpoint_managers.PreemptionCheckpointingPolicy()])
+      checkpoint_managers.PreemptionCheckpointingPolicy(),
+    ]
+  )
   return ocp.CheckpointManager(
-      workdir / wd.CHECKPOINT_DIR,
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True,
-          save_decision_policy=policy,
-          cleanup_tmp_directories=True))  # Unfinished saves of a killed run.
+    workdir / wd.CHECKPOINT_DIR,
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=config.keep_checkpoints,
+      enable_async_checkpointing=True,
+      save_decision_policy=policy,
+      cleanup_tmp_directories=True,
+    ),
+  )  # Unfinished saves of a killed run.
 
 
 def _split(state: dict) -> tuple[Any, dict]:
@@ -44,23 +50,37 @@ def save(mgr: ocp.CheckpointManager, state: dict, data_state: dict) -> None:
   """Saves the stacked state and the data-iterator JSON at state["step"]."""
   params, rest = _split(state)
   step = int(state["step"])
-  mgr.save(step, force=True, args=ocp.args.Composite(**{
-      wd.PARAMS_ITEM: ocp.args.StandardSave(params),
-      wd.TRAIN_STATE_ITEM: ocp.args.StandardSave(rest),
-      wd.DATA_ITEM: ocp.args.JsonSave(data_state)}))
+  mgr.save(
+    step,
+    force=True,
+    args=ocp.args.Composite(
+      **{
+        wd.PARAMS_ITEM: ocp.args.StandardSave(params),
+        wd.TRAIN_STATE_ITEM: ocp.args.StandardSave(rest),
+        wd.DATA_ITEM: ocp.args.JsonSave(data_state),
+      }
+    ),
+  )
 
 
 def restore(mgr: ocp.CheckpointManager, template: dict, step: int) -> tuple[dict, dict]:
   """(state, data-iterator JSON) of checkpoint ``step``, in template's tree
   (orbax gives plain containers back: the optimizer's NamedTuples are rebuilt)."""
   params, rest = _split(template)
-  restored = mgr.restore(step, args=ocp.args.Composite(**{
-      wd.PARAMS_ITEM: ocp.args.StandardRestore(params),
-      wd.TRAIN_STATE_ITEM: ocp.args.StandardRestore(rest),
-      wd.DATA_ITEM: ocp.args.JsonRestore()}))
-  stacked = {"step": restored[wd.TRAIN_STATE_ITEM]["step"],
-             "seeds": {"params": restored[wd.PARAMS_ITEM],
-                       **restored[wd.TRAIN_STATE_ITEM]["seeds"]}}
+  restored = mgr.restore(
+    step,
+    args=ocp.args.Composite(
+      **{
+        wd.PARAMS_ITEM: ocp.args.StandardRestore(params),
+        wd.TRAIN_STATE_ITEM: ocp.args.StandardRestore(rest),
+        wd.DATA_ITEM: ocp.args.JsonRestore(),
+      }
+    ),
+  )
+  stacked = {
+    "step": restored[wd.TRAIN_STATE_ITEM]["step"],
+    "seeds": {"params": restored[wd.PARAMS_ITEM], **restored[wd.TRAIN_STATE_ITEM]["seeds"]},
+  }
   leaves = jax.tree.leaves(stacked)
   return jax.tree.unflatten(jax.tree.structure(template), leaves), restored[wd.DATA_ITEM]
 
@@ -69,11 +89,15 @@ def check_data_state(step: int, restored: dict, expected: dict | None) -> None:
   """A restored data-iterator record must be the config's (relu2) or at least
   for the same step (GPT-2): else the data order would silently change."""
   if expected is not None and restored != expected:
-    raise ConfigError(f"Checkpoint {step}'s data iterator {restored} does not match this "
-                      f"config's {expected}; use the config the run was started with.")
+    raise ConfigError(
+      f"Checkpoint {step}'s data iterator {restored} does not match this "
+      f"config's {expected}; use the config the run was started with."
+    )
   if restored.get("step") != step:
-    raise ConfigError(f"Checkpoint {step}'s data iterator state is for step "
-                      f"{restored.get('step')}; the checkpoint is corrupt.")
+    raise ConfigError(
+      f"Checkpoint {step}'s data iterator state is for step "
+      f"{restored.get('step')}; the checkpoint is corrupt."
+    )
 
 
 def stack_seed(state: dict) -> dict:
@@ -97,9 +121,13 @@ def raise_if_nonfinite(first_bad_S, mgr: ocp.CheckpointManager, config) -> None:
   step = int(first_bad_S[first_bad_S >= 0].min())
   bad_seeds = [config.seed + i for i in np.flatnonzero(first_bad_S >= 0)]
   last = mgr.latest_step()
-  where = (f"the last good checkpoint is step {last} in {mgr.directory}"
-           if last is not None else "there is no checkpoint yet")
+  where = (
+    f"the last good checkpoint is step {last} in {mgr.directory}"
+    if last is not None
+    else "there is no checkpoint yet"
+  )
   raise NonFiniteError(
-      f"Non-finite loss or parameters at step {step} (seeds {bad_seeds}); {where}. "
-      "Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun "
-      "(with --override_config to resume from that checkpoint).")
+    f"Non-finite loss or parameters at step {step} (seeds {bad_seeds}); {where}. "
+    "Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun "
+    "(with --override_config to resume from that checkpoint)."
+  )

@@ -7,13 +7,13 @@ grad_fn(params, source); every config.similarity_every steps the sources'
 K×K gradient-cosine matrix goes into metrics.jsonl.
 """
 
-from pathlib import Path
 import time
+from pathlib import Path
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from models import gpt2
 from optimizers import factory
@@ -44,23 +44,28 @@ def train(config, workdir: Path) -> dict:
   tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=len(sources))
   schedule = metrics.learning_rate_schedule(config.optimizer, config.num_steps)
   train_step, eval_loss, batched = make_steps(
-      model, tx, mesh, config.grad_accum_steps, len(sources) if use_nexus else 0)
+    model, tx, mesh, config.grad_accum_steps, len(sources) if use_nexus else 0
+  )
   step_loss = batch_loss(model) if use_nexus else None
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def init(seed):
     init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
     params = gpt2.init_params(model, init_key, config.data.seq_len)
-    return {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
-            "rng": rng, "first_nonfinite_step": jnp.int32(-1)}
+    return {
+      "step": jnp.int32(0),
+      "params": params,
+      "opt_state": tx.init(params),
+      "rng": rng,
+      "first_nonfinite_step": jnp.int32(-1),
+    }
 
   state = jax.jit(init, static_argnums=0, out_shardings=replicated)(config.seed)
   iterator = iter(data.loader)
   manager = checkpoints.manager(workdir, config)
   resume_step = manager.latest_step() or 0
   if resume_step:
-    stacked, data_state = checkpoints.restore(manager, checkpoints.stack_seed(state),
-                                              resume_step)
+    stacked, data_state = checkpoints.restore(manager, checkpoints.stack_seed(state), resume_step)
     checkpoints.check_data_state(resume_step, data_state, None)
     iterator.set_state(data_state["grain"])
     state = jax.device_put(checkpoints.unstack_seed(stacked), replicated)
@@ -70,20 +75,33 @@ def train(config, workdir: Path) -> dict:
   flops_tok = gpt2.flops_per_token(model.config, config.data.seq_len)
   peak = perf.peak_flops(config.peak_flops)
   tokens_per_step, grad_tokens_per_step = _throughput(config, use_nexus, len(sources))
-  logging.info("GPT-2 %s: %d params, %.3g FLOPs/token, %d devices, %d tokens/step%s%s.",
-               config.model.size, n_params, flops_tok, jax.device_count(), tokens_per_step,
-               f" (Nexus: {len(sources)} sources, {config.optimizer.nexus.inner_steps} inner "
-               f"steps: {grad_tokens_per_step} tokens through forward+backward)"
-               if use_nexus else "", f", peak {peak:.3g} FLOP/s" if peak > 0 else "")
+  logging.info(
+    "GPT-2 %s: %d params, %.3g FLOPs/token, %d devices, %d tokens/step%s%s.",
+    config.model.size,
+    n_params,
+    flops_tok,
+    jax.device_count(),
+    tokens_per_step,
+    f" (Nexus: {len(sources)} sources, {config.optimizer.nexus.inner_steps} inner "
+    f"steps: {grad_tokens_per_step} tokens through forward+backward)"
+    if use_nexus
+    else "",
+    f", peak {peak:.3g} FLOP/s" if peak > 0 else "",
+  )
   eval_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
 
   def on_device(batches):
-    return {n: tuple(jax.device_put(b[k], eval_sharding) for k in ("inputs", "targets"))
-            for n, b in batches.items()}
+    return {
+      n: tuple(jax.device_put(b[k], eval_sharding) for k in ("inputs", "targets"))
+      for n, b in batches.items()
+    }
 
   val = on_device(data.val)
-  similarity = (make_similarity(tasks.stacked_loss(model), data.val, sources)
-                if config.similarity_every else None)
+  similarity = (
+    make_similarity(tasks.stacked_loss(model), data.val, sources)
+    if config.similarity_every
+    else None
+  )
 
   def evaluate(params, batches) -> dict[str, float]:
     losses = {n: float(eval_loss(params, *b)) for n, b in batches.items()}
@@ -96,8 +114,9 @@ def train(config, workdir: Path) -> dict:
   writer = metrics.MetricWriter(workdir, resume_step)
 
   def advance(step, last):
-    inputs, targets = to_device_batch(next(iterator), config.grad_accum_steps, batched,
-                                      sources if use_nexus else None)
+    inputs, targets = to_device_batch(
+      next(iterator), config.grad_accum_steps, batched, sources if use_nexus else None
+    )
     logged = loop.due(step, config.log_every, last)
     if use_nexus and logged:  # The loss at θ of this step's K source batches.
       nexus_loss = step_loss(holder["state"]["params"], inputs, targets)
@@ -118,8 +137,11 @@ def train(config, workdir: Path) -> dict:
     extra = {"learning_rate": float(schedule(step - 1))}
     steps_per_sec = rate.tick(step)
     if steps_per_sec is not None:
-      extra.update(steps_per_sec=steps_per_sec, tokens_per_sec=steps_per_sec * tokens_per_step,
-                   model_flops_per_sec=steps_per_sec * grad_tokens_per_step * flops_tok)
+      extra.update(
+        steps_per_sec=steps_per_sec,
+        tokens_per_sec=steps_per_sec * tokens_per_step,
+        model_flops_per_sec=steps_per_sec * grad_tokens_per_step * flops_tok,
+      )
       if peak > 0:
         extra["mfu"] = extra["model_flops_per_sec"] / peak
     t_eval = time.perf_counter()
@@ -132,22 +154,34 @@ def train(config, workdir: Path) -> dict:
     rate.tick(step)  # The next rate starts after the evaluation.
     row = writer.write(step, {k: np.asarray([v]) for k, v in out.items()}, extra)
     last_val = holder["last_val"]
-    logging.info("step %d/%d  train_loss %.4f%s  %.0f tokens/s", step, config.num_steps,
-                 row.get("train_loss", float("nan")),
-                 f"  val_loss {last_val['mean']:.4f}" if evaluated and last_val else "",
-                 extra.get("tokens_per_sec", 0.0))
+    logging.info(
+      "step %d/%d  train_loss %.4f%s  %.0f tokens/s",
+      step,
+      config.num_steps,
+      row.get("train_loss", float("nan")),
+      f"  val_loss {last_val['mean']:.4f}" if evaluated and last_val else "",
+      extra.get("tokens_per_sec", 0.0),
+    )
 
   def save():
     stacked = checkpoints.stack_seed(holder["state"])
-    checkpoints.save(manager, stacked, {"step": int(stacked["step"]),
-                                        "grain": iterator.get_state()})
+    checkpoints.save(
+      manager, stacked, {"step": int(stacked["step"]), "grain": iterator.get_state()}
+    )
 
   with manager, writer:
     status = loop.train_loop(
-        int(state["step"]), config.num_steps, advance,
-        wait=lambda: jax.block_until_ready(holder["state"]), report=report,
-        check_finite=check_finite, save=save, should_save=manager.should_save,
-        directory=manager.directory, on_start=rate.start)
+      int(state["step"]),
+      config.num_steps,
+      advance,
+      wait=lambda: jax.block_until_ready(holder["state"]),
+      report=report,
+      check_finite=check_finite,
+      save=save,
+      should_save=manager.should_save,
+      directory=manager.directory,
+      on_start=rate.start,
+    )
   state = holder["state"]
   if status != loop.STATUS_FINISHED:
     return {"status": status, "step": int(state["step"])}
@@ -155,28 +189,47 @@ def train(config, workdir: Path) -> dict:
   final_val = holder["last_val"] or evaluate(state["params"], val)
   final_ood = evaluate(state["params"], on_device(data.ood))
   params_S = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(state["params"]))
-  summary = {"status": status, "num_steps": config.num_steps, "num_seeds": 1,
-             "seeds": wd.seeds(config), "resumed_from_step": resume_step,
-             "num_params": n_params, "flops_per_token": flops_tok,
-             "num_devices": jax.device_count(),
-             "tokenizer": data.tokenizer.name, "vocab_size": data.tokenizer.vocab_size,
-             "final_val_loss": final_val, "final_ood_loss": final_ood,
-             "final_val_loss_mean": final_val.get("mean"),
-             "tokens_per_step": tokens_per_step, "grad_tokens_per_step": grad_tokens_per_step,
-             "nexus": use_nexus, **metrics.constraint_summary(config.optimizer, params_S)}
+  summary = {
+    "status": status,
+    "num_steps": config.num_steps,
+    "num_seeds": 1,
+    "seeds": wd.seeds(config),
+    "resumed_from_step": resume_step,
+    "num_params": n_params,
+    "flops_per_token": flops_tok,
+    "num_devices": jax.device_count(),
+    "tokenizer": data.tokenizer.name,
+    "vocab_size": data.tokenizer.vocab_size,
+    "final_val_loss": final_val,
+    "final_ood_loss": final_ood,
+    "final_val_loss_mean": final_val.get("mean"),
+    "tokens_per_step": tokens_per_step,
+    "grad_tokens_per_step": grad_tokens_per_step,
+    "nexus": use_nexus,
+    **metrics.constraint_summary(config.optimizer, params_S),
+  }
   if similarity:
     final_sim = similarity(state["params"])
-    summary.update(final_grad_cosine=final_sim["grad_cosine"],
-                   final_grad_cosine_mean_pairwise=final_sim["grad_cosine/mean_pairwise"])
+    summary.update(
+      final_grad_cosine=final_sim["grad_cosine"],
+      final_grad_cosine_mean_pairwise=final_sim["grad_cosine/mean_pairwise"],
+    )
   steps_per_sec = rate.total(int(state["step"]))
   if steps_per_sec is not None:
-    summary.update(steps_per_sec=steps_per_sec, tokens_per_sec=steps_per_sec * tokens_per_step,
-                   model_flops_per_sec=steps_per_sec * grad_tokens_per_step * flops_tok,
-                   eval_seconds=rate.excluded)
+    summary.update(
+      steps_per_sec=steps_per_sec,
+      tokens_per_sec=steps_per_sec * tokens_per_step,
+      model_flops_per_sec=steps_per_sec * grad_tokens_per_step * flops_tok,
+      eval_seconds=rate.excluded,
+    )
     if peak > 0:
       summary.update(peak_flops=peak, mfu=summary["model_flops_per_sec"] / peak)
   metrics.write_summary(workdir, summary)
-  logging.info("Done: validation loss %s, OOD loss %s, %.0f tokens/s; summary in %s.",
-               final_val, final_ood, summary.get("tokens_per_sec", 0.0),
-               workdir / wd.SUMMARY_FILE)
+  logging.info(
+    "Done: validation loss %s, OOD loss %s, %.0f tokens/s; summary in %s.",
+    final_val,
+    final_ood,
+    summary.get("tokens_per_sec", 0.0),
+    workdir / wd.SUMMARY_FILE,
+  )
   return summary

@@ -17,8 +17,7 @@ from training.relu2 import first_nonfinite
 def make_data_mesh() -> jax.sharding.Mesh:
   """All devices on one "data" axis; Auto axis types (a sharded gather under the
   default Explicit types raises ShardingTypeError, see ARCHITECTURE.md)."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: int = 0):
@@ -45,20 +44,27 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
     def microbatch(grads_sum, xs):
       i, inputs_BxT, targets_BxT = xs
       drop_rng = jax.random.fold_in(step_rng, i) if dropout else None
-      loss, grads = jax.value_and_grad(gpt2.loss_fn)(params, model, inputs_BxT,
-                                                     targets_BxT, None, drop_rng)
+      loss, grads = jax.value_and_grad(gpt2.loss_fn)(
+        params, model, inputs_BxT, targets_BxT, None, drop_rng
+      )
       return jax.tree.map(jnp.add, grads_sum, grads), loss
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     grads_sum, losses_A = jax.lax.scan(
-        microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_AxBxT, targets_AxBxT))
+      microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_AxBxT, targets_AxBxT)
+    )
     return jax.tree.map(lambda g: g / grad_accum_steps, grads_sum), losses_A.mean()
 
   def finish(state, rng, params, opt_state, loss):
     step = state["step"] + 1
     first_bad = first_nonfinite(state["first_nonfinite_step"], step, loss, params)
-    return {"step": step, "params": params, "opt_state": opt_state, "rng": rng,
-            "first_nonfinite_step": first_bad}
+    return {
+      "step": step,
+      "params": params,
+      "opt_state": opt_state,
+      "rng": rng,
+      "first_nonfinite_step": first_bad,
+    }
 
   def train_step(state, inputs_AxBxT, targets_AxBxT):
     rng, step_rng = jax.random.split(state["rng"])
@@ -83,30 +89,38 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
     return new_state, {"update_norm": optax.tree.norm(updates)}
 
   def eval_loss(params, inputs_LxExT, targets_LxExT):
-    losses_L = jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
-                           (inputs_LxExT, targets_LxExT))
+    losses_L = jax.lax.map(
+      lambda xy: gpt2.loss_fn(params, model, *xy), (inputs_LxExT, targets_LxExT)
+    )
     return losses_L.mean()
 
-  train_step = jax.jit(nexus_step if num_sources else train_step,
-                       in_shardings=(replicated, batched, batched),
-                       out_shardings=(replicated, replicated), donate_argnums=(0,))
-  eval_loss = jax.jit(eval_loss, in_shardings=(replicated, eval_batched, eval_batched),
-                      out_shardings=replicated)
+  train_step = jax.jit(
+    nexus_step if num_sources else train_step,
+    in_shardings=(replicated, batched, batched),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
+  eval_loss = jax.jit(
+    eval_loss, in_shardings=(replicated, eval_batched, eval_batched), out_shardings=replicated
+  )
   return train_step, eval_loss, batched
 
 
 def batch_loss(model: gpt2.GPT2):
   """Jitted (params, inputs_...xBxT, targets_...xBxT) -> the mean loss over all
   leading axes: the loss at θ of a step's batch (for Nexus, of all K sources)."""
+
   def loss(params, inputs, targets):
     b, t = inputs.shape[-2:]
-    return jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
-                       (inputs.reshape(-1, b, t), targets.reshape(-1, b, t))).mean()
+    return jax.lax.map(
+      lambda xy: gpt2.loss_fn(params, model, *xy),
+      (inputs.reshape(-1, b, t), targets.reshape(-1, b, t)),
+    ).mean()
+
   return jax.jit(loss)
 
 
-def to_device_batch(batch: dict, k: int, sharding, sources=None
-                    ) -> tuple[jax.Array, jax.Array]:
+def to_device_batch(batch: dict, k: int, sharding, sources=None) -> tuple[jax.Array, jax.Array]:
   """(inputs, targets) as (A, B/A, T), A = k microbatches; with ``sources`` (a
   per-source batch {name: {"inputs": (B/K, T), ...}}) stacked as (K, A, B/(K·A), T)."""
   out = []

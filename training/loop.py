@@ -12,7 +12,7 @@ checkpoint of the current state.
 """
 
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 from absl import logging
 
@@ -48,10 +48,18 @@ class Preemption:
     return STATUS_INTERRUPTED if self.signal == signal.SIGINT else STATUS_PREEMPTED
 
 
-def train_loop(start: int, num_steps: int, advance: Callable[[int, bool], None],
-               wait: Callable[[], None], report: Callable[[int, bool], None],
-               check_finite: Callable[[], None], save: Callable[[], None],
-               should_save: Callable[[int], bool], directory, on_start=None) -> str:
+def train_loop(
+  start: int,
+  num_steps: int,
+  advance: Callable[[int, bool], None],
+  wait: Callable[[], None],
+  report: Callable[[int, bool], None],
+  check_finite: Callable[[], None],
+  save: Callable[[], None],
+  should_save: Callable[[int], bool],
+  directory,
+  on_start=None,
+) -> str:
   """Runs steps start+1 … num_steps; returns "finished", or "preempted" /
   "interrupted" after saving on SIGTERM / SIGINT."""
   with Preemption() as preemption:
@@ -68,8 +76,9 @@ def train_loop(start: int, num_steps: int, advance: Callable[[int, bool], None],
         save()
       if preemption.signal is not None and not last:
         name = signal.Signals(preemption.signal).name
-        logging.warning("%s: saved step %d to %s; rerun the same command to resume.",
-                        name, step, directory)
+        logging.warning(
+          "%s: saved step %d to %s; rerun the same command to resume.", name, step, directory
+        )
         return preemption.status
     wait()
   return STATUS_FINISHED

@@ -13,7 +13,7 @@ from training import workdir as wd
 
 
 def leaf_name(path) -> str:
-  """"hidden/kernel": a pytree path as the analysis names leaves."""
+  """ "hidden/kernel": a pytree path as the analysis names leaves."""
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
@@ -112,9 +112,12 @@ class Rate:
 def learning_rate_schedule(opt_config, num_steps: int):
   """The schedule of the optimizer section (the learning rate it logs)."""
   return factory.make_schedule(
-      opt_config.learning_rate, num_steps,
-      **{k: opt_config[k] for k in
-         ("schedule", "warmup_steps", "decay_fraction", "final_lr_fraction")})
+    opt_config.learning_rate,
+    num_steps,
+    **{
+      k: opt_config[k] for k in ("schedule", "warmup_steps", "decay_fraction", "final_lr_fraction")
+    },
+  )
 
 
 def constraint_summary(opt_config, params_S) -> dict:
@@ -127,11 +130,17 @@ def constraint_summary(opt_config, params_S) -> dict:
     kfn = get_k(c.k, **c.k_options)
     dual_S = np.asarray(jax.vmap(kfn.dual_norm)(leaf_S), np.float64)
     layers[leaf_name(path)] = {
-        "k": c.k, "dual_norm": dual_S.tolist(), "weight_decay": c.weight_decay,
-        "lambda_dual_norm": (c.weight_decay * dual_S).tolist(), "bound": c.bound}
+      "k": c.k,
+      "dual_norm": dual_S.tolist(),
+      "weight_decay": c.weight_decay,
+      "lambda_dual_norm": (c.weight_decay * dual_S).tolist(),
+      "bound": c.bound,
+    }
     flat_SxP = np.asarray(leaf_S, np.float64).reshape(leaf_S.shape[0], -1)
-    norms[leaf_name(path)] = {"frobenius": np.linalg.norm(flat_SxP, axis=1).tolist(),
-                              "max_abs": np.abs(flat_SxP).max(axis=1).tolist()}
+    norms[leaf_name(path)] = {
+      "frobenius": np.linalg.norm(flat_SxP, axis=1).tolist(),
+      "max_abs": np.abs(flat_SxP).max(axis=1).tolist(),
+    }
   return {"constraints": layers, "param_norms": norms}
 
 

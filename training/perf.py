@@ -7,8 +7,14 @@ import jax
 import jax.numpy as jnp
 
 
-def matmul_rate(m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 10,
-                num_devices: int = 1, dtype=jnp.float32) -> float:
+def matmul_rate(
+  m: int = 2048,
+  k: int = 2048,
+  n: int = 2048,
+  repeats: int = 10,
+  num_devices: int = 1,
+  dtype=jnp.float32,
+) -> float:
   """FLOP/s of a jitted (m×k)·(k×n) matmul on each of ``num_devices`` devices
   at once (0 = all; vmapped, so one program), best of ``repeats`` after a
   warm-up: 2·m·k·n FLOPs per device."""

@@ -7,11 +7,11 @@ is a function of each seed's data key and the step, computed inside the step.
 
 from pathlib import Path
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from optimizers import factory
 from training import checkpoints, loop, metrics, tasks
@@ -20,11 +20,18 @@ from training import workdir as wd
 
 def init_state(exp: tasks.Experiment, tx: optax.GradientTransformation, config) -> dict:
   """S independent initial states, one per seed config.seed + i."""
+
   def init_one(seed):
     init_key, data_key, rng = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = exp.init_params(init_key)
-    return {"params": params, "opt_state": tx.init(params), "data_key": data_key,
-            "rng": rng, "first_nonfinite_step": jnp.int32(-1)}
+    return {
+      "params": params,
+      "opt_state": tx.init(params),
+      "data_key": data_key,
+      "rng": rng,
+      "first_nonfinite_step": jnp.int32(-1),
+    }
+
   seeds_S = jnp.arange(config.num_seeds, dtype=jnp.int32) + config.seed
   return {"step": jnp.int32(0), "seeds": jax.jit(jax.vmap(init_one))(seeds_S)}
 
@@ -40,8 +47,9 @@ def first_nonfinite(previous: jax.Array, step: jax.Array, loss: jax.Array, param
   return jnp.where((previous < 0) & ~finite, step, previous)
 
 
-def make_train_step(exp: tasks.Experiment, tx: optax.GradientTransformation,
-                    seed_chunk_size: int = 0):
+def make_train_step(
+  exp: tasks.Experiment, tx: optax.GradientTransformation, seed_chunk_size: int = 0
+):
   """state -> (state, metrics): one update of every seed, vmapped and jitted.
 
   seed_chunk_size = 0 vmaps all S seeds at once (best on an accelerator); k > 0
@@ -50,24 +58,32 @@ def make_train_step(exp: tasks.Experiment, tx: optax.GradientTransformation,
   in chunks of 8 than all at once on a 2-core CPU. The state is not donated: an
   asynchronous checkpoint may still be copying it.
   """
+
   def step_one(seed_state, step):  # step: the update's number, 1-based.
     rng, step_rng = jax.random.split(seed_state["rng"])
     batch = exp.get_batch(seed_state["data_key"], step - 1)
     (loss, aux), grads = jax.value_and_grad(exp.loss_fn, has_aux=True)(
-        seed_state["params"], batch, step_rng)
+      seed_state["params"], batch, step_rng
+    )
     updates, opt_state = tx.update(grads, seed_state["opt_state"], seed_state["params"])
     params = optax.apply_updates(seed_state["params"], updates)
     first_bad = first_nonfinite(seed_state["first_nonfinite_step"], step, loss, params)
-    new_state = {"params": params, "opt_state": opt_state, "rng": rng,
-                 "data_key": seed_state["data_key"], "first_nonfinite_step": first_bad}
+    new_state = {
+      "params": params,
+      "opt_state": opt_state,
+      "rng": rng,
+      "data_key": seed_state["data_key"],
+      "first_nonfinite_step": first_bad,
+    }
     return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
   @jax.jit
   def train_step(state):
     step = state["step"] + 1
     if seed_chunk_size:  # Chunks of seeds one after another, each chunk vmapped.
-      seeds, out = jax.lax.map(lambda seed_state: step_one(seed_state, step),
-                               state["seeds"], batch_size=seed_chunk_size)
+      seeds, out = jax.lax.map(
+        lambda seed_state: step_one(seed_state, step), state["seeds"], batch_size=seed_chunk_size
+      )
     else:
       seeds, out = jax.vmap(step_one, in_axes=(0, None))(state["seeds"], step)
     return {"step": step, "seeds": seeds}, out
@@ -78,9 +94,11 @@ def make_train_step(exp: tasks.Experiment, tx: optax.GradientTransformation,
 def make_summary(exp: tasks.Experiment, config, params_S) -> dict:
   """Final losses per seed, λ·K*(θ) per layer for the optimizer's own K, norms."""
   final = jax.device_get(jax.jit(jax.vmap(exp.evaluate))(params_S))
-  return {"final": {k: np.asarray(v).tolist() for k, v in final.items()},
-          **{f"final_{k}": float(np.mean(v)) for k, v in final.items()},
-          **metrics.constraint_summary(config.optimizer, params_S)}
+  return {
+    "final": {k: np.asarray(v).tolist() for k, v in final.items()},
+    **{f"final_{k}": float(np.mean(v)) for k, v in final.items()},
+    **metrics.constraint_summary(config.optimizer, params_S),
+  }
 
 
 def train(config, workdir: Path) -> dict:
@@ -104,8 +122,9 @@ def train(config, workdir: Path) -> dict:
     holder["state"], holder["metrics"] = train_step(holder["state"])
 
   def check_finite():
-    checkpoints.raise_if_nonfinite(holder["state"]["seeds"]["first_nonfinite_step"],
-                                   manager, config)
+    checkpoints.raise_if_nonfinite(
+      holder["state"]["seeds"]["first_nonfinite_step"], manager, config
+    )
 
   def report(step, last):
     if not loop.due(step, config.log_every, last):
@@ -117,8 +136,14 @@ def train(config, workdir: Path) -> dict:
     if steps_per_sec is not None:
       extra["steps_per_sec"] = steps_per_sec
     row = writer.write(step, out, extra)
-    logging.info("step %d/%d  train_loss %.3e (mean of %d seeds)  %.1f steps/s", step,
-                 config.num_steps, row["train_loss"], config.num_seeds, steps_per_sec or 0.0)
+    logging.info(
+      "step %d/%d  train_loss %.3e (mean of %d seeds)  %.1f steps/s",
+      step,
+      config.num_steps,
+      row["train_loss"],
+      config.num_seeds,
+      steps_per_sec or 0.0,
+    )
 
   def save():
     step = int(holder["state"]["step"])
@@ -126,23 +151,37 @@ def train(config, workdir: Path) -> dict:
 
   with manager, writer:
     status = loop.train_loop(
-        int(state["step"]), config.num_steps, advance,
-        wait=lambda: jax.block_until_ready(holder["state"]), report=report,
-        check_finite=check_finite, save=save, should_save=manager.should_save,
-        directory=manager.directory, on_start=rate.start)
+      int(state["step"]),
+      config.num_steps,
+      advance,
+      wait=lambda: jax.block_until_ready(holder["state"]),
+      report=report,
+      check_finite=check_finite,
+      save=save,
+      should_save=manager.should_save,
+      directory=manager.directory,
+      on_start=rate.start,
+    )
   state = holder["state"]
   if status != loop.STATUS_FINISHED:
     return {"status": status, "step": int(state["step"])}
-  summary = {"status": status, "num_steps": config.num_steps,
-             "num_seeds": config.num_seeds, "seeds": wd.seeds(config),
-             "resumed_from_step": resume_step,
-             **make_summary(exp, config, state["seeds"]["params"])}
+  summary = {
+    "status": status,
+    "num_steps": config.num_steps,
+    "num_seeds": config.num_seeds,
+    "seeds": wd.seeds(config),
+    "resumed_from_step": resume_step,
+    **make_summary(exp, config, state["seeds"]["params"]),
+  }
   steps_per_sec = rate.total(int(state["step"]))
   if steps_per_sec is not None:
     summary["steps_per_sec"] = steps_per_sec
     summary["seed_steps_per_sec"] = steps_per_sec * config.num_seeds
   metrics.write_summary(workdir, summary)
-  logging.info("Done: final train_loss %.3e, test_loss %s; summary in %s.",
-               summary.get("final_train_loss", float("nan")),
-               summary.get("final_test_loss"), workdir / wd.SUMMARY_FILE)
+  logging.info(
+    "Done: final train_loss %.3e, test_loss %s; summary in %s.",
+    summary.get("final_train_loss", float("nan")),
+    summary.get("final_test_loss"),
+    workdir / wd.SUMMARY_FILE,
+  )
   return summary

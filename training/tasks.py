@@ -15,8 +15,9 @@ E eval batch size, L number of eval batches, T sequence length, V vocabulary.
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ from training.errors import UserError, one_line
 
 
 def plus_list(text: str) -> list[str]:
-  """"a+b+c" -> ["a", "b", "c"] (the list syntax of config strings)."""
+  """ "a+b+c" -> ["a", "b", "c"] (the list syntax of config strings)."""
   return [x.strip() for x in text.split("+") if x.strip()]
 
 
@@ -37,8 +38,16 @@ def plus_list(text: str) -> list[str]:
 # relu2: a two-layer ReLU network on a synthetic task, all in memory.
 
 MODEL_KEYS = ("width", "out_dim", "use_bias", "parametrization", "bias_init_std")
-TASK_KEYS = ("task", "input_dim", "n_train", "n_test", "teacher_width", "input_dist",
-             "label_noise", "seed")
+TASK_KEYS = (
+  "task",
+  "input_dim",
+  "n_train",
+  "n_test",
+  "teacher_width",
+  "input_dist",
+  "label_noise",
+  "seed",
+)
 
 
 class Relu2Task(NamedTuple):
@@ -54,7 +63,7 @@ class Relu2Task(NamedTuple):
   metric: Callable[[Any, tuple], dict]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _metric(model_key: tuple, loss_name: str, classification: bool):
   # Cached: jitted evaluators take the metric as a static argument, so one
   # function object per (model, loss) avoids recompiling.
@@ -81,8 +90,15 @@ def relu2_task(config) -> Relu2Task:
   classification = d["task"] in synthetic.CLASSIFICATION_TASKS
   train = (jnp.asarray(dataset.x_train_NxD), jnp.asarray(dataset.y_train_NxO))
   test = (jnp.asarray(dataset.x_test_TxD), jnp.asarray(dataset.y_test_TxO))
-  return Relu2Task(model, dataset, synthetic.get_loss(d["loss"]), classification, train, test,
-                   _metric(model_key, d["loss"], classification))
+  return Relu2Task(
+    model,
+    dataset,
+    synthetic.get_loss(d["loss"]),
+    classification,
+    train,
+    test,
+    _metric(model_key, d["loss"], classification),
+  )
 
 
 def zero_predictor_loss(config) -> float:
@@ -136,21 +152,30 @@ def relu2_experiment(config) -> Experiment:
     return out
 
   return Experiment(
-      init_params=lambda key: task.model.init(key, x_NxD[:1])["params"],
-      loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
-      iterator_state=lambda step: batching.iterator_state(step, n, batch_size))
+    init_params=lambda key: task.model.init(key, x_NxD[:1])["params"],
+    loss_fn=loss_fn,
+    get_batch=get_batch,
+    evaluate=evaluate,
+    iterator_state=lambda step: batching.iterator_state(step, n, batch_size),
+  )
 
 
 # ---------------------------------------------------------------------------
 # GPT-2: a flax model over a text corpus (data/corpus.py picks the loader).
 
+
 def gpt2_model(config, vocab_size: int, dropout: float | None = None) -> gpt2.GPT2:
   """The GPT-2 of a config; ``dropout`` overrides the config's (0 for analysis)."""
   m = config["model"]
-  return gpt2.GPT2(dataclasses.replace(
-      gpt2.CONFIGS[m["size"]], vocab_size=vocab_size,
+  return gpt2.GPT2(
+    dataclasses.replace(
+      gpt2.CONFIGS[m["size"]],
+      vocab_size=vocab_size,
       dropout=m["dropout"] if dropout is None else dropout,
-      dtype=jnp.dtype(m["dtype"]), remat=m["remat"]))
+      dtype=jnp.dtype(m["dtype"]),
+      remat=m["remat"],
+    )
+  )
 
 
 def data_source(config) -> str:
@@ -177,10 +202,12 @@ def gpt2_tokenizer(config, workdir: Path | None):
     raise UserError("A BPE run's tokenizer lives in its workdir; pass the workdir.")
   texts = None
   if not (Path(workdir) / "tokenizer").exists():
-    texts = corpus.training_texts(source, plus_list(d["sources"]), d["max_chars"],
-                                  data_dir=d.get("data_dir") or None)
-  return tokenizers.get_tokenizer("bpe", workdir=str(Path(workdir) / "tokenizer"),
-                                  vocab_size=d["bpe_vocab_size"], texts=texts)
+    texts = corpus.training_texts(
+      source, plus_list(d["sources"]), d["max_chars"], data_dir=d.get("data_dir") or None
+    )
+  return tokenizers.get_tokenizer(
+    "bpe", workdir=str(Path(workdir) / "tokenizer"), vocab_size=d["bpe_vocab_size"], texts=texts
+  )
 
 
 class _Pretokenized:
@@ -190,15 +217,21 @@ class _Pretokenized:
     self.vocab_size, self.name, self.eot_id = vocab_size, f"pretokenized-{vocab_size}", None
 
 
-def gpt2_windows(config, split: str, tokenizer, names: list[str] | None = None
-                 ) -> dict[str, text_pipeline.TokenWindows]:
+def gpt2_windows(
+  config, split: str, tokenizer, names: list[str] | None = None
+) -> dict[str, text_pipeline.TokenWindows]:
   """{source: TokenWindows} of a split ("train", "validation"; "test" for the
   OOD names) of the config's corpus."""
   d = config["data"]
   return corpus.load_windows(
-      data_source(config), split, tokenizer, d["seq_len"],
-      sources=names if names is not None else plus_list(d["sources"]),
-      vocab_size=tokenizer.vocab_size, **_corpus_kwargs(config))
+    data_source(config),
+    split,
+    tokenizer,
+    d["seq_len"],
+    sources=names if names is not None else plus_list(d["sources"]),
+    vocab_size=tokenizer.vocab_size,
+    **_corpus_kwargs(config),
+  )
 
 
 def source_names(config) -> list[str]:
@@ -219,9 +252,14 @@ def stack_eval_batches(windows, batch_size: int, num_batches: int) -> dict[str, 
   return {k: np.stack([b[k] for b in batches]) for k in ("inputs", "targets")}
 
 
-def eval_batches(config, split: str, tokenizer, names: list[str] | None = None,
-                 batch_size: int | None = None, num_batches: int | None = None
-                 ) -> dict[str, dict[str, np.ndarray]]:
+def eval_batches(
+  config,
+  split: str,
+  tokenizer,
+  names: list[str] | None = None,
+  batch_size: int | None = None,
+  num_batches: int | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
   """{source: {"inputs", "targets": (L, E, T)}}, the same every call."""
   windows = gpt2_windows(config, split, tokenizer, names)
   e = batch_size or config["eval_batch_size"]
@@ -239,12 +277,16 @@ class GPT2Data(NamedTuple):
 def gpt2_data(config, workdir: Path | None, nexus: bool = False) -> GPT2Data:
   """The tokenizer, the training loader (a mixture, or one batch per source
   for Nexus) and the fixed validation and OOD batches of a GPT-2 config."""
-  tok = gpt2_tokenizer(config, workdir)
-  train = gpt2_windows(config, "train", tok)
+  try:  # The data layers word their errors (offline tiktoken, an empty file): one line.
+    tok = gpt2_tokenizer(config, workdir)
+    train = gpt2_windows(config, "train", tok)
+  except (ValueError, OSError) as e:
+    raise UserError(one_line(e)) from None
   weights = [float(w) for w in plus_list(config.data.weights)] or None
   if nexus:  # batch_size / K sequences of every source
-    loader = text_pipeline.per_source_loader(train, config.batch_size // len(train),
-                                             seed=config.seed)
+    loader = text_pipeline.per_source_loader(
+      train, config.batch_size // len(train), seed=config.seed
+    )
   else:
     loader = text_pipeline.mixture_loader(train, weights, config.batch_size, seed=config.seed)
   val = eval_batches(config, "validation", tok)
@@ -256,9 +298,12 @@ def gpt2_data(config, workdir: Path | None, nexus: bool = False) -> GPT2Data:
 def stacked_loss(model: gpt2.GPT2):
   """(params, {"inputs", "targets": (L, E, T)}) -> the mean loss over the L
   batches (lax.map: one batch's activations in memory at a time)."""
+
   def loss(params, batches):
-    return jax.lax.map(lambda xy: gpt2.loss_fn(params, model, *xy),
-                       (batches["inputs"], batches["targets"])).mean()
+    return jax.lax.map(
+      lambda xy: gpt2.loss_fn(params, model, *xy), (batches["inputs"], batches["targets"])
+    ).mean()
+
   return loss
 
 
@@ -268,12 +313,14 @@ def check_buildable(config) -> None:
   if config.model.name != "gpt2":
     return
   try:
-    corpus.check_source(data_source(config), plus_list(config.data.sources),
-                        config.data.get("data_dir") or None)
+    corpus.check_source(
+      data_source(config), plus_list(config.data.sources), config.data.get("data_dir") or None
+    )
   except (ValueError, FileNotFoundError, OSError) as e:
     raise UserError(one_line(e)) from None
 
 
 def as_config(config) -> ml_collections.ConfigDict:
-  return config if isinstance(config, ml_collections.ConfigDict) else \
-      ml_collections.ConfigDict(config)
+  return (
+    config if isinstance(config, ml_collections.ConfigDict) else ml_collections.ConfigDict(config)
+  )

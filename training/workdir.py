@@ -21,11 +21,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -92,7 +92,7 @@ def load_params(workdir, step: int | None = None) -> tuple[ml_collections.Config
   options = ocp.CheckpointManagerOptions(read_only=True)
   with ocp.CheckpointManager(directory, options=options) as manager:
     restored = manager.restore(
-        step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore()})
+      step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore()})
     )
   return config, jax.tree.map(np.asarray, restored[PARAMS_ITEM])
 
