@@ -35,6 +35,15 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
+def pack_arg(**kwargs) -> str:
+  """The inverse of parse_arg (big_vision's pack_arg): pack_arg(width=16,
+  runlocal=True) -> "width=16,runlocal=True", a variant for --config=FILE:VARIANT."""
+  for key, value in kwargs.items():
+    if any(c in str(value) for c in ",="):
+      raise ValueError(f"Variant value {key}={value!r} cannot hold ',' or '='.")
+  return ",".join(f"{k}={v}" for k, v in kwargs.items())
+
+
 # Per optimizer: its hyperparameters (beyond SHARED_KEYS of optimizers.factory)
 # with defaults, and a learning rate that works on the small relu2 tasks.
 OPTIMIZER_DEFAULTS = {

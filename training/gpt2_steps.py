@@ -49,7 +49,7 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
       )
       return jax.tree.map(jnp.add, grads_sum, grads), loss
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = optax.tree.zeros_like(params)
     grads_sum, losses_A = jax.lax.scan(
       microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_AxBxT, targets_AxBxT)
     )

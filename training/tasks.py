@@ -7,10 +7,8 @@ path from a config to what is trained and measured exists once:
     model = gpt2_model(config, vocab)  # the flax GPT-2 of a config
     data = gpt2_data(config, workdir)  # tokenizer, training loader, eval batches
 
-Shape suffixes (the letters are defined once, here, for the whole package):
-B batch, D input dimension, O output dimension, N training examples,
-M test examples, S seeds, A microbatches of a step, K data sources,
-E eval batch size, L number of eval batches, T sequence length, V vocabulary.
+Array names carry their shape (x_NxD); the letters are defined once, in
+ARCHITECTURE.md ("Shape suffixes").
 """
 
 import dataclasses
