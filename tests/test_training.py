@@ -276,3 +276,39 @@ def test_bad_source_fails_before_the_workdir_exists(tmp_path, source, expected):
     training.run(config, tmp_path / "run")
   assert expected in str(info.value) and "\n" not in str(info.value)
   assert not (tmp_path / "run").exists()
+
+
+def test_second_process_on_a_workdir_is_refused_and_a_stale_lock_is_not(tmp_path):
+  (tmp_path / wd.LOCK_FILE).write_text("999999\n")  # a dead run's lock file: no flock held
+  flags = ["--config=configs/relu2.py:runlocal,steps=100000", "--config.log_every=1000"]
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  first = subprocess.Popen(
+    [sys.executable, "train.py", *flags, f"--workdir={tmp_path}"],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+  )
+  try:
+    deadline = time.time() + 120
+    while str(first.pid) not in (tmp_path / wd.LOCK_FILE).read_text():
+      assert first.poll() is None and time.time() < deadline
+      time.sleep(0.05)
+    second = _train_py(*flags, f"--workdir={tmp_path}")
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert f"in use by another process (pid {first.pid})" in second.stderr
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=60)
+
+
+def test_checkpoints_without_config_json_are_refused(tmp_path):
+  training.run(_relu2("runlocal,steps=20", checkpoint_every=20), tmp_path)
+  (tmp_path / wd.CONFIG_FILE).unlink()
+  (tmp_path / wd.SUMMARY_FILE).unlink()
+  with pytest.raises(training.ConfigError, match="checkpoints but no config.json"):
+    training.run(_relu2("runlocal,steps=20", checkpoint_every=20), tmp_path)
+  summary = training.run(
+    _relu2("runlocal,steps=20", checkpoint_every=20), tmp_path, override_config=True
+  )
+  assert summary["resumed_from_step"] == 20

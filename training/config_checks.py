@@ -258,6 +258,12 @@ def check_resume_config(workdir: Path, config, override: bool) -> list[str]:
   fresh workdir); a changed config is refused unless ``override``."""
   path = workdir / wd.CONFIG_FILE
   if not path.exists():
+    if wd.checkpoint_steps(workdir) and not override:
+      raise ConfigError(
+        f"{workdir} has checkpoints but no {wd.CONFIG_FILE}, so this config "
+        "cannot be checked against the run's; restore the file, or pass "
+        "--override_config to resume under this config."
+      )
     return []
   try:
     old = json.loads(path.read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 import ml_collections
 
 from training import config_checks, gpt2, relu2
+from training import workdir as wd
 from training.errors import UserError
 
 TRAINERS = {"relu2": relu2.train, "gpt2": gpt2.train}
@@ -32,10 +33,16 @@ def run(config: ml_collections.ConfigDict, workdir, override_config: bool = Fals
   "interrupted", "step": N} after a SIGTERM / SIGINT saved a checkpoint."""
   config_checks.validate_config(config)
   workdir = resolve_workdir(workdir)
-  diffs = config_checks.check_resume_config(workdir, config, override_config)
+  config_checks.check_resume_config(workdir, config, override_config)
   workdir.mkdir(parents=True, exist_ok=True)
-  config_checks.write_config(workdir, config, replaced=bool(diffs))
-  return TRAINERS[config.model.name](config, workdir)
+  try:
+    with wd.locked(workdir):
+      # Again under the lock: the config.json another process may have just written.
+      diffs = config_checks.check_resume_config(workdir, config, override_config)
+      config_checks.write_config(workdir, config, replaced=bool(diffs))
+      return TRAINERS[config.model.name](config, workdir)
+  except wd.WorkdirBusy as e:
+    raise UserError(str(e)) from None
 
 
 # The name the tests and notebooks have used since the first trainer.

@@ -16,6 +16,8 @@ config.seed + i; it is index i of the leading axis of every params leaf. A
 GPT-2 run has one seed, stored with a leading axis of size 1 the same way.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -35,6 +37,37 @@ CHECKPOINT_DIR = "checkpoints"
 PARAMS_ITEM = "params"
 TRAIN_STATE_ITEM = "train_state"
 DATA_ITEM = "data_iterator"
+LOCK_FILE = ".lock"
+
+
+class WorkdirBusy(RuntimeError):
+  """Another live process holds the workdir's lock."""
+
+
+@contextlib.contextmanager
+def locked(workdir: Path):
+  """Holds an exclusive flock on WORKDIR/.lock (it holds the owner's pid) for
+  the block. The kernel drops the lock when its process dies, so a stale lock
+  file of a killed run never blocks; a live owner raises WorkdirBusy."""
+  path = Path(workdir) / LOCK_FILE
+  with path.open("a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      owner = f.read().strip() or "unknown"
+      raise WorkdirBusy(
+        f"{workdir} is in use by another process (pid {owner}); wait for it "
+        "to finish or stop it, or use another --workdir."
+      ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def flatten(config) -> dict[str, Any]:
