@@ -312,3 +312,28 @@ def test_checkpoints_without_config_json_are_refused(tmp_path):
     _relu2("runlocal,steps=20", checkpoint_every=20), tmp_path, override_config=True
   )
   assert summary["resumed_from_step"] == 20
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  config = _relu2("runlocal,steps=60", checkpoint_every=20, log_every=10, batch_size=16)
+  training.run(config, tmp_path / "ref")
+  run = tmp_path / "run"
+  training.run(_relu2("runlocal,steps=40", checkpoint_every=20, log_every=10, batch_size=16), run)
+  params_dir = run / wd.CHECKPOINT_DIR / "40" / wd.PARAMS_ITEM
+  for f in params_dir.rglob("*"):  # truncate every data file of the newest params
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(f.read_bytes()[:10])
+  summary = training.run(config, run, override_config=True)
+  assert summary["resumed_from_step"] == 20
+  assert (run / wd.CHECKPOINT_DIR / "bad-40").is_dir()  # kept, not deleted
+  assert_params_close(tmp_path / "ref", run, rtol=0, atol=0)
+
+
+def test_checkpoint_of_another_model_is_one_line_and_nothing_moves(tmp_path):
+  training.run(_relu2("runlocal,steps=20", checkpoint_every=20), tmp_path)
+  (tmp_path / wd.SUMMARY_FILE).unlink()
+  wider = _relu2("runlocal,steps=20", checkpoint_every=20, model__width=8)
+  with pytest.raises(training.ConfigError, match="No checkpoint in .* restores") as info:
+    training.run(wider, tmp_path, override_config=True)
+  assert "\n" not in str(info.value)
+  assert wd.checkpoint_steps(tmp_path) == [20]

@@ -14,10 +14,11 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from training import workdir as wd
-from training.errors import ConfigError, NonFiniteError
+from training.errors import ConfigError, NonFiniteError, one_line
 
 
 def manager(workdir: Path, config) -> ocp.CheckpointManager:
@@ -83,6 +84,47 @@ def restore(mgr: ocp.CheckpointManager, template: dict, step: int) -> tuple[dict
   }
   leaves = jax.tree.leaves(stacked)
   return jax.tree.unflatten(jax.tree.structure(template), leaves), restored[wd.DATA_ITEM]
+
+
+def restore_latest(
+  mgr: ocp.CheckpointManager, template: dict
+) -> tuple[int, dict | None, dict | None]:
+  """(step, state, data JSON) of the newest checkpoint that restores; (0, None,
+  None) when there is none. A newest one that fails while an older one
+  restores is corrupt (a kill mid-write on a file system without atomic
+  renames, a truncated file, a missing item): it is moved aside to
+  checkpoints/bad-STEP, never deleted, and one line says so. When no
+  checkpoint restores, nothing is moved: the config, not the files, is the
+  likelier culprit, and the error names the newest step."""
+  steps = sorted(mgr.all_steps(), reverse=True)
+  failures = []
+  for step in steps:
+    try:
+      state, data_state = restore(mgr, template, step)
+    except Exception as e:  # orbax/tensorstore raise many types; judged below
+      failures.append((step, e))
+      continue
+    for bad, error in failures:
+      aside = Path(mgr.directory) / f"bad-{bad}"
+      Path(mgr.directory, str(bad)).rename(aside)
+      logging.warning(
+        "Checkpoint %d does not restore (%s); moved it to %s and resumed from step %d.",
+        bad,
+        one_line(error)[:300],
+        aside,
+        step,
+      )
+    if failures:
+      mgr.reload()
+    return step, state, data_state
+  if failures:
+    step, error = failures[0]
+    raise ConfigError(
+      f"No checkpoint in {mgr.directory} restores under this config (step "
+      f"{step}: {one_line(error)[:300]}); resume with the config the run was "
+      "started with, or use a new --workdir."
+    )
+  return 0, None, None
 
 
 def check_data_state(step: int, restored: dict, expected: dict | None) -> None:

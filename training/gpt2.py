@@ -63,9 +63,10 @@ def train(config, workdir: Path) -> dict:
   state = jax.jit(init, static_argnums=0, out_shardings=replicated)(config.seed)
   iterator = iter(data.loader)
   manager = checkpoints.manager(workdir, config)
-  resume_step = manager.latest_step() or 0
+  resume_step, stacked, data_state = checkpoints.restore_latest(
+    manager, checkpoints.stack_seed(state)
+  )
   if resume_step:
-    stacked, data_state = checkpoints.restore(manager, checkpoints.stack_seed(state), resume_step)
     checkpoints.check_data_state(resume_step, data_state, None)
     iterator.set_state(data_state["grain"])
     state = jax.device_put(checkpoints.unstack_seed(stacked), replicated)

@@ -109,9 +109,9 @@ def train(config, workdir: Path) -> dict:
   state = init_state(exp, tx, config)
   train_step = make_train_step(exp, tx, config.seed_chunk_size)
   manager = checkpoints.manager(workdir, config)
-  resume_step = manager.latest_step() or 0
+  resume_step, restored, data_state = checkpoints.restore_latest(manager, state)
   if resume_step:
-    state, data_state = checkpoints.restore(manager, state, resume_step)
+    state = restored
     checkpoints.check_data_state(resume_step, data_state, exp.iterator_state(resume_step))
     logging.info("Resumed %s from step %d.", workdir, resume_step)
   writer = metrics.MetricWriter(workdir, resume_step)
