@@ -23,21 +23,23 @@ goes to position i, so `apply_permutation` takes B's entries perms[p] along
 each permuted axis, and the aligned B matches A unit for unit.
 """
 
-from typing import NamedTuple, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from optimizers.muon import path_names
+from training.metrics import leaf_name
 
-LeafPath = Union[str, Sequence[str]]
+LeafPath = str | Sequence[str]
 
 
 class PermutationSpec(NamedTuple):
   """perm_to_axes: perm name -> [(leaf name, axis)];
   axes_to_perm: leaf name -> (perm name or None for each axis)."""
+
   perm_to_axes: dict
   axes_to_perm: dict
 
@@ -53,10 +55,12 @@ def permutation_spec_from_axes(axes_to_perm: dict) -> PermutationSpec:
   return PermutationSpec(perm_to_axes, axes)
 
 
-def two_layer_permutation_spec(hidden_kernel: LeafPath = "hidden/kernel",
-                               hidden_bias: Optional[LeafPath] = "hidden/bias",
-                               output_kernel: LeafPath = "output/kernel",
-                               perm: str = "hidden") -> PermutationSpec:
+def two_layer_permutation_spec(
+  hidden_kernel: LeafPath = "hidden/kernel",
+  hidden_bias: LeafPath | None = "hidden/bias",
+  output_kernel: LeafPath = "output/kernel",
+  perm: str = "hidden",
+) -> PermutationSpec:
   """x -> relu(x·W + b)·A (+ c): W (d_in, m) columns, b (m,) and A (m, d_out) rows
   share one permutation of the m hidden units; c (the output bias) is not
   permuted. Leaf paths are arguments so any naming fits (None: no bias)."""
@@ -77,17 +81,17 @@ def relu2_permutation_spec(params) -> PermutationSpec:
   if missing:
     raise ValueError(f"Not relu2 params: missing {missing}; leaves are {sorted(names)}.")
   if np.ndim(leaf_arrays(params)[needed[0]]) != 2:
-    raise ValueError("relu2_permutation_spec takes one network's params (hidden/kernel "
-                     "of rank 2); index the seed axis of stacked params first.")
+    raise ValueError(
+      "relu2_permutation_spec takes one network's params (hidden/kernel "
+      "of rank 2); index the seed axis of stacked params first."
+    )
   bias = prefix + "hidden/bias"
-  return two_layer_permutation_spec(needed[0], bias if bias in names else None,
-                                    needed[1])
+  return two_layer_permutation_spec(needed[0], bias if bias in names else None, needed[1])
 
 
 def leaf_arrays(params) -> dict:
   """{leaf name: array} of a pytree, names like "hidden/kernel"."""
-  return {"/".join(path_names(path)): x
-          for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+  return {leaf_name(path): x for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 def apply_permutation(spec: PermutationSpec, perms: dict, params):
@@ -96,7 +100,7 @@ def apply_permutation(spec: PermutationSpec, perms: dict, params):
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   out = []
   for path, x in flat:
-    name = "/".join(path_names(path))
+    name = leaf_name(path)
     for axis, perm in enumerate(spec.axes_to_perm.get(name, ())):
       if perm is not None:
         x = jnp.take(x, jnp.asarray(perms[perm]), axis=axis)
@@ -104,17 +108,25 @@ def apply_permutation(spec: PermutationSpec, perms: dict, params):
   return jax.tree.unflatten(treedef, out)
 
 
-def weight_matching(spec: PermutationSpec, params_a, params_b, seed: int = 0,
-                    max_iter: int = 100, init_perms: Optional[dict] = None) -> dict:
+def weight_matching(
+  spec: PermutationSpec,
+  params_a,
+  params_b,
+  seed: int = 0,
+  max_iter: int = 100,
+  init_perms: dict | None = None,
+) -> dict:
   """{perm name: index array} aligning B to A (module docstring); numpy/scipy."""
   _check_spec(spec, params_a)
   _check_spec(spec, params_b)
   a = {k: np.asarray(v, np.float64) for k, v in leaf_arrays(params_a).items()}
   b = {k: np.asarray(v, np.float64) for k, v in leaf_arrays(params_b).items()}
-  sizes = {p: a[leaf].shape[axis] for p, axes in spec.perm_to_axes.items()
-           for leaf, axis in axes}
-  perms = ({p: np.arange(n) for p, n in sizes.items()} if init_perms is None
-           else {p: np.asarray(v) for p, v in init_perms.items()})
+  sizes = {p: a[leaf].shape[axis] for p, axes in spec.perm_to_axes.items() for leaf, axis in axes}
+  perms = (
+    {p: np.arange(n) for p, n in sizes.items()}
+    if init_perms is None
+    else {p: np.asarray(v) for p, v in init_perms.items()}
+  )
   rng = np.random.default_rng(seed)
   names = sorted(sizes)
   for _ in range(max_iter):
@@ -124,8 +136,9 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, seed: int = 0,
       cost_NxN = np.zeros((n, n))
       for leaf, axis in spec.perm_to_axes[p]:
         w_b = _permute_except(spec, perms, leaf, b[leaf], axis)
-        cost_NxN += (np.moveaxis(a[leaf], axis, 0).reshape(n, -1)
-                     @ np.moveaxis(w_b, axis, 0).reshape(n, -1).T)
+        cost_NxN += (
+          np.moveaxis(a[leaf], axis, 0).reshape(n, -1) @ np.moveaxis(w_b, axis, 0).reshape(n, -1).T
+        )
       _, cols = linear_sum_assignment(cost_NxN, maximize=True)
       old, new = cost_NxN[np.arange(n), perms[p]].sum(), cost_NxN[np.arange(n), cols].sum()
       # Strict improvement (with a tolerance) so ties cannot cycle forever.
@@ -160,17 +173,22 @@ def _check_spec(spec: PermutationSpec, params) -> None:
   sizes = {}
   for leaf, perms in spec.axes_to_perm.items():
     if leaf not in leaves:
-      raise ValueError(f"PermutationSpec names leaf {leaf!r}, not in params "
-                       f"(leaves: {sorted(leaves)}).")
+      raise ValueError(
+        f"PermutationSpec names leaf {leaf!r}, not in params (leaves: {sorted(leaves)})."
+      )
     if len(perms) != np.ndim(leaves[leaf]):
-      raise ValueError(f"PermutationSpec gives {len(perms)} axes for {leaf!r}, which has "
-                       f"shape {np.shape(leaves[leaf])}.")
+      raise ValueError(
+        f"PermutationSpec gives {len(perms)} axes for {leaf!r}, which has "
+        f"shape {np.shape(leaves[leaf])}."
+      )
     for axis, perm in enumerate(perms):
       if perm is not None:
         size = np.shape(leaves[leaf])[axis]
         if sizes.setdefault(perm, size) != size:
-          raise ValueError(f"Permutation {perm!r} acts on axes of sizes {sizes[perm]} "
-                           f"and {size} ({leaf!r} axis {axis}).")
+          raise ValueError(
+            f"Permutation {perm!r} acts on axes of sizes {sizes[perm]} "
+            f"and {size} ({leaf!r} axis {axis})."
+          )
 
 
 def _leaf_key(path: LeafPath) -> str:

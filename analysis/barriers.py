@@ -27,6 +27,7 @@ BARRIER_KINDS = ("mean", "linear")
 
 class Barrier(NamedTuple):
   """The barrier height and the t where the maximum sits, each of shape (...)."""
+
   height: jnp.ndarray
   t_max: jnp.ndarray
 
@@ -57,13 +58,13 @@ def loss_barriers(losses, ts, loss_a=None, loss_b=None) -> dict[str, Barrier]:
   return {kind: loss_barrier(losses, ts, kind, loss_a, loss_b) for kind in BARRIER_KINDS}
 
 
-def barrier_matrix(values_P, pairs, num_models: int, diagonal: float = 0.0,
-                   symmetric: bool = True) -> np.ndarray:
+def barrier_matrix(
+  values_P, pairs, num_models: int, diagonal: float = 0.0, symmetric: bool = True
+) -> np.ndarray:
   """Scatters per-pair values into an N×N matrix (NaN where no pair was given)."""
   values_P, pairs = np.asarray(values_P), np.asarray(pairs)
   if pairs.ndim != 2 or pairs.shape[1] != 2 or values_P.shape != (pairs.shape[0],):
-    raise ValueError(f"values_P (P,) and pairs (P, 2) disagree: {values_P.shape} vs "
-                     f"{pairs.shape}.")
+    raise ValueError(f"values_P (P,) and pairs (P, 2) disagree: {values_P.shape} vs {pairs.shape}.")
   if pairs.size and (pairs.min() < 0 or pairs.max() >= num_models):
     raise ValueError(f"pairs index models outside [0, {num_models}).")
   matrix = np.full((num_models, num_models), np.nan)
@@ -79,6 +80,7 @@ def _endpoint_loss(losses, ts, t_end: float):
   idx = jnp.argmin(jnp.abs(ts - t_end))
   if not isinstance(ts, jax.core.Tracer):
     if not np.isclose(float(ts[idx]), t_end, atol=1e-6):
-      raise ValueError(f"ts has no t = {t_end}: include the endpoints in ts or pass "
-                       "loss_a and loss_b.")
+      raise ValueError(
+        f"ts has no t = {t_end}: include the endpoints in ts or pass loss_a and loss_b."
+      )
   return jnp.take(losses, idx, axis=-1)

@@ -28,177 +28,37 @@ and the spectra along the paths.
 
 import functools
 import json
-import logging as pylogging
-import re
 import time
-from pathlib import Path
-from typing import Any, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app, flags, logging
 
-from analysis import alignment, barriers, constraints, curves, evaluate, plots, spectra
-from analysis import workdir as wd
-from data import synthetic
-from models import relu2
+from analysis import alignment, barriers, constraints, curves, evaluate, experiment_cli, spectra
+from analysis.connectivity_report import write_outputs, write_plots  # noqa: F401 (the API)
+from analysis.run_reader import (  # noqa: F401
+  ConnectivityError,
+  Model,
+  Run,
+  ball_labels,
+  check_compatible,
+  load_run,
+  load_runs,
+  opt_key,
+  stack_models,
+)
 from optimizers import factory
+from training import tasks
+from training import workdir as wd
 
-# Config sections whose every field must agree between the runs compared: the
-# same data (so the losses are the same function) and the same architecture
-# (so the parameters can be interpolated).
-SHARED_SECTIONS = ("data", "model")
 BARRIER_KINDS = barriers.BARRIER_KINDS
 
 
-class ConnectivityError(ValueError):
-  """Runs that cannot be compared; the message names the run and the field."""
-
-
-class Run(NamedTuple):
-  name: str
-  workdir: str
-  config: Any           # ml_collections.ConfigDict, as saved by train.py.
-  params: Any           # Every leaf with a leading seed axis.
-  seeds: list
-  summary: dict
-
-
-# ---------------------------------------------------------------------------
-# Loading runs.
-
-def load_run(workdir, name: Optional[str] = None) -> Run:
-  """The finished run in ``workdir`` (ConnectivityError if missing/unfinished)."""
-  path = Path(workdir)
-  if not path.is_dir():
-    raise ConnectivityError(f"Run directory {path} does not exist.")
-  if not (path / wd.CONFIG_FILE).exists():
-    raise ConnectivityError(f"{path} has no {wd.CONFIG_FILE}: not a train.py workdir.")
-  if not (path / wd.SUMMARY_FILE).exists():
-    raise ConnectivityError(f"{path} has no {wd.SUMMARY_FILE}: the run is unfinished; "
-                            "rerun its train.py command to finish it.")
-  summary = wd.read_summary(path)
-  try:
-    config, params = wd.load_params(path)
-  except (FileNotFoundError, ValueError) as e:
-    raise ConnectivityError(f"{path}: {e}") from None
-  if config.model.name != "relu2":
-    raise ConnectivityError(f"{path} is a {config.model.name!r} run; connectivity "
-                            "handles relu2 runs.")
-  return Run(name or path.name, str(path), config, params, wd.seeds(config), summary)
-
-
-def load_runs(workdirs: Sequence[str]) -> list[Run]:
-  """Loads every run; names are the directory names (made unique)."""
-  runs, names = [], []
-  for i, d in enumerate(workdirs):
-    name = Path(d).name or f"run{i}"
-    if name in names:
-      name = f"{name}#{i}"
-    names.append(name)
-    runs.append(load_run(d, name))
-  check_compatible(runs)
-  return runs
-
-
-def _flat(section, prefix) -> dict:
-  out = {}
-  for k, v in dict(section).items():
-    if hasattr(v, "items"):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def check_compatible(runs: Sequence[Run]) -> None:
-  """Raises ConnectivityError naming the first field where a run differs from the first."""
-  if not runs:
-    raise ConnectivityError("No runs given: pass --runs=DIR[,DIR...].")
-  ref = runs[0]
-  for run in runs[1:]:
-    for section in SHARED_SECTIONS:
-      a, b = _flat(ref.config[section], f"{section}."), _flat(run.config[section], f"{section}.")
-      for key in sorted(set(a) | set(b)):
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-          raise ConnectivityError(
-              f"Runs {ref.name} and {run.name} differ in {key} ({a.get(key, '<absent>')!r} vs "
-              f"{b.get(key, '<absent>')!r}); connectivity compares runs of one model on one task.")
-
-
-# ---------------------------------------------------------------------------
-# Models, data, metrics.
-
-class Model(NamedTuple):
-  """One solution: index into the stacked params, its run, seed and optimizer."""
-  index: int
-  run: str
-  seed: int
-  optimizer: str
-  ball: str        # The label of its optimizer's ball (optimizer, or optimizer@run).
-
-
-def stack_models(runs: Sequence[Run]) -> tuple[Any, list[Model]]:
-  """All seeds of all runs along one leading axis N, and who is who."""
-  params_N = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *[r.params for r in runs])
-  balls = ball_labels(runs)
-  runs_seeds = [(r, s) for r in runs for s in r.seeds]
-  models = [Model(i, r.name, s, r.config.optimizer.name, balls[r.name])
-            for i, (r, s) in enumerate(runs_seeds)]
-  return params_N, models
-
-
-def ball_labels(runs: Sequence[Run]) -> dict[str, str]:
-  """run name -> its ball: the optimizer's name, or name@run when runs of one
-  optimizer differ in their optimizer settings (different balls)."""
-  by_name = {}
-  for r in runs:
-    by_name.setdefault(r.config.optimizer.name, set()).add(_opt_key(r.config.optimizer))
-  return {r.name: r.config.optimizer.name if len(by_name[r.config.optimizer.name]) == 1
-          else f"{r.config.optimizer.name}@{r.name}" for r in runs}
-
-
-def _opt_key(opt_config) -> str:
-  return json.dumps(dict(opt_config.to_dict() if hasattr(opt_config, "to_dict")
-                         else opt_config), sort_keys=True, default=str)
-
-
-def task_batches(config) -> tuple[tuple, tuple]:
-  """(x, y) of the train and test sets of a run's task."""
-  d = config.data
-  data = synthetic.make_task(d.task, d.input_dim, d.n_train, d.n_test, d.teacher_width,
-                             d.input_dist, d.label_noise, d.seed)
-  return ((jnp.asarray(data.x_train_NxD), jnp.asarray(data.y_train_NxO)),
-          (jnp.asarray(data.x_test_TxD), jnp.asarray(data.y_test_TxO)))
-
-
-@functools.lru_cache(maxsize=None)
-def _metric_fn(model_key: tuple, loss_name: str, classification: bool):
-  # Cached: the jitted evaluators take the metric function as a static argument.
-  model = relu2.make_model(*model_key)
-  loss = synthetic.get_loss(loss_name)
-
-  def metric(params, batch):
-    x_BxD, y_BxO = batch
-    pred = model.apply({"params": params}, x_BxD)
-    out = {"loss": loss(pred, y_BxO)}
-    if classification:
-      out["accuracy"] = synthetic.sign_accuracy(pred, y_BxO)
-    return out
-
-  return metric
-
-
-def metric_fn(config):
-  """(params, (x, y)) -> {"loss"[, "accuracy"]} of a run's model and task."""
-  m, d = config.model, config.data
-  return _metric_fn((m.width, m.out_dim, m.use_bias, m.parametrization, m.bias_init_std),
-                    d.loss, d.task in synthetic.CLASSIFICATION_TASKS)
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _constraint_fn(opt_key: str):
   opt_config = json.loads(opt_key)
   return lambda params, batch: constraints.config_constraints(opt_config, params)
@@ -206,11 +66,12 @@ def _constraint_fn(opt_key: str):
 
 def constraint_fn(opt_config):
   """(params, _) -> λ·K*(θ_leaf)/bound per leaf for that optimizer's ball."""
-  return _constraint_fn(_opt_key(opt_config))
+  return _constraint_fn(opt_key(opt_config))
 
 
 # ---------------------------------------------------------------------------
 # The analysis.
+
 
 def align_pairs(params_N, pairs) -> tuple[Any, Any]:
   """(a_P, b_P) with each b permuted to match its a (weight matching)."""
@@ -228,19 +89,34 @@ def align_pairs(params_N, pairs) -> tuple[Any, Any]:
 
 def ball_projection_for(opt_config, params):
   """The projection onto the optimizer's ball, or None if some K has none."""
-  cons = jax.tree.leaves(factory.implicit_constraints(dict(opt_config), params),
-                         is_leaf=lambda c: hasattr(c, "bound"))
+  cons = jax.tree.leaves(
+    factory.implicit_constraints(dict(opt_config), params), is_leaf=lambda c: hasattr(c, "bound")
+  )
   if any(c.weight_decay and c.k not in constraints.PROJECTABLE_KS for c in cons):
     return None
   treedef = jax.tree.structure(params)
-  ks = jax.tree.unflatten(treedef, [c.k if c.k in constraints.PROJECTABLE_KS else "l1"
-                                    for c in cons])
+  ks = jax.tree.unflatten(
+    treedef, [c.k if c.k in constraints.PROJECTABLE_KS else "l1" for c in cons]
+  )
   lams = jax.tree.unflatten(treedef, [float(c.weight_decay) / float(c.bound) for c in cons])
   return curves.ball_projection(ks, lams)
 
 
-def fit_bends(loss_fn, a_P, b_P, pairs, models, runs, train_batch, kind, num_bends,
-              fit_steps, fit_lr, project, seed) -> tuple[Any, np.ndarray, list]:
+def fit_bends(
+  loss_fn,
+  a_P,
+  b_P,
+  pairs,
+  models,
+  runs,
+  train_batch,
+  kind,
+  num_bends,
+  fit_steps,
+  fit_lr,
+  project,
+  seed,
+) -> tuple[Any, np.ndarray, list]:
   """Bends for every pair (vmapped fits, one per projection group), the final
   fit loss per pair, and whether each pair was projected."""
   num_pairs = len(pairs)
@@ -259,12 +135,22 @@ def fit_bends(loss_fn, a_P, b_P, pairs, models, runs, train_batch, kind, num_ben
       run = run_by_name[run_name]
       proj = ball_projection_for(run.config.optimizer, jax.tree.map(lambda x: x[0], run.params))
       if proj is None:
-        logging.warning("No projection for %s's ball; its curves are fitted unconstrained.",
-                        run_name)
+        logging.warning(
+          "No projection for %s's ball; its curves are fitted unconstrained.", run_name
+        )
     take = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[np.asarray(idx)], tree)
-    fit = curves.fit_curves(loss_fn, take(a_P), take(b_P), train_batch, keys_P[np.asarray(idx)],
-                            kind=kind, num_bends=num_bends, num_steps=fit_steps,
-                            optimizer=optax.adam(fit_lr), project=proj)
+    fit = curves.fit_curves(
+      loss_fn,
+      take(a_P),
+      take(b_P),
+      train_batch,
+      keys_P[np.asarray(idx)],
+      kind=kind,
+      num_bends=num_bends,
+      num_steps=fit_steps,
+      optimizer=optax.adam(fit_lr),
+      project=proj,
+    )
     history = np.asarray(fit.loss_history)
     tail = max(1, fit_steps // 10)
     for n, p in enumerate(idx):
@@ -275,10 +161,20 @@ def fit_bends(loss_fn, a_P, b_P, pairs, models, runs, train_batch, kind, num_ben
   return bends_P, final_loss, projected
 
 
-def analyze(runs: Sequence[Run], path: str = "linear", points: int = 33, align: bool = False,
-            num_bends: int = 1, fit_steps: int = 300, fit_lr: float = 1e-2,
-            project: bool = False, batch_size="auto", include_self: bool = False,
-            seed: int = 0, with_spectra: bool = True) -> dict:
+def analyze(
+  runs: Sequence[Run],
+  path: str = "linear",
+  points: int = 33,
+  align: bool = False,
+  num_bends: int = 1,
+  fit_steps: int = 300,
+  fit_lr: float = 1e-2,
+  project: bool = False,
+  batch_size="auto",
+  include_self: bool = False,
+  seed: int = 0,
+  with_spectra: bool = True,
+) -> dict:
   """Every pair of the runs' solutions along ``path``: the connectivity.json dict."""
   if path not in ("linear",) + curves.CURVE_KINDS:
     raise ConnectivityError(f"Unknown --path {path!r}; known: linear, polychain, bezier.")
@@ -292,88 +188,133 @@ def analyze(runs: Sequence[Run], path: str = "linear", points: int = 33, align: 
     raise ConnectivityError("Only one solution given: no pair to compare (add seeds or runs).")
   ts = np.linspace(0.0, 1.0, points, dtype=np.float32)
   config = runs[0].config
-  train_batch, test_batch = task_batches(config)
-  metric = metric_fn(config)
+  task = tasks.relu2_task(config)
+  train_batch, test_batch, metric = task.train, task.test, task.metric
   a_P, b_P = align_pairs(params_N, pairs) if align else evaluate.gather_pairs(params_N, pairs)
   t_align = time.time()
   bends_P, fit_loss, projected = None, None, [False] * len(pairs)
   if path != "linear":
     bends_P, fit_loss, projected = fit_bends(
-        _cached_loss(metric), a_P, b_P, pairs, models, runs, train_batch, path, num_bends,
-        fit_steps, fit_lr, project, seed)
+      _cached_loss(metric),
+      a_P,
+      b_P,
+      pairs,
+      models,
+      runs,
+      train_batch,
+      path,
+      num_bends,
+      fit_steps,
+      fit_lr,
+      project,
+      seed,
+    )
   t_fit = time.time()
-  along = evaluate.evaluate_train_test(metric, path, a_P, b_P, ts, train_batch, test_batch,
-                                       bends_P, batch_size=batch_size)
+  along = evaluate.evaluate_train_test(
+    metric, path, a_P, b_P, ts, train_batch, test_batch, bends_P, batch_size=batch_size
+  )
   along = jax.tree.map(np.asarray, along)
   opt_by_ball = {m.ball: r.config.optimizer for r in runs for m in models if m.run == r.name}
-  cons = {ball: jax.tree.map(np.asarray, evaluate.evaluate_paths(
-      constraint_fn(opt), path, a_P, b_P, ts, None, bends_P, batch_size=batch_size))
-          for ball, opt in opt_by_ball.items()}
-  spec_stats = (jax.tree.map(np.asarray, spectra.spectra_along_paths(
-      path, a_P, b_P, jnp.asarray(ts), bends_P, batch_size=8)) if with_spectra else None)
+  cons = {
+    ball: jax.tree.map(
+      np.asarray,
+      evaluate.evaluate_paths(
+        constraint_fn(opt), path, a_P, b_P, ts, None, bends_P, batch_size=batch_size
+      ),
+    )
+    for ball, opt in opt_by_ball.items()
+  }
+  spec_stats = (
+    jax.tree.map(
+      np.asarray,
+      spectra.spectra_along_paths(path, a_P, b_P, jnp.asarray(ts), bends_P, batch_size=8),
+    )
+    if with_spectra
+    else None
+  )
   t_eval = time.time()
   result = {
-      "path": path, "aligned": bool(align), "points": points, "ts": ts.tolist(),
-      "num_bends": num_bends if path != "linear" else 0,
-      "fit_steps": fit_steps if path != "linear" else 0, "fit_lr": fit_lr,
-      "project": bool(project), "task": config.data.to_dict(), "model": config.model.to_dict(),
-      "runs": [_run_entry(r) for r in runs],
-      "models": [m._asdict() for m in models],
-      "pairs": [_pair_entry(p, i, j, models, along, cons, spec_stats, ts, fit_loss, projected,
-                            path, align) for p, (i, j) in enumerate(pairs)],
-      "timings_s": {"load_align": t_align - t0, "fit": t_fit - t_align,
-                    "evaluate": t_eval - t_fit},
+    "path": path,
+    "aligned": bool(align),
+    "points": points,
+    "ts": ts.tolist(),
+    "num_bends": num_bends if path != "linear" else 0,
+    "fit_steps": fit_steps if path != "linear" else 0,
+    "fit_lr": fit_lr,
+    "project": bool(project),
+    "task": config.data.to_dict(),
+    "model": config.model.to_dict(),
+    "runs": [_run_entry(r) for r in runs],
+    "models": [m._asdict() for m in models],
+    "pairs": [
+      _pair_entry(p, i, j, models, along, cons, spec_stats, ts, fit_loss, projected, path, align)
+      for p, (i, j) in enumerate(pairs)
+    ],
+    "timings_s": {"load_align": t_align - t0, "fit": t_fit - t_align, "evaluate": t_eval - t_fit},
   }
   result["groups"] = group_summary(result["pairs"])
   return result
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_loss(metric):
   return lambda params, batch: metric(params, batch)["loss"]
 
 
 def _run_entry(run: Run) -> dict:
-  return {"name": run.name, "workdir": run.workdir, "optimizer": run.config.optimizer.name,
-          "learning_rate": run.config.optimizer.learning_rate,
-          "weight_decay": run.config.optimizer.weight_decay, "seeds": run.seeds,
-          "num_steps": run.config.num_steps,
-          "final": run.summary.get("final", {})}
+  return {
+    "name": run.name,
+    "workdir": run.workdir,
+    "optimizer": run.config.optimizer.name,
+    "learning_rate": run.config.optimizer.learning_rate,
+    "weight_decay": run.config.optimizer.weight_decay,
+    "seeds": run.seeds,
+    "num_steps": run.config.num_steps,
+    "final": run.summary.get("final", {}),
+  }
 
 
 def pair_group(opt_a: str, opt_b: str) -> str:
-  """"adamw-muon": the two optimizers' names, sorted."""
+  """ "adamw-muon": the two optimizers' names, sorted."""
   return "-".join(sorted((opt_a, opt_b)))
 
 
-def _pair_entry(p, i, j, models, along, cons, spec_stats, ts, fit_loss, projected, path,
-                align) -> dict:
+def _pair_entry(
+  p, i, j, models, along, cons, spec_stats, ts, fit_loss, projected, path, align
+) -> dict:
   a, b = models[i], models[j]
-  entry = {"a": {"index": a.index, "run": a.run, "seed": a.seed, "optimizer": a.optimizer},
-           "b": {"index": b.index, "run": b.run, "seed": b.seed, "optimizer": b.optimizer},
-           "kind": "intra-run" if a.run == b.run else "inter-run",
-           "same_optimizer": a.ball == b.ball, "group": pair_group(a.ball, b.ball),
-           "path": path, "aligned": bool(align)}
+  entry = {
+    "a": {"index": a.index, "run": a.run, "seed": a.seed, "optimizer": a.optimizer},
+    "b": {"index": b.index, "run": b.run, "seed": b.seed, "optimizer": b.optimizer},
+    "kind": "intra-run" if a.run == b.run else "inter-run",
+    "same_optimizer": a.ball == b.ball,
+    "group": pair_group(a.ball, b.ball),
+    "path": path,
+    "aligned": bool(align),
+  }
   for split in ("train", "test"):
     entry[f"{split}_loss"] = along[split]["loss"][p].tolist()
     if "accuracy" in along[split]:
       entry[f"{split}_accuracy"] = along[split]["accuracy"][p].tolist()
     found = barriers.loss_barriers(along[split]["loss"][p], ts)
-    entry[f"{split}_barrier"] = {k: {"height": float(v.height), "t": float(v.t_max)}
-                                 for k, v in found.items()}
+    entry[f"{split}_barrier"] = {
+      k: {"height": float(v.height), "t": float(v.t_max)} for k, v in found.items()
+    }
   entry["constraints"] = {}
   for ball in dict.fromkeys((a.ball, b.ball)):
     named = alignment.leaf_arrays(cons[ball])
     per_leaf = {name: v[p] for name, v in named.items()}  # (T,) each.
     max_T = np.max(np.stack(list(per_leaf.values())), axis=0)
     entry["constraints"][ball] = {
-        "at_a": {n: float(v[0]) for n, v in per_leaf.items()},
-        "at_b": {n: float(v[-1]) for n, v in per_leaf.items()},
-        "max_along": {n: float(v.max()) for n, v in per_leaf.items()},
-        "max_leaf_along": max_T.tolist()}
+      "at_a": {n: float(v[0]) for n, v in per_leaf.items()},
+      "at_b": {n: float(v[-1]) for n, v in per_leaf.items()},
+      "max_along": {n: float(v.max()) for n, v in per_leaf.items()},
+      "max_leaf_along": max_T.tolist(),
+    }
   if spec_stats is not None:
-    entry["spectra"] = {leaf: {s: v[p].tolist() for s, v in stats.items()}
-                        for leaf, stats in spec_stats.items()}
+    entry["spectra"] = {
+      leaf: {s: v[p].tolist() for s, v in stats.items()} for leaf, stats in spec_stats.items()
+    }
   if fit_loss is not None:
     entry["fit"] = {"final_curve_loss": float(fit_loss[p]), "projected": bool(projected[p])}
   return entry
@@ -388,89 +329,62 @@ def group_summary(pair_entries: Sequence[dict]) -> dict:
     for split in ("train", "test"):
       for kind in BARRIER_KINDS:
         h = np.array([e[f"{split}_barrier"][kind]["height"] for e in rows])
-        out[group][f"{split}_{kind}"] = {"mean": float(h.mean()), "std": float(h.std()),
-                                         "min": float(h.min()), "max": float(h.max())}
+        out[group][f"{split}_{kind}"] = {
+          "mean": float(h.mean()),
+          "std": float(h.std()),
+          "min": float(h.min()),
+          "max": float(h.max()),
+        }
   return out
-
-
-# ---------------------------------------------------------------------------
-# Output.
-
-def _safe(name: str) -> str:
-  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def write_outputs(result: dict, out_dir, plot: bool = True,
-                  barrier_kind: str = "linear") -> list[Path]:
-  """OUT/connectivity.json and (with ``plot``) the PNGs; returns the paths."""
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  json_path = out / "connectivity.json"
-  json_path.write_text(json.dumps(result, indent=1) + "\n")
-  written = [json_path]
-  if plot:
-    written += write_plots(result, out, barrier_kind)
-  return written
-
-
-def write_plots(result: dict, out: Path, barrier_kind: str = "linear") -> list[Path]:
-  ts, pairs = np.asarray(result["ts"]), result["pairs"]
-  tag = f"{result['path']}{', aligned' if result['aligned'] else ''}"
-  written = []
-  for group in sorted({e["group"] for e in pairs}):
-    rows = [e for e in pairs if e["group"] == group]
-    labels = [f"{e['a']['run']}:{e['a']['seed']}–{e['b']['run']}:{e['b']['seed']}" for e in rows]
-    written.append(plots.plot_path_losses(
-        ts, [e["train_loss"] for e in rows], out / f"loss_{_safe(group)}.png", labels=labels,
-        test_losses_PxT=[e["test_loss"] for e in rows],
-        title=f"{group}: loss along the path ({tag})", log_scale=True))
-    spec = {leaf: {s: np.asarray([e["spectra"][leaf][s] for e in rows]) for s in stats}
-            for leaf, stats in rows[0].get("spectra", {}).items()}
-    if spec:
-      written.append(plots.plot_spectra_along_path(
-          ts, spec, out / f"spectra_{_safe(group)}.png", title=f"{group}: spectra ({tag})"))
-    cons = {f"{ball} ball (max over leaves)":
-            np.asarray([e["constraints"][ball]["max_leaf_along"] for e in rows])
-            for ball in rows[0]["constraints"]}
-    written.append(plots.plot_constraints_along_path(
-        ts, cons, out / f"constraints_{_safe(group)}.png",
-        title=f"{group}: λ·K*(θ)/bound along the path ({tag})"))
-  models = result["models"]
-  heights = [e["train_barrier"][barrier_kind]["height"] for e in pairs]
-  index_pairs = [(e["a"]["index"], e["b"]["index"]) for e in pairs]
-  non_self = [(h, ij) for h, ij in zip(heights, index_pairs) if ij[0] != ij[1]]
-  if non_self:
-    matrix = barriers.barrier_matrix([h for h, _ in non_self], [ij for _, ij in non_self],
-                                     len(models))
-    written.append(plots.plot_barrier_matrix(
-        matrix, [m["ball"] for m in models], out / "barrier_matrix.png",
-        title=f"Train-loss barrier ({barrier_kind}; {tag})"))
-  return written
 
 
 # ---------------------------------------------------------------------------
 # Command line.
 
+
 def define_flags() -> None:
   """The CLI's flags; defined at startup only, so importing this module adds none."""
   global _RUNS, _PATH, _POINTS, _ALIGN, _BENDS, _FIT_STEPS, _FIT_LR, _PROJECT
   global _BATCH_SIZE, _SELF, _SEED, _SPECTRA, _PLOTS, _OUT
-  _RUNS = flags.DEFINE_list("runs", None, "Comma-separated train.py workdirs (finished runs; "
-                            "every seed of each is a solution). All must share model and task.")
-  _PATH = flags.DEFINE_enum("path", "linear", ["linear", "polychain", "bezier"],
-                            "Path between two solutions; polychain and bezier have fitted bends.")
-  _POINTS = flags.DEFINE_integer("points", 65, "Evenly spaced values of t in [0, 1] (ends included).")
-  _ALIGN = flags.DEFINE_bool("align", False, "Permute B's hidden units to match A's (weight "
-                             "matching) before building the path.")
+  _RUNS = flags.DEFINE_list(
+    "runs",
+    None,
+    "Comma-separated train.py workdirs (finished runs; "
+    "every seed of each is a solution). All must share model and task.",
+  )
+  _PATH = flags.DEFINE_enum(
+    "path",
+    "linear",
+    ["linear", "polychain", "bezier"],
+    "Path between two solutions; polychain and bezier have fitted bends.",
+  )
+  _POINTS = flags.DEFINE_integer(
+    "points", 65, "Evenly spaced values of t in [0, 1] (ends included)."
+  )
+  _ALIGN = flags.DEFINE_bool(
+    "align",
+    False,
+    "Permute B's hidden units to match A's (weight matching) before building the path.",
+  )
   _BENDS = flags.DEFINE_integer("bends", 1, "Bends of a fitted polychain/bezier curve.")
-  _FIT_STEPS = flags.DEFINE_integer("fit_steps", 300, "Adam steps fitting the bends on the train set.")
+  _FIT_STEPS = flags.DEFINE_integer(
+    "fit_steps", 300, "Adam steps fitting the bends on the train set."
+  )
   _FIT_LR = flags.DEFINE_float("fit_lr", 1e-2, "Adam learning rate of the curve fit.")
-  _PROJECT = flags.DEFINE_bool("project", False, "Keep the bends of same-optimizer pairs inside "
-                               "that optimizer's ball {λ·K*(θ) ≤ 1} (so the whole curve is).")
-  _BATCH_SIZE = flags.DEFINE_string("batch_size", "auto", "Path points per vmapped chunk of the "
-                                    "evaluation, or 'auto' (fits a memory budget).")
-  _SELF = flags.DEFINE_bool("include_self", False, "Also pair every solution with itself "
-                            "(a sanity check: zero barrier).")
+  _PROJECT = flags.DEFINE_bool(
+    "project",
+    False,
+    "Keep the bends of same-optimizer pairs inside "
+    "that optimizer's ball {λ·K*(θ) ≤ 1} (so the whole curve is).",
+  )
+  _BATCH_SIZE = flags.DEFINE_string(
+    "batch_size",
+    "auto",
+    "Path points per vmapped chunk of the evaluation, or 'auto' (fits a memory budget).",
+  )
+  _SELF = flags.DEFINE_bool(
+    "include_self", False, "Also pair every solution with itself (a sanity check: zero barrier)."
+  )
   _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the curve fits.")
   _SPECTRA = flags.DEFINE_bool("spectra", True, "Compute singular-value statistics along paths.")
   _PLOTS = flags.DEFINE_bool("plots", True, "Write PNGs beside connectivity.json.")
@@ -482,30 +396,54 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
   if not _RUNS.value or not _OUT.value:
     raise app.UsageError("--runs=DIR[,DIR...] and --out=DIR are required; see --help.")
-  logging.get_absl_logger().addFilter(
-      lambda r: r.levelno >= pylogging.ERROR or "/orbax/" not in r.pathname)
+  logging.get_absl_logger().addFilter(experiment_cli.quiet_orbax)
   batch_size = _BATCH_SIZE.value
   if batch_size != "auto":
     try:
       batch_size = int(batch_size)
     except ValueError:
-      raise app.UsageError(f"--batch_size must be an int or 'auto', got {batch_size!r}.")
+      raise app.UsageError(f"--batch_size must be an int or 'auto', got {batch_size!r}.") from None
   try:
     t0 = time.time()
     runs = load_runs(_RUNS.value)
-    logging.info("Loaded %d runs (%d solutions) in %.1fs.", len(runs),
-                 sum(len(r.seeds) for r in runs), time.time() - t0)
-    result = analyze(runs, _PATH.value, _POINTS.value, _ALIGN.value, _BENDS.value,
-                     _FIT_STEPS.value, _FIT_LR.value, _PROJECT.value, batch_size,
-                     _SELF.value, _SEED.value, _SPECTRA.value)
+    logging.info(
+      "Loaded %d runs (%d solutions) in %.1fs.",
+      len(runs),
+      sum(len(r.seeds) for r in runs),
+      time.time() - t0,
+    )
+    result = analyze(
+      runs,
+      _PATH.value,
+      _POINTS.value,
+      _ALIGN.value,
+      _BENDS.value,
+      _FIT_STEPS.value,
+      _FIT_LR.value,
+      _PROJECT.value,
+      batch_size,
+      _SELF.value,
+      _SEED.value,
+      _SPECTRA.value,
+    )
   except ConnectivityError as e:
-    raise SystemExit(f"analysis.connectivity: {e}")
+    raise SystemExit(f"analysis.connectivity: {e}") from None
   written = write_outputs(result, _OUT.value, _PLOTS.value)
   for group, stats in result["groups"].items():
-    logging.info("%-14s %3d pairs  train barrier (linear) mean %.3e max %.3e", group,
-                 stats["num_pairs"], stats["train_linear"]["mean"], stats["train_linear"]["max"])
-  logging.info("Wrote %s and %d PNGs (%.1fs in all; %s).", written[0], len(written) - 1,
-               time.time() - t0, ", ".join(f"{k} {v:.1f}s" for k, v in result["timings_s"].items()))
+    logging.info(
+      "%-14s %3d pairs  train barrier (linear) mean %.3e max %.3e",
+      group,
+      stats["num_pairs"],
+      stats["train_linear"]["mean"],
+      stats["train_linear"]["max"],
+    )
+  logging.info(
+    "Wrote %s and %d PNGs (%.1fs in all; %s).",
+    written[0],
+    len(written) - 1,
+    time.time() - t0,
+    ", ".join(f"{k} {v:.1f}s" for k, v in result["timings_s"].items()),
+  )
 
 
 if __name__ == "__main__":

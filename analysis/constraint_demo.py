@@ -64,22 +64,26 @@ def main(argv):
   lr = optax.cosine_decay_schedule(FLAGS.learning_rate, steps)
   everything = lambda path, leaf: True  # The one matrix is a hidden layer here.
   optimizers = {
-      "adamw": optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=lam),
-      "lion": lion(lr, weight_decay=lam),
-      "muon (svd)": muon(lr, method="svd", weight_decay=lam, scale="none", routing=everything),
-      "muon (newton-schulz)": muon(lr, weight_decay=lam, scale="none", routing=everything),
+    "adamw": optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=lam),
+    "lion": lion(lr, weight_decay=lam),
+    "muon (svd)": muon(lr, method="svd", weight_decay=lam, scale="none", routing=everything),
+    "muon (newton-schulz)": muon(lr, weight_decay=lam, scale="none", routing=everything),
   }
   x, y, w_star = make_problem(FLAGS.seed)
-  print(f"least squares, W* {w_star.shape}: λ = {lam}, radius 1/λ = {1 / lam:.2f}; unconstrained "
-        f"minimum has λ·‖W*‖∞ = {lam * np.abs(w_star).max():.2f}, "
-        f"λ·σ_max(W*) = {lam * np.linalg.norm(w_star, 2):.2f}")
+  print(
+    f"least squares, W* {w_star.shape}: λ = {lam}, radius 1/λ = {1 / lam:.2f}; unconstrained "
+    f"minimum has λ·‖W*‖∞ = {lam * np.abs(w_star).max():.2f}, "
+    f"λ·σ_max(W*) = {lam * np.linalg.norm(w_star, 2):.2f}"
+  )
   print(f"{'optimizer':22s} {'train loss':>11s} {'λ·‖W‖∞':>8s} {'λ·σ_max':>8s}")
   table = {}
   for name, opt in optimizers.items():
     w, final_loss = train(opt, x, y, steps)
-    row = {"loss": float(final_loss),
-           "lambda_linf": lam * float(dual_norms("l1", w)["w"]),
-           "lambda_spectral": lam * float(dual_norms("nuclear", w)["w"])}
+    row = {
+      "loss": float(final_loss),
+      "lambda_linf": lam * float(dual_norms("l1", w)["w"]),
+      "lambda_spectral": lam * float(dual_norms("nuclear", w)["w"]),
+    }
     if not np.isfinite(row["loss"]):
       raise SystemExit(f"{name}: loss became {row['loss']}; lower --learning_rate.")
     table[name] = row

@@ -48,8 +48,9 @@ def constraint_values(params, ks: str | Any, weight_decay: float | Any = 1.0):
   """λ·K*(θ_leaf) per leaf, float32 scalars. ``ks``: one K name for every leaf
   or a pytree of names; ``weight_decay``: λ, a float or a pytree of floats."""
   ks, lams = _per_leaf(params, ks, "ks"), _per_leaf(params, weight_decay, "weight_decay")
-  return jax.tree.map(lambda x, k, lam: lam * get_k(k).dual_norm(x).astype(jnp.float32),
-                      params, ks, lams)
+  return jax.tree.map(
+    lambda x, k, lam: lam * get_k(k).dual_norm(x).astype(jnp.float32), params, ks, lams
+  )
 
 
 def optimizer_constraints(optimizer: str, params, weight_decay: float, routing=None):
@@ -62,8 +63,12 @@ def config_constraints(opt_config, params):
   (`optimizers.implicit_constraints`): ≤ 1 inside the ball."""
   constraints = implicit_constraints(opt_config, params)
   return jax.tree.map(
-      lambda c, x: (c.weight_decay / c.bound)
-      * get_k(c.k, **c.k_options).dual_norm(x).astype(jnp.float32), constraints, params)
+    lambda c, x: (
+      (c.weight_decay / c.bound) * get_k(c.k, **c.k_options).dual_norm(x).astype(jnp.float32)
+    ),
+    constraints,
+    params,
+  )
 
 
 def max_constraint(values) -> jax.Array:
@@ -71,11 +76,21 @@ def max_constraint(values) -> jax.Array:
   return jnp.max(jnp.stack([jnp.max(v) for v in jax.tree.leaves(values)]))
 
 
-def constraints_along_path(kind: str, a, b, ts, ks, weight_decay=1.0, bends=None,
-                           batch_size: int = 8, extrapolate: bool = False):
+def constraints_along_path(
+  kind: str,
+  a,
+  b,
+  ts,
+  ks,
+  weight_decay=1.0,
+  bends=None,
+  batch_size: int = 8,
+  extrapolate: bool = False,
+):
   """`constraint_values` at φ(t) for every t of ts: per-leaf arrays of shape (T,)."""
-  return map_along_path(lambda p: constraint_values(p, ks, weight_decay), kind, a, b, ts,
-                        bends, batch_size, extrapolate)
+  return map_along_path(
+    lambda p: constraint_values(p, ks, weight_decay), kind, a, b, ts, bends, batch_size, extrapolate
+  )
 
 
 def project_linf(x, radius):
@@ -88,8 +103,7 @@ def project_spectral(x, radius):
   axes; a vector is a 1×n matrix (its ℓ2 norm clipped)."""
   shape = x.shape
   m = x.reshape((1,) * (2 - x.ndim) + shape) if x.ndim < 2 else x
-  u, s, vt = jnp.linalg.svd(m.astype(jnp.promote_types(m.dtype, jnp.float32)),
-                            full_matrices=False)
+  u, s, vt = jnp.linalg.svd(m.astype(jnp.promote_types(m.dtype, jnp.float32)), full_matrices=False)
   clipped = (u * jnp.minimum(s, radius)[..., None, :]) @ vt
   return clipped.reshape(shape).astype(x.dtype)
 
@@ -115,6 +129,8 @@ def _per_leaf(params, value, name):
   if jax.tree_util.treedef_is_leaf(jax.tree.structure(value)):
     return jax.tree.map(lambda _: value, params)
   if jax.tree.structure(value) != jax.tree.structure(params):
-    raise ValueError(f"{name} must be one value or a pytree like params: "
-                     f"{jax.tree.structure(value)} vs {jax.tree.structure(params)}.")
+    raise ValueError(
+      f"{name} must be one value or a pytree like params: "
+      f"{jax.tree.structure(value)} vs {jax.tree.structure(params)}."
+    )
   return value

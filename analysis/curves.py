@@ -23,7 +23,8 @@ The whole fit is one jitted `lax.scan` over steps, a pure function of
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,7 @@ CURVE_KINDS = ("polychain", "bezier")
 
 class CurveFit(NamedTuple):
   """The fitted bends (leaves (k, ...)) and the sampled loss at every step."""
+
   bends: Any
   loss_history: jax.Array
 
@@ -46,12 +48,20 @@ def ball_projection(ks, weight_decay) -> Callable[[Any], Any]:
   return lambda params: project_onto_ball(params, ks, weight_decay)
 
 
-def fit_curve(loss_fn: Callable[[Any, Any], jax.Array], a, b, batch, key,
-              kind: str = "bezier", num_bends: int = 1,
-              optimizer: Optional[optax.GradientTransformation] = None,
-              num_steps: int = 500, points_per_step: int = 1,
-              minibatch_size: Optional[int] = None,
-              project: Optional[Callable[[Any], Any]] = None) -> CurveFit:
+def fit_curve(
+  loss_fn: Callable[[Any, Any], jax.Array],
+  a,
+  b,
+  batch,
+  key,
+  kind: str = "bezier",
+  num_bends: int = 1,
+  optimizer: optax.GradientTransformation | None = None,
+  num_steps: int = 500,
+  points_per_step: int = 1,
+  minibatch_size: int | None = None,
+  project: Callable[[Any], Any] | None = None,
+) -> CurveFit:
   """Learns ``num_bends`` bends of a ``kind`` curve from a to b (module docstring).
 
   Args:
@@ -70,27 +80,53 @@ def fit_curve(loss_fn: Callable[[Any, Any], jax.Array], a, b, batch, key,
   if kind not in CURVE_KINDS:
     raise ValueError(f"Unknown curve kind {kind!r}; known: {CURVE_KINDS}.")
   if num_bends < 1 or num_steps < 1 or points_per_step < 1:
-    raise ValueError(f"num_bends, num_steps, points_per_step must be >= 1; got "
-                     f"{num_bends}, {num_steps}, {points_per_step}.")
+    raise ValueError(
+      f"num_bends, num_steps, points_per_step must be >= 1; got "
+      f"{num_bends}, {num_steps}, {points_per_step}."
+    )
   check_same_structure(a, b)
   num_examples = {jnp.shape(x)[0] for x in jax.tree.leaves(batch)}
   if minibatch_size is not None and not 1 <= minibatch_size <= min(num_examples):
-    raise ValueError(f"minibatch_size must be in [1, {min(num_examples)}], got "
-                     f"{minibatch_size}.")
+    raise ValueError(f"minibatch_size must be in [1, {min(num_examples)}], got {minibatch_size}.")
   optimizer = optax.adam(1e-2) if optimizer is None else optimizer
-  return _fit(loss_fn, kind, num_bends, optimizer, num_steps, points_per_step,
-              minibatch_size, project, a, b, batch, key)
+  return _fit(
+    loss_fn,
+    kind,
+    num_bends,
+    optimizer,
+    num_steps,
+    points_per_step,
+    minibatch_size,
+    project,
+    a,
+    b,
+    batch,
+    key,
+  )
 
 
 def fit_curves(loss_fn, a_P, b_P, batch, keys_P, **kwargs) -> CurveFit:
   """`fit_curve` for P pairs at once (vmapped): bends (P, k, ...), history (P, steps)."""
   return jax.vmap(lambda a, b, key: fit_curve(loss_fn, a, b, batch, key, **kwargs))(
-      a_P, b_P, keys_P)
+    a_P, b_P, keys_P
+  )
 
 
 @functools.partial(jax.jit, static_argnums=tuple(range(8)))
-def _fit(loss_fn, kind, num_bends, optimizer, num_steps, points_per_step,
-         minibatch_size, project, a, b, batch, key):
+def _fit(
+  loss_fn,
+  kind,
+  num_bends,
+  optimizer,
+  num_steps,
+  points_per_step,
+  minibatch_size,
+  project,
+  a,
+  b,
+  batch,
+  key,
+):
   # Bends are projected one by one: a leading bend axis is not a batch axis of
   # every projection (a bias (k, m) would be read as one k×m matrix).
   project_bends = (lambda bends: bends) if project is None else jax.vmap(project)
@@ -110,8 +146,9 @@ def _fit(loss_fn, kind, num_bends, optimizer, num_steps, points_per_step,
     return (bends, opt_state), loss
 
   bends = project_bends(initial_bends(a, b, num_bends))
-  (bends, _), history = jax.lax.scan(step, (bends, optimizer.init(bends)),
-                                     jax.random.split(key, num_steps))
+  (bends, _), history = jax.lax.scan(
+    step, (bends, optimizer.init(bends)), jax.random.split(key, num_steps)
+  )
   return CurveFit(bends, history)
 
 

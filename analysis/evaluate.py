@@ -15,7 +15,8 @@ accelerator it is large (1 GiB) because big chunks are what fill the device.
 """
 
 import itertools
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +30,11 @@ ACCELERATOR_MEMORY_BUDGET = 2**30
 
 def all_pairs(n: int, include_self: bool = False) -> np.ndarray:
   """The (i, j) index pairs, i < j (i ≤ j with include_self), shape (P, 2)."""
-  pairs = (itertools.combinations_with_replacement(range(n), 2) if include_self
-           else itertools.combinations(range(n), 2))
+  pairs = (
+    itertools.combinations_with_replacement(range(n), 2)
+    if include_self
+    else itertools.combinations(range(n), 2)
+  )
   return np.asarray(list(pairs), dtype=np.int32).reshape(-1, 2)
 
 
@@ -40,15 +44,24 @@ def gather_pairs(stacked, pairs):
   pairs = np.asarray(pairs)
   if pairs.ndim != 2 or pairs.shape[1] != 2:
     raise ValueError(f"pairs must have shape (P, 2), got {pairs.shape}.")
-  return (jax.tree.map(lambda x: x[pairs[:, 0]], stacked),
-          jax.tree.map(lambda x: x[pairs[:, 1]], stacked))
+  return (
+    jax.tree.map(lambda x: x[pairs[:, 0]], stacked),
+    jax.tree.map(lambda x: x[pairs[:, 1]], stacked),
+  )
 
 
-def evaluate_paths(metric_fn: Callable[[Any, Any], Any], path: Union[str, Callable],
-                   a_P, b_P, ts, batch, bends_P=None,
-                   batch_size: Union[int, str] = "auto",
-                   memory_budget_bytes: Optional[int] = None,
-                   extrapolate: bool = False):
+def evaluate_paths(
+  metric_fn: Callable[[Any, Any], Any],
+  path: str | Callable,
+  a_P,
+  b_P,
+  ts,
+  batch,
+  bends_P=None,
+  batch_size: int | str = "auto",
+  memory_budget_bytes: int | None = None,
+  extrapolate: bool = False,
+):
   """metric_fn(φ_p(t), batch) for every pair p and every t of ``ts``.
 
   Args:
@@ -75,34 +88,41 @@ def evaluate_paths(metric_fn: Callable[[Any, Any], Any], path: Union[str, Callab
   num_pairs = _num_pairs(a_P, b_P, bends_P)
   path_fn = get_path_fn(path, extrapolate)
   if batch_size == "auto":
-    batch_size = auto_batch_size(metric_fn, path_fn, a_P, b_P, ts, batch, bends_P,
-                                 memory_budget_bytes)
+    batch_size = auto_batch_size(
+      metric_fn, path_fn, a_P, b_P, ts, batch, bends_P, memory_budget_bytes
+    )
   if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}.")
   batch_size = int(min(batch_size, num_pairs * ts.shape[0]))
   return _evaluate(metric_fn, path_fn, batch_size, a_P, b_P, ts, batch, bends_P)
 
 
-def evaluate_train_test(metric_fn, path, a_P, b_P, ts, train_batch, test_batch,
-                        bends_P=None, **kwargs) -> dict:
+def evaluate_train_test(
+  metric_fn, path, a_P, b_P, ts, train_batch, test_batch, bends_P=None, **kwargs
+) -> dict:
   """{"train": ..., "test": ...}, each `evaluate_paths` on that batch."""
-  return {name: evaluate_paths(metric_fn, path, a_P, b_P, ts, data, bends_P, **kwargs)
-          for name, data in (("train", train_batch), ("test", test_batch))}
+  return {
+    name: evaluate_paths(metric_fn, path, a_P, b_P, ts, data, bends_P, **kwargs)
+    for name, data in (("train", train_batch), ("test", test_batch))
+  }
 
 
-def auto_batch_size(metric_fn, path_fn, a_P, b_P, ts, batch, bends_P=None,
-                    memory_budget_bytes: Optional[int] = None) -> int:
+def auto_batch_size(
+  metric_fn, path_fn, a_P, b_P, ts, batch, bends_P=None, memory_budget_bytes: int | None = None
+) -> int:
   """How many points fit in the budget, from XLA's temp memory of one point."""
   if memory_budget_bytes is None:
-    memory_budget_bytes = (CPU_MEMORY_BUDGET if jax.default_backend() == "cpu"
-                           else ACCELERATOR_MEMORY_BUDGET)
+    memory_budget_bytes = (
+      CPU_MEMORY_BUDGET if jax.default_backend() == "cpu" else ACCELERATOR_MEMORY_BUDGET
+    )
   first = lambda tree: None if tree is None else jax.tree.map(lambda x: x[0], tree)
   # Compiling one point costs about as much as a small evaluation: do it once
   # per function and shapes.
   key = (metric_fn, path_fn, _shapes_key((first(a_P), first(bends_P), batch)))
   if key not in _POINT_BYTES:
-    _POINT_BYTES[key] = _point_bytes(metric_fn, path_fn, first(a_P), first(b_P), ts[0],
-                                     first(bends_P), batch)
+    _POINT_BYTES[key] = _point_bytes(
+      metric_fn, path_fn, first(a_P), first(b_P), ts[0], first(bends_P), batch
+    )
   return max(1, int(memory_budget_bytes // max(_POINT_BYTES[key], 1)))
 
 
@@ -141,8 +161,9 @@ def _num_pairs(a_P, b_P, bends_P) -> int:
   check_same_structure(a_P, b_P, ("a_P", "b_P"))
   sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(a_P)}
   if len(sizes) != 1 or None in sizes:
-    raise ValueError(f"Every endpoint leaf needs the same leading pair axis; got sizes "
-                     f"{sorted(map(str, sizes))}.")
+    raise ValueError(
+      f"Every endpoint leaf needs the same leading pair axis; got sizes {sorted(map(str, sizes))}."
+    )
   num_pairs = sizes.pop()
   if bends_P is not None:
     lead = {jnp.shape(x)[0] for x in jax.tree.leaves(bends_P)}
@@ -158,5 +179,6 @@ def _shapes_key(tree):
 
 
 def _tree_bytes(tree) -> int:
-  return sum(int(np.prod(jnp.shape(x))) * jnp.dtype(x.dtype).itemsize
-             for x in jax.tree.leaves(tree))
+  return sum(
+    int(np.prod(jnp.shape(x))) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)
+  )

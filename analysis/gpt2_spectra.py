@@ -29,43 +29,58 @@ import sys
 import time
 from pathlib import Path
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
-from analysis import experiment_cli, gpt2_runs, train_runs
-from analysis import workdir as wd
+from analysis import experiment_cli, run_reader, train_runs
+from analysis.gpt2_spectra_report import LAYER_TYPES, render_report, verdicts, write_plots
 from analysis.paths import interpolate_points, map_along_path
-from analysis.plots import new_figure, palette, save_figure
 from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
-
-LAYER_TYPES = {"c_attn": "attn/c_attn", "attn_c_proj": "attn/c_proj",
-               "c_fc": "mlp/c_fc", "mlp_c_proj": "mlp/c_proj"}
+from training import workdir as wd
 
 
 def run_names(config) -> list[tuple[str, int]]:
-  seeds = gpt2_runs.plus_list(config.seeds)
-  return [(o, int(s)) for o in gpt2_runs.plus_list(config.optimizers) for s in seeds]
+  seeds = run_reader.plus_list(config.seeds)
+  return [(o, int(s)) for o in run_reader.plus_list(config.optimizers) for s in seeds]
 
 
 def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]:
-  variant = (f"size={config.size},optimizer={optimizer},steps={config.steps},"
-             f"batch={config.batch},seq_len={config.seq_len}"
-             + (",runlocal" if config.runlocal else ""))
-  return [sys.executable, "train.py", f"--config=configs/gpt2.py:{variant}",
-          f"--config.seed={seed}", f"--workdir={run_dir}", *config.train_flags.split()]
+  variant = (
+    f"size={config.size},optimizer={optimizer},steps={config.steps},"
+    f"batch={config.batch},seq_len={config.seq_len}" + (",runlocal" if config.runlocal else "")
+  )
+  return [
+    sys.executable,
+    "train.py",
+    f"--config=configs/gpt2.py:{variant}",
+    f"--config.seed={seed}",
+    f"--workdir={run_dir}",
+    *config.train_flags.split(),
+  ]
 
 
 def train_all(config, workdir: Path) -> dict[str, Path]:
   """Trains every run that has no summary.json yet, config.parallel_runs at a
   time (each a `python train.py` process); returns {name: run dir}."""
   runs = {(o, s): workdir / "runs" / f"{o}_s{s}" for o, s in run_names(config)}
-  expected = {d: {"seed": s, "num_steps": config.steps, "batch_size": config.batch,
-                  "data.seq_len": config.seq_len, "model.size": config.size,
-                  "optimizer.name": o} for (o, s), d in runs.items()}
-  train_runs.train_runs([(d, train_command(config, o, s, d)) for (o, s), d in runs.items()],
-                        config.parallel_runs, expected)
+  expected = {
+    d: {
+      "seed": s,
+      "num_steps": config.steps,
+      "batch_size": config.batch,
+      "data.seq_len": config.seq_len,
+      "model.size": config.size,
+      "optimizer.name": o,
+    }
+    for (o, s), d in runs.items()
+  }
+  train_runs.train_runs(
+    [(d, train_command(config, o, s, d)) for (o, s), d in runs.items()],
+    config.parallel_runs,
+    expected,
+  )
   return {d.name: d for d in runs.values()}
 
 
@@ -91,9 +106,11 @@ def pairs_of(names: list[str], include_self: bool) -> list[tuple[str, str, str]]
 
 def path_matrices(params) -> dict:
   """The attention and MLP kernels: {h_i: {attn: {c_attn, c_proj}, mlp: {...}}}."""
-  return {k: {part: {m: {"kernel": v[part][m]["kernel"]} for m in v[part]}
-              for part in ("attn", "mlp")}
-          for k, v in params.items() if k.startswith("h_")}
+  return {
+    k: {part: {m: {"kernel": v[part][m]["kernel"]} for m in v[part]} for part in ("attn", "mlp")}
+    for k, v in params.items()
+    if k.startswith("h_")
+  }
 
 
 @jax.jit
@@ -104,9 +121,10 @@ def _path_sigmas(a, b, ts):
 def path_spectra(a, b, ts) -> dict[str, dict[str, np.ndarray]]:
   """{matrix name: {"sigma" (T, r), "sigma_max", "stable_rank", "effective_rank" (T,)}}."""
   sigmas = _path_sigmas(path_matrices(a), path_matrices(b), np.asarray(ts, np.float32))
-  return {name: {"sigma": np.asarray(s), **{k: np.asarray(v) for k, v in
-                                            spectrum_stats(s).items()}}
-          for name, s in sigmas.items()}
+  return {
+    name: {"sigma": np.asarray(s), **{k: np.asarray(v) for k, v in spectrum_stats(s).items()}}
+    for name, s in sigmas.items()
+  }
 
 
 def layer_type(name: str) -> str:
@@ -129,27 +147,37 @@ def deviation_metrics(s_T: np.ndarray, ts: np.ndarray, tolerance: float) -> dict
   steps = np.diff(s_T) * direction
   against = float(max(0.0, -steps.min()) / scale) if steps.size else 0.0
   overshoot = float(max(0.0, s_T.max() - max(s0, s1), low - s_T.min()) / scale)
-  return {"start": float(s0), "end": float(s1), "min": float(s_T.min()),
-          "max": float(s_T.max()), "max_rel_dev_from_interp": rel_lin,
-          "max_rel_drop_below_endpoints": drop, "max_step_against_direction": against,
-          "overshoot": overshoot, "monotone": against <= tolerance,
-          "spike": overshoot > 0.1}
+  return {
+    "start": float(s0),
+    "end": float(s1),
+    "min": float(s_T.min()),
+    "max": float(s_T.max()),
+    "max_rel_dev_from_interp": rel_lin,
+    "max_rel_drop_below_endpoints": drop,
+    "max_step_against_direction": against,
+    "overshoot": overshoot,
+    "monotone": against <= tolerance,
+    "spike": overshoot > 0.1,
+  }
 
 
 def validation_batches(train_config: dict, config) -> dict[str, dict[str, np.ndarray]]:
-  return gpt2_runs.text_batches(train_config, "validation", config.eval_batch_size,
-                                config.eval_batches)
+  return run_reader.text_batches(
+    train_config, "validation", config.eval_batch_size, config.eval_batches
+  )
 
 
 def make_path_losses(model, ts):
   """(a, b, val) -> the mean validation loss (over sources) at each t: (T,)."""
-  loss = gpt2_runs.stacked_loss(model)
+  loss = run_reader.stacked_loss(model)
 
   def loss_at(params, val):
     per_source = [loss(params, batches) for batches in val.values()]
     return jnp.mean(jnp.stack(per_source))
-  fn = jax.jit(lambda a, b, val: jax.lax.map(
-      lambda p: loss_at(p, val), interpolate_points("linear", a, b, ts)))
+
+  fn = jax.jit(
+    lambda a, b, val: jax.lax.map(lambda p: loss_at(p, val), interpolate_points("linear", a, b, ts))
+  )
   return lambda a, b, val: np.asarray(fn(a, b, val))
 
 
@@ -161,15 +189,27 @@ def summarize(pairs_out: list[dict], tolerance: float) -> dict:
     g = groups.setdefault(group, {})
     for stat in STAT_NAMES:
       ms = [m[stat] for m in p["matrices"].values()]
-      e = g.setdefault(stat, {"max_rel_dev_from_interp": 0.0, "max_rel_drop_below_endpoints": 0.0,
-                              "max_step_against_direction": 0.0, "max_overshoot": 0.0,
-                              "num_monotone": 0, "num_spikes": 0, "num_curves": 0})
-      e["max_rel_dev_from_interp"] = max(e["max_rel_dev_from_interp"],
-                                         *(m["max_rel_dev_from_interp"] for m in ms))
-      e["max_rel_drop_below_endpoints"] = max(e["max_rel_drop_below_endpoints"],
-                                              *(m["max_rel_drop_below_endpoints"] for m in ms))
-      e["max_step_against_direction"] = max(e["max_step_against_direction"],
-                                            *(m["max_step_against_direction"] for m in ms))
+      e = g.setdefault(
+        stat,
+        {
+          "max_rel_dev_from_interp": 0.0,
+          "max_rel_drop_below_endpoints": 0.0,
+          "max_step_against_direction": 0.0,
+          "max_overshoot": 0.0,
+          "num_monotone": 0,
+          "num_spikes": 0,
+          "num_curves": 0,
+        },
+      )
+      e["max_rel_dev_from_interp"] = max(
+        e["max_rel_dev_from_interp"], *(m["max_rel_dev_from_interp"] for m in ms)
+      )
+      e["max_rel_drop_below_endpoints"] = max(
+        e["max_rel_drop_below_endpoints"], *(m["max_rel_drop_below_endpoints"] for m in ms)
+      )
+      e["max_step_against_direction"] = max(
+        e["max_step_against_direction"], *(m["max_step_against_direction"] for m in ms)
+      )
       e["max_overshoot"] = max(e["max_overshoot"], *(m["overshoot"] for m in ms))
       e["num_monotone"] += sum(m["monotone"] for m in ms)
       e["num_spikes"] += sum(m["spike"] for m in ms)
@@ -186,7 +226,7 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
     _, p = wd.load_params(run_dir)
     params[name] = wd.seed_params(p, 0)
     if model is None:
-      model, train_config = gpt2_runs.model_for(run_dir)
+      model, train_config = run_reader.model_for(run_dir)
       val = validation_batches(train_config, config)
   finals = {n: wd.read_summary(d) for n, d in runs.items()}
   pairs_out = []
@@ -198,115 +238,47 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
     barrier = float(np.max(losses - ((1 - ts) * losses[0] + ts * losses[-1])))
     matrices = {}
     for name, s in spectra.items():
-      matrices[name] = {"layer_type": layer_type(name),
-                        **{stat: {**deviation_metrics(s[stat], ts, config.monotone_tolerance),
-                                  "values": s[stat].tolist()} for stat in STAT_NAMES},
-                        "singular_values": np.round(s["sigma"], 6).tolist()}
-    pairs_out.append({"kind": kind, "a": a, "b": b, "loss": losses.tolist(),
-                      "loss_barrier": barrier, "matrices": matrices})
+      matrices[name] = {
+        "layer_type": layer_type(name),
+        **{
+          stat: {
+            **deviation_metrics(s[stat], ts, config.monotone_tolerance),
+            "values": s[stat].tolist(),
+          }
+          for stat in STAT_NAMES
+        },
+        "singular_values": np.round(s["sigma"], 6).tolist(),
+      }
+    pairs_out.append(
+      {
+        "kind": kind,
+        "a": a,
+        "b": b,
+        "loss": losses.tolist(),
+        "loss_barrier": barrier,
+        "matrices": matrices,
+      }
+    )
     logging.info("%s %s-%s: barrier %.3f (%.1f s)", kind, a, b, barrier, time.time() - t0)
-  return {"ts": ts.tolist(), "config": config.to_dict(),
-          "runs": {n: {"workdir": str(d), "final_val_loss": finals[n]["final_val_loss"],
-                       "final_ood_loss": finals[n].get("final_ood_loss"),
-                       "tokens_per_sec": finals[n].get("tokens_per_sec")}
-                   for n, d in runs.items()},
-          "pairs": pairs_out, "summary": summarize(pairs_out, config.monotone_tolerance)}
+  return {
+    "ts": ts.tolist(),
+    "config": config.to_dict(),
+    "runs": {
+      n: {
+        "workdir": str(d),
+        "final_val_loss": finals[n]["final_val_loss"],
+        "final_ood_loss": finals[n].get("final_ood_loss"),
+        "tokens_per_sec": finals[n].get("tokens_per_sec"),
+      }
+      for n, d in runs.items()
+    },
+    "pairs": pairs_out,
+    "summary": summarize(pairs_out, config.monotone_tolerance),
+  }
 
 
 # ---------------------------------------------------------------------------
 # Plots and the report.
-
-def write_plots(result: dict, out: Path) -> list[Path]:
-  ts = np.asarray(result["ts"])
-  kinds = sorted({p["kind"] for p in result["pairs"]})
-  colors = dict(zip(kinds, palette(len(kinds))))
-  fig, ax = new_figure(1, 1, (5, 3.5))
-  seen = set()
-  for p in result["pairs"]:
-    ax.plot(ts, p["loss"], color=colors[p["kind"]], marker=".",
-            label=None if p["kind"] in seen else p["kind"])
-    seen.add(p["kind"])
-  ax.set(xlabel="t", ylabel="validation loss (nats/token)", title="loss along linear paths")
-  ax.legend(fontsize=7)
-  paths = [save_figure(fig, out / "loss_along_path.png", dpi=100)]
-  for stat in STAT_NAMES:
-    fig, axes = new_figure(1, len(LAYER_TYPES), (4 * len(LAYER_TYPES), 3.3))
-    for ax, ltype in zip(axes, LAYER_TYPES):
-      seen = set()
-      for p in result["pairs"]:
-        curves = [m[stat]["values"] for m in p["matrices"].values() if m["layer_type"] == ltype]
-        ax.plot(ts, np.mean(curves, axis=0), color=colors[p["kind"]], marker=".",
-                label=None if p["kind"] in seen else p["kind"])
-        seen.add(p["kind"])
-      ax.set(xlabel="t", title=f"{ltype} (mean over layers)", ylabel=stat)
-    axes[0].legend(fontsize=7)
-    paths.append(save_figure(fig, out / f"spectra_{stat}.png", dpi=100))
-  return paths
-
-
-def render_report(result: dict, runtime_s: float, plots: list[Path]) -> str:
-  s, tol = result["summary"], result["config"]["monotone_tolerance"]
-  lines = ["# GPT-2 spectra along linear paths", "",
-           f"Runs ({result['config']['size']}, {result['config']['steps']} steps): "
-           + ", ".join(f"{n} val loss {r['final_val_loss']['mean']:.3f}"
-                       for n, r in result["runs"].items()) + ".", "",
-           f"{len(result['ts'])} points on t ∈ [0, 1]; runtime {runtime_s:.0f} s.", ""]
-  for group in ("same", "cross", "cross_shared_init", "self"):
-    if group not in s:
-      continue
-    lines += [f"## {group} pairs", "",
-              "| statistic | max rel. dev. from endpoint interp. | max rel. drop below endpoints "
-              "| max step against direction | max overshoot | monotone | spikes |",
-              "|---|---|---|---|---|---|---|"]
-    for stat in STAT_NAMES:
-      e = s[group][stat]
-      lines.append(f"| {stat} | {e['max_rel_dev_from_interp']:.3f} | "
-                   f"{e['max_rel_drop_below_endpoints']:.3f} | "
-                   f"{e['max_step_against_direction']:.3f} | {e['max_overshoot']:.3f} | "
-                   f"{e['num_monotone']}/{e['num_curves']} | {e['num_spikes']} |")
-    lines += ["", f"Max loss barrier (above the endpoints' interpolation): "
-              f"{s[group]['max_loss_barrier']:.4f} nats.", ""]
-  lines += ["## Verdicts", ""]
-  for v in verdicts(result):
-    lines.append(f"- {v}")
-  lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in plots), "",
-            f"Monotone: no step against the overall direction larger than {tol} × |end − start|; "
-            "spike: overshoot outside the endpoints' range > 0.1 × |end − start|.", ""]
-  return "\n".join(lines)
-
-
-def verdicts(result: dict) -> list[str]:
-  s, out = result["summary"], []
-  if "same" in s:
-    e = {stat: s["same"][stat] for stat in STAT_NAMES}
-    kept = all(e[k]["max_rel_dev_from_interp"] <= 0.1 for k in ("sigma_max", "stable_rank"))
-    out.append(
-        f"Same-optimizer paths {'preserved' if kept else 'did NOT preserve'} the spectra "
-        f"(threshold 10%): stable rank deviated from the endpoints' interpolation by at most "
-        f"{e['stable_rank']['max_rel_dev_from_interp']:.1%}, σ_max by at most "
-        f"{e['sigma_max']['max_rel_dev_from_interp']:.1%} (largest drop of σ_max below the "
-        f"smaller endpoint: {e['sigma_max']['max_rel_drop_below_endpoints']:.1%}), effective "
-        f"rank by {e['effective_rank']['max_rel_dev_from_interp']:.1%}.")
-  for group in ("cross", "cross_shared_init"):
-    if group not in s:
-      continue
-    e = {stat: s[group][stat] for stat in STAT_NAMES}
-    mono = sum(e[k]["num_monotone"] for k in STAT_NAMES)
-    total = sum(e[k]["num_curves"] for k in STAT_NAMES)
-    spikes = sum(e[k]["num_spikes"] for k in STAT_NAMES)
-    smooth = mono >= 0.9 * total and spikes == 0
-    which = "different seeds" if group == "cross" else "the same seed: shared init and data order"
-    out.append(
-        f"Cross-optimizer paths ({which}) "
-        f"{'transitioned smoothly' if smooth else 'did NOT transition smoothly'}"
-        f": {mono}/{total} statistic curves monotone (near-monotone), {spikes} spikes; "
-        f"largest step against the direction {max(e[k]['max_step_against_direction'] for k in STAT_NAMES):.3f}"
-        f" and largest overshoot {max(e[k]['max_overshoot'] for k in STAT_NAMES):.3f} "
-        "(× |end − start|).")
-  if "self" in s:
-    dev = max(s["self"][k]["max_rel_dev_from_interp"] for k in STAT_NAMES)
-    out.append(f"Control (a run to itself): spectra constant up to {dev:.1e} relative.")
-  return out
 
 
 def run(config, workdir) -> dict:
@@ -319,13 +291,17 @@ def run(config, workdir) -> dict:
   runtime = time.time() - t
   result["runtime_s"] = runtime
   result["verdicts"] = verdicts(result)
-  experiment_cli.write_results(workdir, "spectra.json", result,
-                               render_report(result, runtime, plots))
+  experiment_cli.write_results(
+    workdir, "spectra.json", result, render_report(result, runtime, plots)
+  )
   return result
 
 
 if __name__ == "__main__":
-  experiment_cli.main("analysis.gpt2_spectra", "configs/gpt2_spectra.py[:VARIANT]",
-                      "Output directory (training runs go in WORKDIR/runs; report.md, "
-                      "spectra.json and PNGs beside).", run,
-                      errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError))
+  experiment_cli.main(
+    "analysis.gpt2_spectra",
+    "configs/gpt2_spectra.py[:VARIANT]",
+    "Output directory (training runs go in WORKDIR/runs; report.md, spectra.json and PNGs beside).",
+    run,
+    errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError),
+  )

@@ -24,62 +24,85 @@ import sys
 import time
 from pathlib import Path
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
-from analysis import experiment_cli, gpt2_runs, nexus_report, source_geometry, train_runs
-from analysis import workdir as wd
+from analysis import experiment_cli, nexus_report, run_reader, source_geometry, train_runs
+from training import workdir as wd
 
 NEXUS_PREFIX = nexus_report.NEXUS_PREFIX
 
 
 def parse_arm(arm: str) -> tuple[str, bool]:
-  """"nexus_muon" -> ("muon", True); "adamw" -> ("adamw", False)."""
+  """ "nexus_muon" -> ("muon", True); "adamw" -> ("adamw", False)."""
   if arm.startswith(NEXUS_PREFIX):
-    return arm[len(NEXUS_PREFIX):], True
+    return arm[len(NEXUS_PREFIX) :], True
   return arm, False
 
 
 def arms_and_seeds(config) -> tuple[list[str], list[int]]:
-  arms = gpt2_runs.plus_list(config.arms)
+  arms = run_reader.plus_list(config.arms)
   if not arms:
     raise ValueError("config.arms is empty; give e.g. adamw+nexus_adamw.")
   try:
-    seeds = [int(s) for s in gpt2_runs.plus_list(config.seeds)]
+    seeds = [int(s) for s in run_reader.plus_list(config.seeds)]
   except ValueError:
     raise ValueError(f"config.seeds={config.seeds!r} is not '+'-separated integers.") from None
   if not seeds:
     raise ValueError("config.seeds is empty; give e.g. 0+1+2.")
   if config.batch % 3:
-    raise ValueError(f"config.batch={config.batch} must be a multiple of the 3 sources "
-                     "(Nexus reads batch/3 sequences of each).")
+    raise ValueError(
+      f"config.batch={config.batch} must be a multiple of the 3 sources "
+      "(Nexus reads batch/3 sequences of each)."
+    )
   return arms, seeds
 
 
 def train_command(config, arm: str, seed: int, run_dir: Path) -> list[str]:
   optimizer, nexus = parse_arm(arm)
-  variant = (f"size={config.size},optimizer={optimizer},steps={config.steps},"
-             f"batch={config.batch},seq_len={config.seq_len},"
-             f"similarity={config.similarity_every}"
-             + (f",nexus,inner_lr={config.inner_learning_rate},"
-                f"inner_steps={config.inner_steps}" if nexus else "")
-             + (",runlocal" if config.runlocal else ""))
-  return [sys.executable, "train.py", f"--config=configs/gpt2.py:{variant}",
-          f"--config.seed={seed}", f"--workdir={run_dir}", *config.train_flags.split()]
+  variant = (
+    f"size={config.size},optimizer={optimizer},steps={config.steps},"
+    f"batch={config.batch},seq_len={config.seq_len},"
+    f"similarity={config.similarity_every}"
+    + (
+      f",nexus,inner_lr={config.inner_learning_rate},inner_steps={config.inner_steps}"
+      if nexus
+      else ""
+    )
+    + (",runlocal" if config.runlocal else "")
+  )
+  return [
+    sys.executable,
+    "train.py",
+    f"--config=configs/gpt2.py:{variant}",
+    f"--config.seed={seed}",
+    f"--workdir={run_dir}",
+    *config.train_flags.split(),
+  ]
 
 
 def expected_fields(config, arm: str, seed: int) -> dict:
   """The config.json fields a finished run of (arm, seed) must have to be reused."""
   optimizer, nexus = parse_arm(arm)
-  out = {"seed": seed, "num_steps": config.steps, "batch_size": config.batch,
-         "data.seq_len": config.seq_len, "model.size": config.size, "optimizer.name": optimizer,
-         "optimizer.nexus.enabled": nexus}
+  out = {
+    "seed": seed,
+    "num_steps": config.steps,
+    "batch_size": config.batch,
+    "data.seq_len": config.seq_len,
+    "model.size": config.size,
+    "optimizer.name": optimizer,
+    "optimizer.nexus.enabled": nexus,
+  }
   if nexus:
-    out.update({"optimizer.nexus.inner_learning_rate": config.inner_learning_rate,
-                "optimizer.nexus.inner_steps": config.inner_steps})
+    out.update(
+      {
+        "optimizer.nexus.inner_learning_rate": config.inner_learning_rate,
+        "optimizer.nexus.inner_steps": config.inner_steps,
+      }
+    )
   return out
 
 
@@ -88,16 +111,19 @@ def train_all(config, workdir: Path) -> tuple[dict[tuple[str, int], Path], dict]
   arms, seeds = arms_and_seeds(config)
   runs = {(a, s): workdir / "runs" / f"{a}_s{s}" for a in arms for s in seeds}
   times = train_runs.train_runs(
-      [(d, train_command(config, a, s, d)) for (a, s), d in runs.items()], config.parallel_runs,
-      expected={d: expected_fields(config, a, s) for (a, s), d in runs.items()})
+    [(d, train_command(config, a, s, d)) for (a, s), d in runs.items()],
+    config.parallel_runs,
+    expected={d: expected_fields(config, a, s) for (a, s), d in runs.items()},
+  )
   return runs, times
 
 
 def minima_batches(train_config: dict, config) -> dict[str, np.ndarray]:
   """The sources' fine-tuning batches stacked on a leading source axis:
   {"inputs", "targets": (K, N, E, T)} (the first N·E training windows of each)."""
-  per_source = gpt2_runs.text_batches(train_config, "train", config.minima.batch_size,
-                                      config.minima.num_batches)
+  per_source = run_reader.text_batches(
+    train_config, "train", config.minima.batch_size, config.minima.num_batches
+  )
   sources = list(per_source)
   n = min(b["inputs"].shape[0] for b in per_source.values())
   return {k: np.stack([per_source[s][k][:n] for s in sources]) for k in ("inputs", "targets")}
@@ -107,18 +133,22 @@ def measure_minima(loss_fn, optimizer, params, batches, config) -> dict:
   """source_minima of the run's final params, as plain lists. Pass the same
   loss_fn and optimizer objects for every run: the jitted code is cached on them."""
   m = config.minima
-  out = source_geometry.source_minima(loss_fn, params, batches, optimizer, m.steps,
-                                      proxy_step=m.proxy_step, points=m.points)
+  out = source_geometry.source_minima(
+    loss_fn, params, batches, optimizer, m.steps, proxy_step=m.proxy_step, points=m.points
+  )
   k = out["pairwise_distance"].shape[0]
   upper = np.triu_indices(k, 1)
-  summary = {"mean_pairwise_distance": float(out["pairwise_distance"][upper].mean()),
-             "mean_pairwise_barrier": float(out["pairwise_barrier"][upper].mean()),
-             "mean_distance_to_start": float(out["distance_to_start"].mean()),
-             "mean_loss_drop": float(out["loss_drop"].mean())}
+  summary = {
+    "mean_pairwise_distance": float(out["pairwise_distance"][upper].mean()),
+    "mean_pairwise_barrier": float(out["pairwise_barrier"][upper].mean()),
+    "mean_distance_to_start": float(out["distance_to_start"].mean()),
+    "mean_loss_drop": float(out["loss_drop"].mean()),
+  }
   # Scale-free: the minima's spread relative to how far fine-tuning went
   # (2·sin(angle/2) between the fine-tuning displacements for equal lengths).
-  summary["relative_spread"] = (summary["mean_pairwise_distance"]
-                                / max(summary["mean_distance_to_start"], 1e-12))
+  summary["relative_spread"] = summary["mean_pairwise_distance"] / max(
+    summary["mean_distance_to_start"], 1e-12
+  )
   return {**{name: np.asarray(v).tolist() for name, v in out.items()}, **summary}
 
 
@@ -126,20 +156,30 @@ def run_record(run_dir: Path, params, seconds) -> dict:
   """The run's numbers from its summary and metrics (all but the minima)."""
   summary = wd.read_summary(run_dir)
   if "final_grad_cosine" not in summary:
-    raise ValueError(f"{run_dir} has no final_grad_cosine: it was trained without "
-                     "similarity_every; delete it and rerun.")
+    raise ValueError(
+      f"{run_dir} has no final_grad_cosine: it was trained without "
+      "similarity_every; delete it and rerun."
+    )
   metrics = wd.read_metrics(run_dir)
   cos = np.asarray(summary["final_grad_cosine"])
-  return {"workdir": str(run_dir), "val_loss": summary["final_val_loss"],
-          "ood_loss": summary["final_ood_loss"], "grad_cosine": cos.tolist(),
-          "grad_cosine_mean_pairwise": float(cos[np.triu_indices(cos.shape[0], 1)].mean()),
-          "grad_cosine_curve": [(r["step"], r["grad_cosine/mean_pairwise"]) for r in metrics
-                                if "grad_cosine/mean_pairwise" in r],
-          "val_loss_curve": [(r["step"], r["val_loss/mean"]) for r in metrics
-                             if "val_loss/mean" in r],
-          "tokens_per_step": summary["tokens_per_step"], "num_steps": summary["num_steps"],
-          "tokens_per_sec": summary.get("tokens_per_sec"), "train_seconds": seconds,
-          "param_norm": float(optax.tree.norm(params))}
+  return {
+    "workdir": str(run_dir),
+    "val_loss": summary["final_val_loss"],
+    "ood_loss": summary["final_ood_loss"],
+    "grad_cosine": cos.tolist(),
+    "grad_cosine_mean_pairwise": float(cos[np.triu_indices(cos.shape[0], 1)].mean()),
+    "grad_cosine_curve": [
+      (r["step"], r["grad_cosine/mean_pairwise"])
+      for r in metrics
+      if "grad_cosine/mean_pairwise" in r
+    ],
+    "val_loss_curve": [(r["step"], r["val_loss/mean"]) for r in metrics if "val_loss/mean" in r],
+    "tokens_per_step": summary["tokens_per_step"],
+    "num_steps": summary["num_steps"],
+    "tokens_per_sec": summary.get("tokens_per_sec"),
+    "train_seconds": seconds,
+    "param_norm": float(optax.tree.norm(params)),
+  }
 
 
 def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
@@ -152,20 +192,30 @@ def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
     params = jax.tree.map(jnp.asarray, wd.seed_params(params, 0))
     record = run_record(run_dir, params, times.get(run_dir.name))
     if model is None:
-      model, train_config = gpt2_runs.model_for(run_dir)
+      model, train_config = run_reader.model_for(run_dir)
       batches = minima_batches(train_config, config)
-      sources = gpt2_runs.plus_list(train_config["data"]["sources"])
-      loss_fn = gpt2_runs.stacked_loss(model)
+      sources = run_reader.plus_list(train_config["data"]["sources"])
+      loss_fn = run_reader.stacked_loss(model)
     record["minima"] = m = measure_minima(loss_fn, optimizer, params, batches, config)
     out.setdefault(arm, {})[str(seed)] = record
-    logging.info("%s seed %d: val %.3f, OOD %.3f, gradient cosine %.3f, minima pairwise "
-                 "distance %.3f, barrier %.4f (%.1f s)", arm, seed, record["val_loss"]["mean"],
-                 record["ood_loss"]["mean"], record["grad_cosine_mean_pairwise"],
-                 m["mean_pairwise_distance"], m["mean_pairwise_barrier"], time.time() - t)
+    logging.info(
+      "%s seed %d: val %.3f, OOD %.3f, gradient cosine %.3f, minima pairwise "
+      "distance %.3f, barrier %.4f (%.1f s)",
+      arm,
+      seed,
+      record["val_loss"]["mean"],
+      record["ood_loss"]["mean"],
+      record["grad_cosine_mean_pairwise"],
+      m["mean_pairwise_distance"],
+      m["mean_pairwise_barrier"],
+      time.time() - t,
+    )
   budgets = {r["tokens_per_step"] * r["num_steps"] for arm in out.values() for r in arm.values()}
   if len(budgets) != 1:
-    raise ValueError(f"The runs read different token budgets {sorted(budgets)}; they must be "
-                     "equal for the comparison: delete DIR/runs and rerun.")
+    raise ValueError(
+      f"The runs read different token budgets {sorted(budgets)}; they must be "
+      "equal for the comparison: delete DIR/runs and rerun."
+    )
   return {"sources": sources, "token_budget": budgets.pop(), "runs": out}
 
 
@@ -179,13 +229,15 @@ def run(config, workdir) -> dict:
   result["verdicts"] = nexus_report.verdicts(result["comparisons"])
   plots = nexus_report.write_plots(result, workdir)
   result["runtime_s"] = time.time() - t
-  experiment_cli.write_results(workdir, "nexus.json", result,
-                               nexus_report.render(result, plots))
+  experiment_cli.write_results(workdir, "nexus.json", result, nexus_report.render(result, plots))
   return result
 
 
 if __name__ == "__main__":
-  experiment_cli.main("analysis.nexus_mixture", "configs/nexus_mixture.py[:VARIANT]",
-                      "Output directory (training runs go in WORKDIR/runs; report.md, "
-                      "nexus.json and PNGs beside).", run,
-                      errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError))
+  experiment_cli.main(
+    "analysis.nexus_mixture",
+    "configs/nexus_mixture.py[:VARIANT]",
+    "Output directory (training runs go in WORKDIR/runs; report.md, nexus.json and PNGs beside).",
+    run,
+    errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError),
+  )

@@ -28,28 +28,33 @@ range of t is checked when t is concrete (outside jit); under jit it cannot be.
 
 import functools
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from training.metrics import leaf_name
+
 PATH_KINDS = ("linear", "polychain", "bezier")
 
 # (a, b, t, bends) -> params; what `get_path_fn` returns and evaluators call.
-PathFn = Callable[[Any, Any, jax.Array, Optional[Any]], Any]
+PathFn = Callable[[Any, Any, jax.Array, Any | None], Any]
 
 
 def check_same_structure(a, b, names=("a", "b")) -> None:
   """Raises ValueError unless a and b have the same tree structure and leaf shapes."""
   tree_a, tree_b = jax.tree.structure(a), jax.tree.structure(b)
   if tree_a != tree_b:
-    raise ValueError(f"{names[0]} and {names[1]} have different pytree structures: "
-                     f"{tree_a} vs {tree_b}.")
+    raise ValueError(
+      f"{names[0]} and {names[1]} have different pytree structures: {tree_a} vs {tree_b}."
+    )
   for path, x, y in zip(_leaf_names(a), jax.tree.leaves(a), jax.tree.leaves(b)):
     if jnp.shape(x) != jnp.shape(y):
-      raise ValueError(f"Leaf {path} has shape {jnp.shape(x)} in {names[0]} but "
-                       f"{jnp.shape(y)} in {names[1]}.")
+      raise ValueError(
+        f"Leaf {path} has shape {jnp.shape(x)} in {names[0]} but {jnp.shape(y)} in {names[1]}."
+      )
 
 
 def num_bends(a, bends) -> int:
@@ -57,13 +62,16 @@ def num_bends(a, bends) -> int:
   if bends is None:
     return 0
   if jax.tree.structure(bends) != jax.tree.structure(a):
-    raise ValueError(f"bends must have the structure of the endpoints: "
-                     f"{jax.tree.structure(bends)} vs {jax.tree.structure(a)}.")
+    raise ValueError(
+      f"bends must have the structure of the endpoints: "
+      f"{jax.tree.structure(bends)} vs {jax.tree.structure(a)}."
+    )
   sizes = set()
   for path, x, p in zip(_leaf_names(a), jax.tree.leaves(a), jax.tree.leaves(bends)):
     if jnp.shape(p)[1:] != jnp.shape(x):
-      raise ValueError(f"bends leaf {path} has shape {jnp.shape(p)}; expected "
-                       f"(num_bends, *{jnp.shape(x)}).")
+      raise ValueError(
+        f"bends leaf {path} has shape {jnp.shape(p)}; expected (num_bends, *{jnp.shape(x)})."
+      )
     sizes.add(jnp.shape(p)[0])
   if len(sizes) != 1:
     raise ValueError(f"bends leaves disagree on the number of bends: {sorted(sizes)}.")
@@ -76,8 +84,10 @@ def check_t(t, allow_outside: bool = False) -> None:
     return
   t = np.asarray(t)
   if t.size and (not np.all(np.isfinite(t)) or t.min() < 0.0 or t.max() > 1.0):
-    raise ValueError(f"t must lie in [0, 1] (got range [{t.min()}, {t.max()}]); "
-                     "only the linear path extrapolates, with extrapolate=True.")
+    raise ValueError(
+      f"t must lie in [0, 1] (got range [{t.min()}, {t.max()}]); "
+      "only the linear path extrapolates, with extrapolate=True."
+    )
 
 
 def path_weights(kind: str, k: int, t) -> jax.Array:
@@ -108,8 +118,10 @@ def path_point(kind: str, a, b, t, bends=None, extrapolate: bool = False):
   k = num_bends(a, bends)
   check_t(t, allow_outside=extrapolate)
   if jnp.ndim(t) != 0:
-    raise ValueError(f"path_point takes a scalar t, got shape {jnp.shape(t)}; "
-                     "vmap over t, or use interpolate_points.")
+    raise ValueError(
+      f"path_point takes a scalar t, got shape {jnp.shape(t)}; "
+      "vmap over t, or use interpolate_points."
+    )
   w = path_weights(kind, k, t)
 
   def leaf(x, y, p=None):
@@ -148,7 +160,7 @@ def get_path_fn(path, extrapolate: bool = False) -> PathFn:
   return _kind_path_fn(path, extrapolate)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kind_path_fn(kind: str, extrapolate: bool) -> PathFn:
   # One function object per kind: jitted evaluators take it as a static
   # argument, and a fresh lambda per call would recompile every time.
@@ -164,19 +176,22 @@ def interpolate_points(kind: str, a, b, ts, bends=None, extrapolate: bool = Fals
   if ts.ndim != 1:
     raise ValueError(f"ts must be 1-D, got shape {ts.shape}.")
   return jax.vmap(lambda t: path_point(kind, a, b, t, bends, extrapolate))(
-      _checked_ts(ts, extrapolate and kind == "linear"))
+    _checked_ts(ts, extrapolate and kind == "linear")
+  )
 
 
-def map_along_path(fn, kind: str, a, b, ts, bends=None, batch_size: int = 1,
-                   extrapolate: bool = False):
+def map_along_path(
+  fn, kind: str, a, b, ts, bends=None, batch_size: int = 1, extrapolate: bool = False
+):
   """fn(φ(t)) for every t of ``ts``, ``batch_size`` points at a time
   (`jax.lax.map`), so only that many parameter copies exist at once."""
   ts = jnp.asarray(ts)
   if ts.ndim != 1:
     raise ValueError(f"ts must be 1-D, got shape {ts.shape}.")
   ts = _checked_ts(ts, extrapolate and kind == "linear")
-  return jax.lax.map(lambda t: fn(path_point(kind, a, b, t, bends, extrapolate)), ts,
-                     batch_size=batch_size)
+  return jax.lax.map(
+    lambda t: fn(path_point(kind, a, b, t, bends, extrapolate)), ts, batch_size=batch_size
+  )
 
 
 def initial_bends(a, b, k: int):
@@ -190,8 +205,12 @@ def initial_bends(a, b, k: int):
     raise ValueError(f"initial_bends needs k >= 1, got {k}.")
   s = jnp.arange(1, k + 1, dtype=jnp.float32) / (k + 1)
   return jax.tree.map(
-      lambda x, y: (x[None] + s.reshape((k,) + (1,) * jnp.ndim(x)) * (y - x)[None]
-                    ).astype(jnp.result_type(x)), a, b)
+    lambda x, y: (x[None] + s.reshape((k,) + (1,) * jnp.ndim(x)) * (y - x)[None]).astype(
+      jnp.result_type(x)
+    ),
+    a,
+    b,
+  )
 
 
 def _checked_ts(ts, allow_outside):
@@ -200,5 +219,4 @@ def _checked_ts(ts, allow_outside):
 
 
 def _leaf_names(tree) -> list[str]:
-  return [jax.tree_util.keystr(path) for path, _ in
-          jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [leaf_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]

@@ -17,7 +17,6 @@ the source batches stacked on a leading axis K (every leaf (K, ...)):
 """
 
 import functools
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,13 +25,14 @@ import optax
 
 from analysis.barriers import loss_barriers
 from analysis.evaluate import all_pairs, evaluate_paths, gather_pairs
+
 # The cosines are logged by the trainer too, so they live in training/.
-from training.similarity import (cosine_matrix, gradient_similarity, num_sources,  # noqa: F401
-                                 source_gradients)
+from training.similarity import cosine_matrix, gradient_similarity, num_sources, source_gradients  # noqa: F401
 
 
-def finetune_per_source(loss_fn, params, source_batches, optimizer: optax.GradientTransformation,
-                        steps: int):
+def finetune_per_source(
+  loss_fn, params, source_batches, optimizer: optax.GradientTransformation, steps: int
+):
   """θ_s after ``steps`` steps of ``optimizer`` on source s alone, from θ, for
   every s at once: the params' pytree with a leading axis K."""
   if steps < 1:
@@ -49,8 +49,10 @@ def _finetune_fn(loss_fn, optimizer, steps):
       p, state = carry
       updates, state = optimizer.update(jax.grad(loss_fn)(p, batch), state, p)
       return (optax.apply_updates(p, updates), state), None
+
     (p, _), _ = jax.lax.scan(body, (params, optimizer.init(params)), None, length=steps)
     return p
+
   return jax.jit(jax.vmap(one_source, in_axes=(None, 0)))
 
 
@@ -76,8 +78,15 @@ _distances_to = jax.jit(jax.vmap(_tree_distance, in_axes=(0, None)))
 _pair_distances = jax.jit(jax.vmap(_tree_distance))
 
 
-def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTransformation,
-                  steps: int, proxy_step: float = 1e-2, points: int = 17) -> dict:
+def source_minima(
+  loss_fn,
+  params,
+  source_batches,
+  optimizer: optax.GradientTransformation,
+  steps: int,
+  proxy_step: float = 1e-2,
+  points: int = 17,
+) -> dict:
   """The closeness of the sources' minima around ``params`` (module docstring).
 
   The mixture loss is the mean over sources. Returns numpy arrays:
@@ -105,6 +114,12 @@ def source_minima(loss_fn, params, source_batches, optimizer: optax.GradientTran
     for (i, j), dist, barrier in zip(pairs, dist_P, barrier_P):
       pairwise_distance[i, j] = pairwise_distance[j, i] = dist
       pairwise_barrier[i, j] = pairwise_barrier[j, i] = barrier
-  return {"distance_to_start": distance_to_start, "pairwise_distance": pairwise_distance,
-          "pairwise_barrier": pairwise_barrier, "loss_start": loss_start, "loss_end": loss_end,
-          "loss_drop": loss_start - loss_end, "first_order_proxy": proxy}
+  return {
+    "distance_to_start": distance_to_start,
+    "pairwise_distance": pairwise_distance,
+    "pairwise_barrier": pairwise_barrier,
+    "loss_start": loss_start,
+    "loss_end": loss_end,
+    "loss_drop": loss_start - loss_end,
+    "first_order_proxy": proxy,
+  }

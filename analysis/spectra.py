@@ -19,14 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from analysis.paths import map_along_path
-from optimizers.muon import path_names
+from training.metrics import leaf_name  # "hidden/kernel": the one leaf-name rule
 
 STAT_NAMES = ("sigma_max", "stable_rank", "effective_rank")
-
-
-def leaf_name(path) -> str:
-  """"hidden/kernel" for the key path of params["hidden"]["kernel"]."""
-  return "/".join(path_names(path))
 
 
 def matrix_leaves(params) -> dict[str, jax.Array]:
@@ -40,9 +35,10 @@ def matrix_leaves(params) -> dict[str, jax.Array]:
 
 def singular_values(params) -> dict[str, jax.Array]:
   """σ (descending) of every matrix leaf, shape (..., min(m, n)), float32."""
-  return {name: jnp.linalg.svd(x.astype(jnp.promote_types(x.dtype, jnp.float32)),
-                               compute_uv=False)
-          for name, x in matrix_leaves(params).items()}
+  return {
+    name: jnp.linalg.svd(x.astype(jnp.promote_types(x.dtype, jnp.float32)), compute_uv=False)
+    for name, x in matrix_leaves(params).items()
+  }
 
 
 def spectrum_stats(sigma) -> dict[str, jax.Array]:
@@ -64,18 +60,22 @@ def spectral_stats(params) -> dict[str, dict[str, jax.Array]]:
   return {name: spectrum_stats(s) for name, s in singular_values(params).items()}
 
 
-def spectra_along_path(kind: str, a, b, ts, bends=None, batch_size: int = 1,
-                       extrapolate: bool = False) -> dict[str, dict[str, jax.Array]]:
+def spectra_along_path(
+  kind: str, a, b, ts, bends=None, batch_size: int = 1, extrapolate: bool = False
+) -> dict[str, dict[str, jax.Array]]:
   """`spectral_stats` of φ(t) at every t of ts: leaves of shape (T, ...).
 
   One SVD per matrix and point, ``batch_size`` points at a time (batched SVD)."""
   return map_along_path(spectral_stats, kind, a, b, ts, bends, batch_size, extrapolate)
 
 
-def spectra_along_paths(kind: str, a_P, b_P, ts, bends_P=None, batch_size: int = 1,
-                        extrapolate: bool = False) -> dict[str, dict[str, jax.Array]]:
+def spectra_along_paths(
+  kind: str, a_P, b_P, ts, bends_P=None, batch_size: int = 1, extrapolate: bool = False
+) -> dict[str, dict[str, jax.Array]]:
   """`spectra_along_path` for P pairs (leading pair axis): leaves (P, T, ...)."""
-  along = lambda a, b, bends: spectra_along_path(kind, a, b, ts, bends, batch_size,
-                                                 extrapolate)
-  return jax.vmap(along)(a_P, b_P, bends_P) if bends_P is not None else \
-      jax.vmap(lambda a, b: along(a, b, None))(a_P, b_P)
+  along = lambda a, b, bends: spectra_along_path(kind, a, b, ts, bends, batch_size, extrapolate)
+  return (
+    jax.vmap(along)(a_P, b_P, bends_P)
+    if bends_P is not None
+    else jax.vmap(lambda a, b: along(a, b, None))(a_P, b_P)
+  )

@@ -12,7 +12,7 @@ measures the barrier between every pair of solutions for each path condition
 WORKDIR/connectivity/wWIDTH/CONDITION/, and WORKDIR/sweep.json, WORKDIR/report.md
 and WORKDIR/plots/*.png summarize it: barrier vs width per optimizer pair,
 the constraint values λ·K*(θ) that show each ball is active, and whether the
-two claims held (`analysis.report`).
+two claims held (`analysis.sweep_report`).
 """
 
 import json
@@ -20,12 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from absl import logging
 import numpy as np
+from absl import logging
 
-from analysis import connectivity, experiment_cli, report, train_runs
-from analysis import workdir as wd
-from data import synthetic
+from analysis import connectivity, experiment_cli, sweep_report, train_runs
+from training import tasks
+from training import workdir as wd
 
 REPO = train_runs.REPO
 
@@ -53,11 +53,16 @@ def overrides(config, optimizer: str, width: int) -> dict:
 
 def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
   """The train.py command line of one (optimizer, width) run."""
-  variant = (f"optimizer={optimizer},width={width},seeds={config.seeds},"
-             f"steps={config.num_steps},chunk={config.seed_chunk_size}")
-  return ([sys.executable, str(REPO / "train.py"),
-           f"--config={REPO / config.train_config}:{variant}", f"--workdir={out}"]
-          + [f"--config.{k}={v}" for k, v in overrides(config, optimizer, width).items()])
+  variant = (
+    f"optimizer={optimizer},width={width},seeds={config.seeds},"
+    f"steps={config.num_steps},chunk={config.seed_chunk_size}"
+  )
+  return [
+    sys.executable,
+    str(REPO / "train.py"),
+    f"--config={REPO / config.train_config}:{variant}",
+    f"--workdir={out}",
+  ] + [f"--config.{k}={v}" for k, v in overrides(config, optimizer, width).items()]
 
 
 def train_all(config, workdir: Path) -> dict:
@@ -65,19 +70,28 @@ def train_all(config, workdir: Path) -> dict:
   time (a finished run trained with other settings is refused); returns
   {run name: "skipped" | seconds}. Raises TrainingFailed on a failure."""
   runs = {run_dir(workdir, o, w): (o, w) for w in config.widths for o in config.optimizers}
-  expected = {d: {"optimizer.name": o, "model.width": w, "num_seeds": config.seeds,
-                  "num_steps": config.num_steps, **overrides(config, o, w)}
-              for d, (o, w) in runs.items()}
-  return train_runs.train_runs([(d, train_command(config, o, w, d)) for d, (o, w) in runs.items()],
-                               config.parallel, expected)
+  expected = {
+    d: {
+      "optimizer.name": o,
+      "model.width": w,
+      "num_seeds": config.seeds,
+      "num_steps": config.num_steps,
+      **overrides(config, o, w),
+    }
+    for d, (o, w) in runs.items()
+  }
+  return train_runs.train_runs(
+    [(d, train_command(config, o, w, d)) for d, (o, w) in runs.items()], config.parallel, expected
+  )
 
 
 def parse_condition(condition: str) -> tuple[str, bool]:
-  """"bezier+align" -> ("bezier", True)."""
+  """ "bezier+align" -> ("bezier", True)."""
   path, _, flag = condition.partition("+")
   if path not in ("linear", "polychain", "bezier") or flag not in ("", "align"):
-    raise ValueError(f"Unknown condition {condition!r}: PATH[+align], PATH in linear, "
-                     "polychain, bezier.")
+    raise ValueError(
+      f"Unknown condition {condition!r}: PATH[+align], PATH in linear, polychain, bezier."
+    )
   return path, flag == "align"
 
 
@@ -85,8 +99,7 @@ def _plots_for(config, width: int) -> bool:
   mode = config.connectivity_plots
   if mode not in ("all", "extremes", "none"):
     raise ValueError(f"connectivity_plots must be all|extremes|none, got {mode!r}.")
-  return mode == "all" or (mode == "extremes" and width in (min(config.widths),
-                                                             max(config.widths)))
+  return mode == "all" or (mode == "extremes" and width in (min(config.widths), max(config.widths)))
 
 
 def analyze_width(config, workdir: Path, width: int) -> dict:
@@ -98,16 +111,34 @@ def analyze_width(config, workdir: Path, width: int) -> dict:
     path, align = parse_condition(condition)
     start = time.time()
     result = connectivity.analyze(
-        runs, path=path, points=config.points, align=align, num_bends=config.num_bends,
-        fit_steps=config.fit_steps, fit_lr=config.fit_lr, project=config.project,
-        seed=0, with_spectra=_plots_for(config, width))
-    connectivity.write_outputs(result, workdir / "connectivity" / f"w{width}" / condition,
-                               plot=_plots_for(config, width), barrier_kind=config.barrier_kind)
+      runs,
+      path=path,
+      points=config.points,
+      align=align,
+      num_bends=config.num_bends,
+      fit_steps=config.fit_steps,
+      fit_lr=config.fit_lr,
+      project=config.project,
+      seed=0,
+      with_spectra=_plots_for(config, width),
+    )
+    connectivity.write_outputs(
+      result,
+      workdir / "connectivity" / f"w{width}" / condition,
+      plot=_plots_for(config, width),
+      barrier_kind=config.barrier_kind,
+    )
     out[condition] = result
-    logging.info("Width %4d %-13s %3d pairs in %5.1fs: %s", width, condition,
-                 len(result["pairs"]), time.time() - start, ", ".join(
-                     f"{g} {s['train_' + config.barrier_kind]['mean']:.2e}"
-                     for g, s in result["groups"].items()))
+    logging.info(
+      "Width %4d %-13s %3d pairs in %5.1fs: %s",
+      width,
+      condition,
+      len(result["pairs"]),
+      time.time() - start,
+      ", ".join(
+        f"{g} {s['train_' + config.barrier_kind]['mean']:.2e}" for g, s in result["groups"].items()
+      ),
+    )
   return out
 
 
@@ -116,23 +147,29 @@ def summarize_width(config, results: dict) -> dict:
   the smallest barrier over the conditions, then the statistics, and
   "best_linear": the same over the straight-line conditions only."""
   kind = config.barrier_kind
-  per_condition = {c: {g: s[f"train_{kind}"] | {"num_pairs": s["num_pairs"],
-                                                 "test": s[f"test_{kind}"]}
-                       for g, s in r["groups"].items()} for c, r in results.items()}
+  per_condition = {
+    c: {
+      g: s[f"train_{kind}"] | {"num_pairs": s["num_pairs"], "test": s[f"test_{kind}"]}
+      for g, s in r["groups"].items()
+    }
+    for c, r in results.items()
+  }
   any_result = next(iter(results.values()))
   groups = [e["group"] for e in any_result["pairs"]]
   names = list(results)
-  heights_CxP = np.array([[e["train_barrier"][kind]["height"] for e in r["pairs"]]
-                          for r in results.values()])
-  per_condition["best"] = _best_over(heights_CxP, names, groups)
+  heights_CxP = np.array(
+    [[e["train_barrier"][kind]["height"] for e in r["pairs"]] for r in results.values()]
+  )
+  per_condition["best"] = best_over(heights_CxP, names, groups)
   linear = [i for i, c in enumerate(names) if parse_condition(c)[0] == "linear"]
   if linear:
-    per_condition["best_linear"] = _best_over(heights_CxP[linear], [names[i] for i in linear],
-                                              groups)
+    per_condition["best_linear"] = best_over(
+      heights_CxP[linear], [names[i] for i in linear], groups
+    )
   return per_condition
 
 
-def _best_over(heights_CxP, names, groups) -> dict:
+def best_over(heights_CxP, names, groups) -> dict:
   """Per group: statistics of the pair-by-pair minimum over the conditions, and
   how often each condition gave it."""
   best_P, argbest_P = heights_CxP.min(axis=0), heights_CxP.argmin(axis=0)
@@ -140,9 +177,14 @@ def _best_over(heights_CxP, names, groups) -> dict:
   for g in sorted(set(groups)):
     idx = [p for p, gp in enumerate(groups) if gp == g]
     h = best_P[idx]
-    out[g] = {"mean": float(h.mean()), "std": float(h.std()), "min": float(h.min()),
-              "max": float(h.max()), "num_pairs": len(idx),
-              "conditions": {c: int(np.sum(argbest_P[idx] == i)) for i, c in enumerate(names)}}
+    out[g] = {
+      "mean": float(h.mean()),
+      "std": float(h.std()),
+      "min": float(h.min()),
+      "max": float(h.max()),
+      "num_pairs": len(idx),
+      "conditions": {c: int(np.sum(argbest_P[idx] == i)) for i, c in enumerate(names)},
+    }
   return out
 
 
@@ -157,20 +199,29 @@ def run_summaries(config, workdir: Path) -> dict:
       for leaf, c in s["constraints"].items():
         if c["weight_decay"]:
           v = np.asarray(c["lambda_dual_norm"]) / c["bound"]
-          cons[leaf] = {"k": c["k"], "weight_decay": c["weight_decay"],
-                        "mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
+          cons[leaf] = {
+            "k": c["k"],
+            "weight_decay": c["weight_decay"],
+            "mean": float(v.mean()),
+            "min": float(v.min()),
+            "max": float(v.max()),
+          }
       out[str(width)][optimizer] = {
-          "final_train_loss": s["final_train_loss"], "final_test_loss": s.get("final_test_loss"),
-          "train_loss_per_seed": s["final"]["train_loss"], "constraints": cons}
+        "final_train_loss": s["final_train_loss"],
+        "final_test_loss": s.get("final_test_loss"),
+        "train_loss_per_seed": s["final"]["train_loss"],
+        "constraints": cons,
+      }
   return out
 
 
-def zero_predictor_loss(config) -> float:
-  """½·mean y² on the train set: the loss of f = 0, the scale barriers are read on."""
-  t = config.task
-  data = synthetic.make_task(t.task, t.input_dim, t.n_train, t.n_test, t.teacher_width,
-                             "gaussian", t.label_noise, t.seed)
-  return float(0.5 * np.mean(data.y_train_NxO ** 2))
+def zero_predictor_loss(config, workdir: Path) -> float:
+  """The train loss of f ≡ 0 on the task the runs were trained on (read from a
+  run's config.json, so its input distribution, noise and loss are the ones
+  trained; the runs share them, analysis.run_reader.check_compatible): the
+  scale barriers are read on."""
+  first = run_dir(workdir, next(iter(config.optimizers)), config.widths[0])
+  return tasks.zero_predictor_loss(wd.load_config(first))
 
 
 def run_sweep(config, workdir) -> dict:
@@ -189,28 +240,38 @@ def run_sweep(config, workdir) -> dict:
     barriers[str(width)] = summarize_width(config, analyze_width(config, workdir, width))
     timings[f"analyze_w{width}"] = time.time() - start
   sweep = {
-      "config": config.to_dict(), "workdir": str(workdir), "trained": trained,
-      "zero_predictor_loss": zero_predictor_loss(config),
-      "runs": run_summaries(config, workdir), "barriers": barriers,
-      "barrier_kind": config.barrier_kind,
+    "config": config.to_dict(),
+    "workdir": str(workdir),
+    "trained": trained,
+    "zero_predictor_loss": zero_predictor_loss(config, workdir),
+    "runs": run_summaries(config, workdir),
+    "barriers": barriers,
+    "barrier_kind": config.barrier_kind,
   }
-  sweep["claims"] = report.evaluate_claims(sweep)
+  sweep["claims"] = sweep_report.evaluate_claims(sweep)
   start = time.time()
-  sweep["plots"] = [str(p.relative_to(workdir)) for p in report.write_plots(sweep, workdir)]
+  sweep["plots"] = [str(p.relative_to(workdir)) for p in sweep_report.write_plots(sweep, workdir)]
   timings["report"] = time.time() - start
   timings["total"] = time.time() - t0
   sweep["timings_s"] = timings
   (workdir / "sweep.json").write_text(json.dumps(sweep, indent=1, default=str) + "\n")
-  (workdir / "report.md").write_text(report.render(sweep))
-  logging.info("Wrote %s and %s (%.1fs in all).", workdir / "report.md",
-               workdir / "sweep.json", timings["total"])
+  (workdir / "report.md").write_text(sweep_report.render(sweep))
+  logging.info(
+    "Wrote %s and %s (%.1fs in all).",
+    workdir / "report.md",
+    workdir / "sweep.json",
+    timings["total"],
+  )
   for claim in sweep["claims"].values():
     logging.info("%s", claim["verdict"])
   return sweep
 
 
 if __name__ == "__main__":
-  experiment_cli.main("analysis.sweep", "configs/relu2_sweep.py[:full|runlocal]",
-                      "Directory of the sweep (created; resumed).", run_sweep,
-                      errors=(train_runs.TrainingFailed, connectivity.ConnectivityError,
-                              ValueError))
+  experiment_cli.main(
+    "analysis.sweep",
+    "configs/relu2_sweep.py[:full|runlocal]",
+    "Directory of the sweep (created; resumed).",
+    run_sweep,
+    errors=(train_runs.TrainingFailed, connectivity.ConnectivityError, ValueError),
+  )

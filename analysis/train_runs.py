@@ -10,12 +10,13 @@ train.py: its absl flags would clash with theirs.
 import os
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from absl import logging
 
-from analysis import workdir as wd
+from training import workdir as wd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,15 +29,22 @@ def check_finished_run(run_dir: Path, expected: Mapping[str, Any]) -> None:
   """Refuses a finished run whose config.json differs from ``expected``
   ({"a.b": value}): skipping it would report a run the config does not ask for."""
   flat = wd.flatten(wd.load_config(run_dir))
-  diffs = [f"{k}={flat.get(k, '<absent>')!r} (the config asks {v!r})"
-           for k, v in expected.items() if flat.get(k, "<absent>") != v]
+  diffs = [
+    f"{k}={flat.get(k, '<absent>')!r} (the config asks {v!r})"
+    for k, v in expected.items()
+    if flat.get(k, "<absent>") != v
+  ]
   if diffs:
-    raise TrainingFailed(f"{run_dir} was trained with {', '.join(diffs)}; use another --workdir "
-                         "or delete that run.")
+    raise TrainingFailed(
+      f"{run_dir} was trained with {', '.join(diffs)}; use another --workdir or delete that run."
+    )
 
 
-def train_runs(runs: Sequence[tuple[Path, list[str]]], parallel: int = 1,
-               expected: Mapping[Path, Mapping[str, Any]] | None = None) -> dict[str, object]:
+def train_runs(
+  runs: Sequence[tuple[Path, list[str]]],
+  parallel: int = 1,
+  expected: Mapping[Path, Mapping[str, Any]] | None = None,
+) -> dict[str, object]:
   """Runs every (run dir, command) whose run dir has no summary.json yet,
   ``parallel`` at a time, logging to RUN_DIR.log beside the run dir; returns
   {run dir name: "skipped" | seconds}. A finished run is checked against
@@ -53,8 +61,12 @@ def train_runs(runs: Sequence[tuple[Path, list[str]]], parallel: int = 1,
     else:
       todo.append((Path(out), cmd))
   logging.info("Training: %d runs to do, %d at a time.", len(todo), max(1, parallel))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  env = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join(
+      [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ),
+  )
   running, finished, total = [], 0, len(todo)
   while todo or running:
     while todo and len(running) < max(1, parallel):
@@ -76,8 +88,9 @@ def train_runs(runs: Sequence[tuple[Path, list[str]]], parallel: int = 1,
         for _, other, _, _ in running:
           other.terminate()
         tail = Path(log.name).read_text().strip().splitlines()[-5:]
-        raise TrainingFailed(f"Training {out} failed (exit {proc.returncode}); log "
-                             f"{log.name}:\n  " + "\n  ".join(tail))
+        raise TrainingFailed(
+          f"Training {out} failed (exit {proc.returncode}); log {log.name}:\n  " + "\n  ".join(tail)
+        )
       finished += 1
       done[out.name] = time.time() - start
       logging.info("Trained %s (%d/%d) in %.1f s.", out.name, finished, total, done[out.name])

@@ -29,8 +29,8 @@ import numpy as np
 from absl import app, flags
 
 from analysis.evaluate import all_pairs, auto_batch_size, evaluate_paths, gather_pairs
-from training.perf import matmul_rate
 from analysis.paths import get_path_fn, linear_path
+from training.perf import matmul_rate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("seeds", 16, "Networks; all pairs of them are evaluated.")
@@ -51,9 +51,13 @@ def squared_loss(params, batch):
 def random_networks(seeds, d, m, key):
   """Params stacked over seeds, relu2 names and shapes, "standard" scales."""
   k1, k2, k3 = jax.random.split(key, 3)
-  return {"hidden": {"kernel": jax.random.normal(k1, (seeds, d, m)) / np.sqrt(d),
-                     "bias": 0.1 * jax.random.normal(k2, (seeds, m))},
-          "head": {"kernel": jax.random.normal(k3, (seeds, m, 1)) / np.sqrt(m)}}
+  return {
+    "hidden": {
+      "kernel": jax.random.normal(k1, (seeds, d, m)) / np.sqrt(d),
+      "bias": 0.1 * jax.random.normal(k2, (seeds, m)),
+    },
+    "head": {"kernel": jax.random.normal(k3, (seeds, m, 1)) / np.sqrt(m)},
+  }
 
 
 def best_time(fn, repeats):
@@ -77,8 +81,10 @@ def loop_eval(a_P, b_P, ts, batch):
   ts_list = [jnp.float32(t) for t in np.asarray(ts)]
 
   def run():
-    return jnp.stack([jnp.stack([point_loss(a, b, t, batch) for t in ts_list])
-                      for a, b in zip(a_list, b_list)])
+    return jnp.stack(
+      [jnp.stack([point_loss(a, b, t, batch) for t in ts_list]) for a, b in zip(a_list, b_list)]
+    )
+
   return run
 
 
@@ -107,10 +113,19 @@ def bench_width(m, repeats):
   num_params = d * m + m + m
   flops = num_points * (2 * n * d * m + 2 * n * m + 2 * n * m + 3 * num_params)
   chunk = auto_batch_size(squared_loss, get_path_fn("linear"), a_P, b_P, ts, batch)
-  return {"width": m, "pairs": len(pairs), "points": num_points, "batch_size": chunk,
-          "vmapped_s": t_vmap, "loop_s": t_loop, "speedup_vs_loop": t_loop / t_vmap,
-          "gflops_per_s": flops / t_vmap / 1e9, "matmul_gflops_per_s": rate / 1e9,
-          "fraction_of_matmul_rate": flops / t_vmap / rate, "max_abs_diff_vs_loop": diff}
+  return {
+    "width": m,
+    "pairs": len(pairs),
+    "points": num_points,
+    "batch_size": chunk,
+    "vmapped_s": t_vmap,
+    "loop_s": t_loop,
+    "speedup_vs_loop": t_loop / t_vmap,
+    "gflops_per_s": flops / t_vmap / 1e9,
+    "matmul_gflops_per_s": rate / 1e9,
+    "fraction_of_matmul_rate": flops / t_vmap / rate,
+    "max_abs_diff_vs_loop": diff,
+  }
 
 
 def main(argv):
@@ -120,12 +135,14 @@ def main(argv):
   for m in map(int, FLAGS.widths):
     row = bench_width(m, FLAGS.repeats)
     results["widths"].append(row)
-    print(f"width {m:5d}: {row['pairs']} pairs × {FLAGS.points} t = {row['points']} points, "
-          f"chunks of {row['batch_size']} | vmapped {row['vmapped_s'] * 1e3:7.1f} ms, loop "
-          f"{row['loop_s'] * 1e3:7.1f} ms, speedup {row['speedup_vs_loop']:5.1f}× | "
-          f"{row['gflops_per_s']:6.1f} GFLOP/s = {100 * row['fraction_of_matmul_rate']:5.1f}% "
-          f"of the matmul's {row['matmul_gflops_per_s']:6.1f} | "
-          f"max |vmapped − loop| {row['max_abs_diff_vs_loop']:.1e}")
+    print(
+      f"width {m:5d}: {row['pairs']} pairs × {FLAGS.points} t = {row['points']} points, "
+      f"chunks of {row['batch_size']} | vmapped {row['vmapped_s'] * 1e3:7.1f} ms, loop "
+      f"{row['loop_s'] * 1e3:7.1f} ms, speedup {row['speedup_vs_loop']:5.1f}× | "
+      f"{row['gflops_per_s']:6.1f} GFLOP/s = {100 * row['fraction_of_matmul_rate']:5.1f}% "
+      f"of the matmul's {row['matmul_gflops_per_s']:6.1f} | "
+      f"max |vmapped − loop| {row['max_abs_diff_vs_loop']:.1e}"
+    )
   if FLAGS.out:
     with open(FLAGS.out, "w") as f:
       json.dump(results, f, indent=2)

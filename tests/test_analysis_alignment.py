@@ -16,8 +16,10 @@ WIDTH = 12
 
 def _two_layer_with_output_bias(key, d=5, m=WIDTH, out=3):
   k1, k2, k3, k4 = jax.random.split(key, 4)
-  return {"hidden": {"kernel": jax.random.normal(k1, (d, m)), "bias": jax.random.normal(k2, (m,))},
-          "output": {"kernel": jax.random.normal(k3, (m, out)), "bias": jax.random.normal(k4, (out,))}}
+  return {
+    "hidden": {"kernel": jax.random.normal(k1, (d, m)), "bias": jax.random.normal(k2, (m,))},
+    "output": {"kernel": jax.random.normal(k3, (m, out)), "bias": jax.random.normal(k4, (out,))},
+  }
 
 
 def _forward(p, x):
@@ -31,8 +33,9 @@ def _random_perm(seed, n=WIDTH):
 
 def test_permuted_generic_two_layer_net_computes_the_same_function():
   params = _two_layer_with_output_bias(jax.random.PRNGKey(0))
-  spec = alignment.two_layer_permutation_spec(("hidden", "kernel"), ("hidden", "bias"),
-                                              ("output", "kernel"))
+  spec = alignment.two_layer_permutation_spec(
+    ("hidden", "kernel"), ("hidden", "bias"), ("output", "kernel")
+  )
   permuted = alignment.apply_permutation(spec, _random_perm(1), params)
   x = jax.random.normal(jax.random.PRNGKey(1), (20, 5))
   np.testing.assert_allclose(_forward(permuted, x), _forward(params, x), rtol=1e-5, atol=1e-5)
@@ -48,8 +51,9 @@ def test_relu2_spec_matches_the_real_model(use_bias):
   spec = alignment.relu2_permutation_spec(params)
   assert len(spec.axes_to_perm) == (3 if use_bias else 2)
   permuted = alignment.apply_permutation(spec, _random_perm(4), params)
-  np.testing.assert_allclose(model.apply({"params": permuted}, x),
-                             model.apply({"params": params}, x), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    model.apply({"params": permuted}, x), model.apply({"params": params}, x), rtol=1e-5, atol=1e-6
+  )
   # The variables dict {"params": ...} works too.
   spec_vars = alignment.relu2_permutation_spec({"params": params})
   assert all(name.startswith("params/") for name in spec_vars.axes_to_perm)
@@ -106,9 +110,12 @@ def test_permuted_copy_has_a_barrier_before_alignment_and_none_after():
 def test_spec_errors():
   params = _two_layer_with_output_bias(jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="not in params"):
-    alignment.apply_permutation(alignment.two_layer_permutation_spec(output_kernel="head/kernel"),
-                                _random_perm(0), params)
-  bad = alignment.permutation_spec_from_axes({"hidden/kernel": (None, "p"), "output/kernel": ("p",)})
+    alignment.apply_permutation(
+      alignment.two_layer_permutation_spec(output_kernel="head/kernel"), _random_perm(0), params
+    )
+  bad = alignment.permutation_spec_from_axes(
+    {"hidden/kernel": (None, "p"), "output/kernel": ("p",)}
+  )
   with pytest.raises(ValueError, match="axes for"):
     alignment.weight_matching(bad, params, params)
   mismatch = alignment.permutation_spec_from_axes({"hidden/kernel": ("p", "p")})

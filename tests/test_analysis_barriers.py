@@ -39,8 +39,9 @@ def test_tilted_double_well_matches_the_closed_form_maxima():
   losses = evaluate.evaluate_paths(double_well, "linear", a_P, b_P, ts, None)
   curve = lambda t: 16 * t**2 * (1 - t) ** 2 + 2 * c * t
   # Frankle: max L − ½(0 + 2c); the max of the curve sits right of ½.
-  best = minimize_scalar(lambda t: -curve(t), bounds=(0.4, 0.7), method="bounded",
-                         options={"xatol": 1e-10})
+  best = minimize_scalar(
+    lambda t: -curve(t), bounds=(0.4, 0.7), method="bounded", options={"xatol": 1e-10}
+  )
   mean = barriers.loss_barrier(losses, ts, "mean")
   np.testing.assert_allclose(mean.height, [curve(best.x) - c], atol=1e-5)
   np.testing.assert_allclose(mean.t_max, [best.x], atol=1e-3)
@@ -57,7 +58,7 @@ def test_vectorized_over_pairs_and_jittable():
   ts = jnp.linspace(0, 1, 257)
   losses = evaluate.evaluate_paths(double_well, "linear", a_P, b_P, ts, None)
   eager = barriers.loss_barrier(losses, ts, "linear")
-  jitted = jax.jit(lambda l, t: barriers.loss_barrier(l, t, "linear"))(losses, ts)
+  jitted = jax.jit(lambda losses_T, t: barriers.loss_barrier(losses_T, t, "linear"))(losses, ts)
   np.testing.assert_allclose(eager.height, jitted.height, rtol=1e-6)
   np.testing.assert_allclose(eager.height, [1.0, 1.0, 1.0], atol=1e-4)
   mean = barriers.loss_barrier(losses, ts, "mean").height
@@ -83,8 +84,9 @@ def test_explicit_endpoint_losses_and_errors():
   losses = jnp.asarray([[1.0, 3.0, 1.0]])
   with pytest.raises(ValueError, match="no t = 0"):
     barriers.loss_barrier(losses, ts)
-  got = barriers.loss_barrier(losses, ts, "linear", loss_a=jnp.asarray([0.0]),
-                              loss_b=jnp.asarray([2.0]))
+  got = barriers.loss_barrier(
+    losses, ts, "linear", loss_a=jnp.asarray([0.0]), loss_b=jnp.asarray([2.0])
+  )
   np.testing.assert_allclose(got.height, [2.0])
   with pytest.raises(ValueError, match="Unknown barrier kind"):
     barriers.loss_barrier(losses, ts, "max")

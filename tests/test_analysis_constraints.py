@@ -13,9 +13,10 @@ LAM = 0.5
 
 def _relu2_like():
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-  return {"hidden": {"kernel": 2 * jax.random.normal(k1, (6, 8)),
-                     "bias": jax.random.normal(k2, (8,))},
-          "head": {"kernel": jax.random.normal(k3, (8, 1))}}
+  return {
+    "hidden": {"kernel": 2 * jax.random.normal(k1, (6, 8)), "bias": jax.random.normal(k2, (8,))},
+    "head": {"kernel": jax.random.normal(k3, (8, 1))},
+  }
 
 
 def test_linf_and_spectral_values_match_numpy():
@@ -36,10 +37,14 @@ def test_optimizer_names_map_to_their_ks():
   assert muon["hidden"]["kernel"] == "nuclear"
   assert muon["head"]["kernel"] == "l1" and muon["hidden"]["bias"] == "l1"
   values = constraints.optimizer_constraints("muon", p, LAM)
-  np.testing.assert_allclose(values["hidden"]["kernel"],
-                             LAM * np.linalg.norm(np.asarray(p["hidden"]["kernel"]), 2), rtol=1e-5)
-  np.testing.assert_allclose(values["head"]["kernel"],
-                             LAM * np.abs(np.asarray(p["head"]["kernel"])).max(), rtol=1e-6)
+  np.testing.assert_allclose(
+    values["hidden"]["kernel"],
+    LAM * np.linalg.norm(np.asarray(p["hidden"]["kernel"]), 2),
+    rtol=1e-5,
+  )
+  np.testing.assert_allclose(
+    values["head"]["kernel"], LAM * np.abs(np.asarray(p["head"]["kernel"])).max(), rtol=1e-6
+  )
   with pytest.raises(ValueError, match="Unknown optimizer"):
     constraints.optimizer_ks("adagrad", p)
   with pytest.raises(ValueError, match="Unknown K"):
@@ -51,8 +56,11 @@ def test_config_constraints_divide_by_muons_shape_scale():
   values = constraints.config_constraints({"name": "muon", "weight_decay": LAM}, p)
   # hidden kernel (6, 8): scale √max(1, 8/6).
   scale = np.sqrt(8 / 6)
-  np.testing.assert_allclose(values["hidden"]["kernel"], LAM / scale
-                             * np.linalg.norm(np.asarray(p["hidden"]["kernel"]), 2), rtol=1e-5)
+  np.testing.assert_allclose(
+    values["hidden"]["kernel"],
+    LAM / scale * np.linalg.norm(np.asarray(p["hidden"]["kernel"]), 2),
+    rtol=1e-5,
+  )
   assert float(values["head"]["kernel"]) == 0.0  # AdamW side without weight decay.
 
 
@@ -63,7 +71,9 @@ def test_constraints_along_path_are_convex_in_t():
   along = constraints.constraints_along_path("linear", a, b, ts, "nuclear", LAM)
   v = np.asarray(along["hidden"]["kernel"])
   assert v.shape == (21,)
-  np.testing.assert_allclose(v[0], constraints.constraint_values(a, "nuclear", LAM)["hidden"]["kernel"], rtol=1e-6)
+  np.testing.assert_allclose(
+    v[0], constraints.constraint_values(a, "nuclear", LAM)["hidden"]["kernel"], rtol=1e-6
+  )
   # A norm along a segment is convex: below the chord.
   assert np.all(v <= (1 - ts) * v[0] + ts * v[-1] + 1e-5)
   assert v.min() < min(v[0], v[-1]) - 1e-3  # Non-trivially so here.
@@ -73,10 +83,13 @@ def test_projections_land_on_the_ball_and_fix_points_inside():
   p = _relu2_like()
   projected = constraints.project_onto_ball(p, "nuclear", LAM)
   w = np.asarray(p["hidden"]["kernel"])
-  np.testing.assert_allclose(projected["hidden"]["kernel"], reference_project_spectral(w, 2.0),
-                             atol=1e-5)
-  assert float(constraints.max_constraint(
-      constraints.constraint_values(projected, "nuclear", LAM))) <= 1 + 1e-5
+  np.testing.assert_allclose(
+    projected["hidden"]["kernel"], reference_project_spectral(w, 2.0), atol=1e-5
+  )
+  assert (
+    float(constraints.max_constraint(constraints.constraint_values(projected, "nuclear", LAM)))
+    <= 1 + 1e-5
+  )
   clipped = constraints.project_onto_ball(p, "l1", LAM)
   np.testing.assert_allclose(clipped["hidden"]["kernel"], np.clip(w, -2, 2))
   inside = jax.tree.map(lambda x: 0.01 * x, p)

@@ -12,9 +12,13 @@ D_IN, WIDTH, N = 5, 7, 64
 
 def _net(key):
   k1, k2, k3 = jax.random.split(key, 3)
-  return {"hidden": {"kernel": jax.random.normal(k1, (D_IN, WIDTH)),
-                     "bias": jax.random.normal(k2, (WIDTH,))},
-          "head": {"kernel": jax.random.normal(k3, (WIDTH, 1))}}
+  return {
+    "hidden": {
+      "kernel": jax.random.normal(k1, (D_IN, WIDTH)),
+      "bias": jax.random.normal(k2, (WIDTH,)),
+    },
+    "head": {"kernel": jax.random.normal(k3, (WIDTH, 1))},
+  }
 
 
 def _forward(p, x):
@@ -29,8 +33,10 @@ def loss_fn(p, batch):
 def metrics_fn(p, batch):
   x, y = batch
   pred = _forward(p, x)
-  return {"loss": 0.5 * jnp.mean((pred - y) ** 2),
-          "accuracy": jnp.mean((jnp.sign(pred) == jnp.sign(y)).astype(jnp.float32))}
+  return {
+    "loss": 0.5 * jnp.mean((pred - y) ** 2),
+    "accuracy": jnp.mean((jnp.sign(pred) == jnp.sign(y)).astype(jnp.float32)),
+  }
 
 
 NETS = jax.tree.map(lambda *xs: jnp.stack(xs), *[_net(jax.random.PRNGKey(i)) for i in range(4)])
@@ -43,8 +49,12 @@ def _loop(fn, kind, a_P, b_P, ts, bends_P=None):
   rows = []
   for p in range(jax.tree.leaves(a_P)[0].shape[0]):
     take = lambda tree: None if tree is None else jax.tree.map(lambda x: x[p], tree)
-    rows.append([fn(paths.path_point(kind, take(a_P), take(b_P), float(t), take(bends_P)),
-                    BATCH) for t in np.asarray(ts)])
+    rows.append(
+      [
+        fn(paths.path_point(kind, take(a_P), take(b_P), float(t), take(bends_P)), BATCH)
+        for t in np.asarray(ts)
+      ]
+    )
   return np.asarray(rows)
 
 
@@ -59,8 +69,7 @@ def test_chunked_evaluator_equals_a_loop(batch_size):
 def test_bezier_with_per_pair_bends_and_dict_metrics():
   a_P, b_P = evaluate.gather_pairs(NETS, [[0, 1], [2, 3]])
   bends_P = jax.tree.map(lambda x: x[:2, None] * 0.5, NETS)  # One bend per pair.
-  got = evaluate.evaluate_paths(metrics_fn, "bezier", a_P, b_P, TS, BATCH, bends_P,
-                                batch_size=4)
+  got = evaluate.evaluate_paths(metrics_fn, "bezier", a_P, b_P, TS, BATCH, bends_P, batch_size=4)
   assert set(got) == {"loss", "accuracy"} and got["loss"].shape == (2, 9)
   for name in ("loss", "accuracy"):
     ref = _loop(lambda p, b: metrics_fn(p, b)[name], "bezier", a_P, b_P, TS, bends_P)
@@ -75,19 +84,20 @@ def test_endpoints_reproduce_their_own_loss_and_self_paths_are_flat():
   np.testing.assert_allclose(got[:, 0], own[pairs[:, 0]], rtol=1e-6)
   np.testing.assert_allclose(got[:, -1], own[pairs[:, 1]], rtol=1e-6)
   self_rows = pairs[:, 0] == pairs[:, 1]
-  np.testing.assert_allclose(got[self_rows], own[pairs[self_rows, 0], None] * np.ones(9),
-                             rtol=1e-5)
+  np.testing.assert_allclose(got[self_rows], own[pairs[self_rows, 0], None] * np.ones(9), rtol=1e-5)
   assert np.ptp(got[~self_rows], axis=1).min() > 0  # Other paths do change the loss.
 
 
 def test_train_test_and_extrapolation():
   a_P, b_P = evaluate.gather_pairs(NETS, [[0, 1]])
   ts = jnp.asarray([-0.5, 0.0, 1.0, 1.5])
-  out = evaluate.evaluate_train_test(loss_fn, "linear", a_P, b_P, ts, BATCH,
-                                     (X[:8], BATCH[1][:8]), extrapolate=True)
+  out = evaluate.evaluate_train_test(
+    loss_fn, "linear", a_P, b_P, ts, BATCH, (X[:8], BATCH[1][:8]), extrapolate=True
+  )
   assert out["train"].shape == out["test"].shape == (1, 4)
-  outside = paths.linear_path(jax.tree.map(lambda x: x[0], NETS),
-                              jax.tree.map(lambda x: x[1], NETS), 1.5, extrapolate=True)
+  outside = paths.linear_path(
+    jax.tree.map(lambda x: x[0], NETS), jax.tree.map(lambda x: x[1], NETS), 1.5, extrapolate=True
+  )
   np.testing.assert_allclose(out["train"][0, 3], loss_fn(outside, BATCH), rtol=1e-5)
 
 

@@ -25,9 +25,16 @@ def _close(x, y, atol=1e-6):
 A, B, C, D = (_tree(i) for i in range(4))
 
 
-@pytest.mark.parametrize("kind,bends", [("linear", None), ("polychain", _stack(C)),
-                                        ("polychain", _stack(C, D)), ("bezier", _stack(C)),
-                                        ("bezier", _stack(C, D))])
+@pytest.mark.parametrize(
+  "kind,bends",
+  [
+    ("linear", None),
+    ("polychain", _stack(C)),
+    ("polychain", _stack(C, D)),
+    ("bezier", _stack(C)),
+    ("bezier", _stack(C, D)),
+  ],
+)
 def test_paths_start_at_a_and_end_at_b(kind, bends):
   _close(paths.path_point(kind, A, B, 0.0, bends), A)
   _close(paths.path_point(kind, A, B, 1.0, bends), B)
@@ -35,15 +42,23 @@ def test_paths_start_at_a_and_end_at_b(kind, bends):
 
 def test_quadratic_bezier_matches_closed_form():
   for t in (0.1, 0.37, 0.5, 0.9):
-    expected = jax.tree.map(lambda a, c, b: (1 - t)**2 * a + 2 * t * (1 - t) * c + t**2 * b,
-                            A, C, B)
+    expected = jax.tree.map(
+      lambda a, c, b: (1 - t) ** 2 * a + 2 * t * (1 - t) * c + t**2 * b, A, C, B
+    )
     _close(paths.bezier_path(A, B, _stack(C), t), expected)
 
 
 def test_cubic_bezier_matches_closed_form():
   t = 0.3
-  expected = jax.tree.map(lambda a, c, d, b: (1 - t)**3 * a + 3 * t * (1 - t)**2 * c
-                          + 3 * t**2 * (1 - t) * d + t**3 * b, A, C, D, B)
+  expected = jax.tree.map(
+    lambda a, c, d, b: (
+      (1 - t) ** 3 * a + 3 * t * (1 - t) ** 2 * c + 3 * t**2 * (1 - t) * d + t**3 * b
+    ),
+    A,
+    C,
+    D,
+    B,
+  )
   _close(paths.bezier_path(A, B, _stack(C, D), t), expected)
 
 
@@ -61,10 +76,16 @@ def test_polychain_passes_through_bends_and_segment_midpoints():
 
 def test_linear_path_and_extrapolation():
   _close(paths.linear_path(A, B, 0.25), jax.tree.map(lambda a, b: 0.75 * a + 0.25 * b, A, B))
-  _close(paths.linear_path(A, B, 1.5, extrapolate=True),
-         jax.tree.map(lambda a, b: b + 0.5 * (b - a), A, B), atol=1e-5)
-  _close(paths.linear_path(A, B, -0.5, extrapolate=True),
-         jax.tree.map(lambda a, b: a - 0.5 * (b - a), A, B), atol=1e-5)
+  _close(
+    paths.linear_path(A, B, 1.5, extrapolate=True),
+    jax.tree.map(lambda a, b: b + 0.5 * (b - a), A, B),
+    atol=1e-5,
+  )
+  _close(
+    paths.linear_path(A, B, -0.5, extrapolate=True),
+    jax.tree.map(lambda a, b: a - 0.5 * (b - a), A, B),
+    atol=1e-5,
+  )
 
 
 @pytest.mark.parametrize("kind", ["polychain", "bezier"])
@@ -75,8 +96,9 @@ def test_bends_on_the_line_give_the_linear_path(kind, k):
     _close(paths.path_point(kind, A, B, t, bends), paths.linear_path(A, B, t), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,k", [("linear", 0), ("polychain", 1), ("polychain", 4),
-                                    ("bezier", 1), ("bezier", 4)])
+@pytest.mark.parametrize(
+  "kind,k", [("linear", 0), ("polychain", 1), ("polychain", 4), ("bezier", 1), ("bezier", 4)]
+)
 def test_weights_are_a_partition_of_unity_and_nonnegative(kind, k):
   w = paths.path_weights(kind, k, jnp.linspace(0, 1, 101))
   assert w.shape == (101, k + 2)
@@ -98,8 +120,10 @@ def test_jit_and_vmap_over_t():
   f = jax.jit(jax.vmap(lambda t: paths.bezier_path(A, B, _stack(C), t)))
   out = f(jnp.asarray([0.0, 0.5]))
   _close(jax.tree.map(lambda x: x[0], out), A)
-  _close(jax.tree.map(lambda x: x[1], out), jax.tree.map(lambda a, c, b: 0.25 * a + 0.5 * c
-                                                         + 0.25 * b, A, C, B))
+  _close(
+    jax.tree.map(lambda x: x[1], out),
+    jax.tree.map(lambda a, c, b: 0.25 * a + 0.5 * c + 0.25 * b, A, C, B),
+  )
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -18,8 +18,11 @@ def _png_ok(path):
 def test_path_losses_and_barrier_matrix(tmp_path):
   ts = np.linspace(0, 1, 21)
   losses = np.stack([np.sin(np.pi * ts) * h for h in (0.5, 1.0, 2.0)])
-  _png_ok(plots.plot_path_losses(ts, losses, tmp_path / "loss.png", labels=["a", "b", "c"],
-                                 test_losses_PxT=losses + 0.1))
+  _png_ok(
+    plots.plot_path_losses(
+      ts, losses, tmp_path / "loss.png", labels=["a", "b", "c"], test_losses_PxT=losses + 0.1
+    )
+  )
   pairs = evaluate.all_pairs(6)
   values = barriers.loss_barrier(np.sin(np.pi * ts)[None] * np.arange(1, 16)[:, None], ts).height
   matrix = barriers.barrier_matrix(values, pairs, 6)
@@ -38,6 +41,10 @@ def test_constraints_and_spectra_along_path(tmp_path):
   values = constraints.constraints_along_path("linear", a, b, ts, "nuclear", 0.3)
   named = {"hidden/kernel": values["hidden"]["kernel"], "head/kernel": values["head"]["kernel"]}
   _png_ok(plots.plot_constraints_along_path(ts, named, tmp_path / "constraints.png"))
-  stats = spectra.spectra_along_paths("linear", jax.tree.map(lambda x: jnp.stack([x, 2 * x]), a),
-                                      jax.tree.map(lambda x: jnp.stack([x, x]), b), ts)
+  stats = spectra.spectra_along_paths(
+    "linear",
+    jax.tree.map(lambda x: jnp.stack([x, 2 * x]), a),
+    jax.tree.map(lambda x: jnp.stack([x, x]), b),
+    ts,
+  )
   _png_ok(plots.plot_spectra_along_path(ts, stats, tmp_path / "spectra.png"))

@@ -10,19 +10,23 @@ from analysis import spectra
 
 def _params():
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-  return {"hidden": {"kernel": jax.random.normal(k1, (6, 9)), "bias": jnp.ones(9)},
-          "stack": jax.random.normal(k2, (3, 5, 4)),  # Batch of three 5×4 matrices.
-          "head": {"kernel": jax.random.normal(k3, (9, 2))}}
+  return {
+    "hidden": {"kernel": jax.random.normal(k1, (6, 9)), "bias": jnp.ones(9)},
+    "stack": jax.random.normal(k2, (3, 5, 4)),  # Batch of three 5×4 matrices.
+    "head": {"kernel": jax.random.normal(k3, (9, 2))},
+  }
 
 
 def test_singular_values_match_numpy_and_skip_vectors():
   params = _params()
   sv = spectra.singular_values(params)
   assert set(sv) == {"hidden/kernel", "stack", "head/kernel"}
-  for name, x in (("hidden/kernel", params["hidden"]["kernel"]), ("stack", params["stack"]),
-                  ("head/kernel", params["head"]["kernel"])):
-    np.testing.assert_allclose(sv[name], np.linalg.svd(np.asarray(x), compute_uv=False),
-                               rtol=1e-5)
+  for name, x in (
+    ("hidden/kernel", params["hidden"]["kernel"]),
+    ("stack", params["stack"]),
+    ("head/kernel", params["head"]["kernel"]),
+  ):
+    np.testing.assert_allclose(sv[name], np.linalg.svd(np.asarray(x), compute_uv=False), rtol=1e-5)
 
 
 def test_stats_match_their_definitions_on_random_matrices():
@@ -32,8 +36,7 @@ def test_stats_match_their_definitions_on_random_matrices():
   stats = spectra.spectral_stats({"w": jnp.asarray(w, jnp.float32)})["w"]
   np.testing.assert_allclose(stats["sigma_max"], s[0], rtol=1e-5)
   np.testing.assert_allclose(stats["stable_rank"], np.sum(w**2) / s[0] ** 2, rtol=1e-5)
-  np.testing.assert_allclose(stats["effective_rank"], np.exp(-np.sum(p * np.log(p))),
-                             rtol=1e-5)
+  np.testing.assert_allclose(stats["effective_rank"], np.exp(-np.sum(p * np.log(p))), rtol=1e-5)
 
 
 @pytest.mark.parametrize("n", [1, 4, 16])
@@ -66,10 +69,12 @@ def test_along_a_scaling_path_sigma_grows_linearly_and_ranks_stay():
   at_a = spectra.spectral_stats(a)["w"]
   np.testing.assert_allclose(along["sigma_max"], (1 + 2 * ts) * at_a["sigma_max"], rtol=1e-5)
   np.testing.assert_allclose(along["stable_rank"], at_a["stable_rank"] * np.ones(9), rtol=1e-4)
-  np.testing.assert_allclose(along["effective_rank"], at_a["effective_rank"] * np.ones(9),
-                             rtol=1e-4)
-  pairs = spectra.spectra_along_paths("linear", jax.tree.map(lambda x: x[None], a),
-                                      jax.tree.map(lambda x: x[None], b), ts)
+  np.testing.assert_allclose(
+    along["effective_rank"], at_a["effective_rank"] * np.ones(9), rtol=1e-4
+  )
+  pairs = spectra.spectra_along_paths(
+    "linear", jax.tree.map(lambda x: x[None], a), jax.tree.map(lambda x: x[None], b), ts
+  )
   np.testing.assert_allclose(pairs["w"]["sigma_max"][0], along["sigma_max"], rtol=1e-6)
 
 

@@ -25,8 +25,9 @@ def test_self_path_has_constant_spectra():
   assert len(spectra) == 4 * model.config.n_layer  # c_attn, attn c_proj, c_fc, mlp c_proj
   assert {gpt2_spectra.layer_type(n) for n in spectra} == set(gpt2_spectra.LAYER_TYPES)
   for stats in spectra.values():
-    np.testing.assert_allclose(stats["sigma"], np.broadcast_to(stats["sigma"][0],
-                                                               stats["sigma"].shape), rtol=1e-5)
+    np.testing.assert_allclose(
+      stats["sigma"], np.broadcast_to(stats["sigma"][0], stats["sigma"].shape), rtol=1e-5
+    )
     for stat in STAT_NAMES:
       m = gpt2_spectra.deviation_metrics(stats[stat], ts, 0.02)
       assert m["max_rel_dev_from_interp"] < 1e-5 and m["monotone"] and not m["spike"]
@@ -43,14 +44,25 @@ def test_deviation_metrics_flag_a_spike_and_a_dip():
 
 
 def test_command_writes_report_json_and_plots(tmp_path):
-  cmd = [sys.executable, "-m", "analysis.gpt2_spectra",
-         "--config=configs/gpt2_spectra.py:runlocal,steps=3,points=3", f"--workdir={tmp_path}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "analysis.gpt2_spectra",
+    "--config=configs/gpt2_spectra.py:runlocal,steps=3,points=3",
+    f"--workdir={tmp_path}",
+  ]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   report = (tmp_path / "report.md").read_text()
-  for text in ("same pairs", "cross pairs", "Same-optimizer paths", "Cross-optimizer paths",
-               "stable_rank", "sigma_max"):
+  for text in (
+    "same pairs",
+    "cross pairs",
+    "Same-optimizer paths",
+    "Cross-optimizer paths",
+    "stable_rank",
+    "sigma_max",
+  ):
     assert text in report
   out = json.loads((tmp_path / "spectra.json").read_text())
   assert len(out["ts"]) == 3 and set(out["runs"]) == {"adamw_s0", "adamw_s1", "muon_s0", "muon_s1"}

@@ -6,8 +6,12 @@ import numpy as np
 import optax
 import pytest
 
-from analysis.source_geometry import (cosine_matrix, finetune_per_source, gradient_similarity,
-                                      source_minima)
+from analysis.source_geometry import (
+  cosine_matrix,
+  finetune_per_source,
+  gradient_similarity,
+  source_minima,
+)
 
 # Source s: L_s(θ) = ½‖θ − c_s‖², θ a pytree {"w": (2,), "v": (1,)}; the batch is c_s.
 CENTERS_KX3 = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 1.0, 3.0]], np.float32)
@@ -41,8 +45,9 @@ def test_cosine_matrix_of_parallel_opposite_and_zero_gradients():
 def test_finetuning_matches_the_closed_form_gd_trajectory():
   theta = np.array([0.5, -1.0, 2.0], np.float32)
   eta, steps = 0.1, 25
-  theta_K = finetune_per_source(loss_fn, _params(theta), jnp.asarray(CENTERS_KX3),
-                                optax.sgd(eta), steps)
+  theta_K = finetune_per_source(
+    loss_fn, _params(theta), jnp.asarray(CENTERS_KX3), optax.sgd(eta), steps
+  )
   # GD on ½‖θ − c‖²: θ_T = c + (1 − η)^T (θ − c).
   want = CENTERS_KX3 + (1 - eta) ** steps * (theta - CENTERS_KX3)
   got = np.concatenate([theta_K["w"], theta_K["v"]], axis=1)
@@ -52,11 +57,17 @@ def test_finetuning_matches_the_closed_form_gd_trajectory():
 def test_source_minima_closed_forms():
   theta = np.array([0.5, -1.0, 2.0], np.float32)
   eta, steps, gamma = 0.5, 60, 0.1  # (1 − η)^60 ≈ 1e-18: θ_s = c_s.
-  out = source_minima(loss_fn, _params(theta), jnp.asarray(CENTERS_KX3), optax.sgd(eta), steps,
-                      proxy_step=gamma, points=33)
+  out = source_minima(
+    loss_fn,
+    _params(theta),
+    jnp.asarray(CENTERS_KX3),
+    optax.sgd(eta),
+    steps,
+    proxy_step=gamma,
+    points=33,
+  )
   c = CENTERS_KX3.astype(np.float64)
-  np.testing.assert_allclose(out["distance_to_start"], np.linalg.norm(c - theta, axis=1),
-                             rtol=1e-5)
+  np.testing.assert_allclose(out["distance_to_start"], np.linalg.norm(c - theta, axis=1), rtol=1e-5)
   dist = np.linalg.norm(c[:, None] - c[None], axis=-1)
   np.testing.assert_allclose(out["pairwise_distance"], dist, rtol=1e-5, atol=1e-6)
   loss_start = 0.5 * np.sum((theta - c) ** 2, axis=1)
@@ -80,5 +91,6 @@ def test_source_minima_closed_forms():
 
 def test_mismatched_source_axes_are_named():
   with pytest.raises(ValueError, match="same leading source axis"):
-    gradient_similarity(loss_fn, _params(np.zeros(3)), {"a": jnp.zeros((3, 3)),
-                                                        "b": jnp.zeros((2, 3))})
+    gradient_similarity(
+      loss_fn, _params(np.zeros(3)), {"a": jnp.zeros((3, 3)), "b": jnp.zeros((2, 3))}
+    )

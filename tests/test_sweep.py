@@ -16,8 +16,7 @@ def test_sweep_runlocal_report_and_resume(tmp_path):
   config = get_config("runlocal")
   assert config.widths == [2, 8] and config.seeds == 2
   result = sweep.run_sweep(config, tmp_path)
-  assert set(result["trained"]) == {f"{o}_w{w}" for o in ("adamw", "lion", "muon")
-                                    for w in (2, 8)}
+  assert set(result["trained"]) == {f"{o}_w{w}" for o in ("adamw", "lion", "muon") for w in (2, 8)}
   assert all(v != "skipped" for v in result["trained"].values())
 
   saved = json.loads((tmp_path / "sweep.json").read_text())
@@ -25,8 +24,14 @@ def test_sweep_runlocal_report_and_resume(tmp_path):
   for width in ("2", "8"):
     assert set(saved["barriers"][width]) == {"linear", "bezier+align", "best", "best_linear"}
     groups = saved["barriers"][width]["best"]
-    assert set(groups) == {"adamw-adamw", "lion-lion", "muon-muon", "adamw-lion",
-                           "adamw-muon", "lion-muon"}
+    assert set(groups) == {
+      "adamw-adamw",
+      "lion-lion",
+      "muon-muon",
+      "adamw-lion",
+      "adamw-muon",
+      "lion-muon",
+    }
     assert groups["adamw-muon"]["num_pairs"] == 4 and groups["muon-muon"]["num_pairs"] == 1
     for o in ("adamw", "lion", "muon"):
       assert saved["runs"][width][o]["constraints"]  # λ·K*/bound per decayed leaf.
@@ -53,9 +58,14 @@ def test_sweep_commands_and_weight_decay_scaling():
   assert sweep.weight_decay(config, "adamw", 4, 3.0) == 3.0
   assert abs(sweep.weight_decay(config, "adamw", 64, 3.0) - 6.0) < 1e-9
   cmd = sweep.train_command(config, "muon", 64, sweep.run_dir(Path("/x"), "muon", 64))
-  assert any(c.startswith("--config=") and c.endswith(
+  assert any(
+    c.startswith("--config=")
+    and c.endswith(
       f"optimizer=muon,width=64,seeds={config.seeds},steps={config.num_steps},"
-      f"chunk={config.seed_chunk_size}") for c in cmd)
+      f"chunk={config.seed_chunk_size}"
+    )
+    for c in cmd
+  )
   assert "--config.data.teacher_width=4" in cmd
   assert any(c.startswith("--config.optimizer.adam_weight_decay=") for c in cmd)
   assert sweep.parse_condition("bezier+align") == ("bezier", True)

@@ -11,10 +11,15 @@ from analysis import train_runs
 
 def _fake_run(out, fail=False):
   """A stand-in for `python train.py`: writes config.json and summary.json."""
-  code = (f"import json, pathlib, sys; d = pathlib.Path({str(out)!r}); "
-          "(d / 'config.json').write_text(json.dumps({'seed': 3, 'optimizer': {'name': 'muon'}})); "
-          + ("print('loss is NaN at step 7'); sys.exit(3)" if fail else
-             "(d / 'summary.json').write_text('{}')"))
+  code = (
+    f"import json, pathlib, sys; d = pathlib.Path({str(out)!r}); "
+    "(d / 'config.json').write_text(json.dumps({'seed': 3, 'optimizer': {'name': 'muon'}})); "
+    + (
+      "print('loss is NaN at step 7'); sys.exit(3)"
+      if fail
+      else "(d / 'summary.json').write_text('{}')"
+    )
+  )
   return [sys.executable, "-c", code]
 
 
@@ -26,8 +31,10 @@ def test_runs_then_skips_and_checks_finished_configs(tmp_path):
   good = {"seed": 3, "optimizer.name": "muon"}
   again = train_runs.train_runs(runs, expected={d: good for d, _ in runs})
   assert again == {"r0": "skipped", "r1": "skipped", "r2": "skipped"}
-  with pytest.raises(train_runs.TrainingFailed,
-                     match=r"r0 was trained with optimizer.name='muon' \(the config asks 'adamw'\)"):
+  with pytest.raises(
+    train_runs.TrainingFailed,
+    match=r"r0 was trained with optimizer.name='muon' \(the config asks 'adamw'\)",
+  ):
     train_runs.train_runs(runs, expected={runs[0][0]: {**good, "optimizer.name": "adamw"}})
 
 

@@ -1,0 +1,143 @@
+"""analysis.gpt2_spectra's report: the PNGs (loss and spectra along the
+paths, per pair kind), report.md and the one-line verdicts."""
+
+from pathlib import Path
+
+import numpy as np
+
+from analysis.plots import new_figure, palette, save_figure
+from analysis.spectra import STAT_NAMES
+
+# The matrix kinds the paths' spectra are grouped by (gpt2_spectra.layer_type).
+LAYER_TYPES = {
+  "c_attn": "attn/c_attn",
+  "attn_c_proj": "attn/c_proj",
+  "c_fc": "mlp/c_fc",
+  "mlp_c_proj": "mlp/c_proj",
+}
+
+
+def write_plots(result: dict, out: Path) -> list[Path]:
+  ts = np.asarray(result["ts"])
+  kinds = sorted({p["kind"] for p in result["pairs"]})
+  colors = dict(zip(kinds, palette(len(kinds))))
+  fig, ax = new_figure(1, 1, (5, 3.5))
+  seen = set()
+  for p in result["pairs"]:
+    ax.plot(
+      ts,
+      p["loss"],
+      color=colors[p["kind"]],
+      marker=".",
+      label=None if p["kind"] in seen else p["kind"],
+    )
+    seen.add(p["kind"])
+  ax.set(xlabel="t", ylabel="validation loss (nats/token)", title="loss along linear paths")
+  ax.legend(fontsize=7)
+  paths = [save_figure(fig, out / "loss_along_path.png", dpi=100)]
+  for stat in STAT_NAMES:
+    fig, axes = new_figure(1, len(LAYER_TYPES), (4 * len(LAYER_TYPES), 3.3))
+    for ax, ltype in zip(axes, LAYER_TYPES):
+      seen = set()
+      for p in result["pairs"]:
+        curves = [m[stat]["values"] for m in p["matrices"].values() if m["layer_type"] == ltype]
+        ax.plot(
+          ts,
+          np.mean(curves, axis=0),
+          color=colors[p["kind"]],
+          marker=".",
+          label=None if p["kind"] in seen else p["kind"],
+        )
+        seen.add(p["kind"])
+      ax.set(xlabel="t", title=f"{ltype} (mean over layers)", ylabel=stat)
+    axes[0].legend(fontsize=7)
+    paths.append(save_figure(fig, out / f"spectra_{stat}.png", dpi=100))
+  return paths
+
+
+def render_report(result: dict, runtime_s: float, plots: list[Path]) -> str:
+  s, tol = result["summary"], result["config"]["monotone_tolerance"]
+  lines = [
+    "# GPT-2 spectra along linear paths",
+    "",
+    f"Runs ({result['config']['size']}, {result['config']['steps']} steps): "
+    + ", ".join(
+      f"{n} val loss {r['final_val_loss']['mean']:.3f}" for n, r in result["runs"].items()
+    )
+    + ".",
+    "",
+    f"{len(result['ts'])} points on t ∈ [0, 1]; runtime {runtime_s:.0f} s.",
+    "",
+  ]
+  for group in ("same", "cross", "cross_shared_init", "self"):
+    if group not in s:
+      continue
+    lines += [
+      f"## {group} pairs",
+      "",
+      "| statistic | max rel. dev. from endpoint interp. | max rel. drop below endpoints "
+      "| max step against direction | max overshoot | monotone | spikes |",
+      "|---|---|---|---|---|---|---|",
+    ]
+    for stat in STAT_NAMES:
+      e = s[group][stat]
+      lines.append(
+        f"| {stat} | {e['max_rel_dev_from_interp']:.3f} | "
+        f"{e['max_rel_drop_below_endpoints']:.3f} | "
+        f"{e['max_step_against_direction']:.3f} | {e['max_overshoot']:.3f} | "
+        f"{e['num_monotone']}/{e['num_curves']} | {e['num_spikes']} |"
+      )
+    lines += [
+      "",
+      f"Max loss barrier (above the endpoints' interpolation): "
+      f"{s[group]['max_loss_barrier']:.4f} nats.",
+      "",
+    ]
+  lines += ["## Verdicts", ""]
+  for v in verdicts(result):
+    lines.append(f"- {v}")
+  lines += [
+    "",
+    "Plots: " + ", ".join(f"`{p.name}`" for p in plots),
+    "",
+    f"Monotone: no step against the overall direction larger than {tol} × |end − start|; "
+    "spike: overshoot outside the endpoints' range > 0.1 × |end − start|.",
+    "",
+  ]
+  return "\n".join(lines)
+
+
+def verdicts(result: dict) -> list[str]:
+  s, out = result["summary"], []
+  if "same" in s:
+    e = {stat: s["same"][stat] for stat in STAT_NAMES}
+    kept = all(e[k]["max_rel_dev_from_interp"] <= 0.1 for k in ("sigma_max", "stable_rank"))
+    out.append(
+      f"Same-optimizer paths {'preserved' if kept else 'did NOT preserve'} the spectra "
+      f"(threshold 10%): stable rank deviated from the endpoints' interpolation by at most "
+      f"{e['stable_rank']['max_rel_dev_from_interp']:.1%}, σ_max by at most "
+      f"{e['sigma_max']['max_rel_dev_from_interp']:.1%} (largest drop of σ_max below the "
+      f"smaller endpoint: {e['sigma_max']['max_rel_drop_below_endpoints']:.1%}), effective "
+      f"rank by {e['effective_rank']['max_rel_dev_from_interp']:.1%}."
+    )
+  for group in ("cross", "cross_shared_init"):
+    if group not in s:
+      continue
+    e = {stat: s[group][stat] for stat in STAT_NAMES}
+    mono = sum(e[k]["num_monotone"] for k in STAT_NAMES)
+    total = sum(e[k]["num_curves"] for k in STAT_NAMES)
+    spikes = sum(e[k]["num_spikes"] for k in STAT_NAMES)
+    smooth = mono >= 0.9 * total and spikes == 0
+    which = "different seeds" if group == "cross" else "the same seed: shared init and data order"
+    out.append(
+      f"Cross-optimizer paths ({which}) "
+      f"{'transitioned smoothly' if smooth else 'did NOT transition smoothly'}"
+      f": {mono}/{total} statistic curves monotone (near-monotone), {spikes} spikes; "
+      f"largest step against the direction {max(e[k]['max_step_against_direction'] for k in STAT_NAMES):.3f}"
+      f" and largest overshoot {max(e[k]['max_overshoot'] for k in STAT_NAMES):.3f} "
+      "(× |end − start|)."
+    )
+  if "self" in s:
+    dev = max(s["self"][k]["max_rel_dev_from_interp"] for k in STAT_NAMES)
+    out.append(f"Control (a run to itself): spectra constant up to {dev:.1e} relative.")
+  return out
