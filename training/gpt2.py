@@ -172,16 +172,7 @@ def train(config, workdir: Path) -> dict:
 
   with manager, writer:
     status = loop.train_loop(
-      int(state["step"]),
-      config.num_steps,
-      advance,
-      wait=lambda: jax.block_until_ready(holder["state"]),
-      report=report,
-      check_finite=check_finite,
-      save=save,
-      should_save=manager.should_save,
-      directory=manager.directory,
-      on_start=rate.start,
+      manager, holder, config.num_steps, advance, report, check_finite, save, rate.start
     )
   state = holder["state"]
   if status != loop.STATUS_FINISHED:

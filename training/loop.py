@@ -1,11 +1,10 @@
 """The loop both trainers share: steps, periodic reports, checkpoints on
 orbax's cadence, the last step and SIGTERM/SIGINT, with progress and rates.
 
-    status = train_loop(start, num_steps, advance, report, check_finite, save,
-                        should_save=manager.should_save, directory=manager.directory)
+    status = train_loop(manager, holder, num_steps, advance, report, check_finite, save)
 
-``advance(step, last)`` runs one step (jitted, asynchronous), ``wait()`` blocks on
-its result (timing starts after the first, compiling, step), ``report(step,
+``advance(step, last)`` runs one step (jitted, asynchronous) into
+holder["state"]; timing (``on_start``) starts after the first, compiling, step; ``report(step,
 last)`` does the periodic host work (logging, evaluation), ``check_finite()``
 raises on a non-finite state (so a NaN is never saved) and ``save()`` writes a
 checkpoint of the current state.
@@ -14,6 +13,7 @@ checkpoint of the current state.
 import signal
 from collections.abc import Callable
 
+import jax
 from absl import logging
 
 STATUS_FINISHED, STATUS_PREEMPTED, STATUS_INTERRUPTED = "finished", "preempted", "interrupted"
@@ -49,19 +49,25 @@ class Preemption:
 
 
 def train_loop(
-  start: int,
+  manager,
+  holder: dict,
   num_steps: int,
   advance: Callable[[int, bool], None],
-  wait: Callable[[], None],
   report: Callable[[int, bool], None],
   check_finite: Callable[[], None],
   save: Callable[[], None],
-  should_save: Callable[[int], bool],
-  directory,
-  on_start=None,
+  on_start: Callable[[int], None] | None = None,
 ) -> str:
-  """Runs steps start+1 … num_steps; returns "finished", or "preempted" /
-  "interrupted" after saving on SIGTERM / SIGINT."""
+  """Runs steps holder["state"]["step"]+1 … num_steps (``advance`` replaces
+  holder["state"]); checkpoints on ``manager``'s cadence, at the last step and
+  on a signal. Returns "finished", or "preempted" / "interrupted" after saving
+  on SIGTERM / SIGINT."""
+  start = int(holder["state"]["step"])
+
+  def wait():
+    jax.block_until_ready(holder["state"])
+
+  should_save, directory = manager.should_save, manager.directory
   with Preemption() as preemption:
     for step in range(start + 1, num_steps + 1):
       last = step == num_steps
