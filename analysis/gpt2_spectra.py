@@ -38,6 +38,7 @@ from analysis import experiment_cli, run_reader, train_runs
 from analysis.gpt2_spectra_report import LAYER_TYPES, render_report, verdicts, write_plots
 from analysis.paths import interpolate_points, map_along_path
 from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
+from configs.common import pack_arg
 from training import workdir as wd
 
 
@@ -47,10 +48,14 @@ def run_names(config) -> list[tuple[str, int]]:
 
 
 def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]:
-  variant = (
-    f"size={config.size},optimizer={optimizer},steps={config.steps},"
-    f"batch={config.batch},seq_len={config.seq_len}" + (",runlocal" if config.runlocal else "")
+  variant = pack_arg(
+    size=config.size,
+    optimizer=optimizer,
+    steps=config.steps,
+    batch=config.batch,
+    seq_len=config.seq_len,
   )
+  variant += ",runlocal" if config.runlocal else ""
   return [
     sys.executable,
     "train.py",

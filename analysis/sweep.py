@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from analysis import connectivity, experiment_cli, sweep_report, train_runs
+from configs.common import pack_arg
 from training import tasks
 from training import workdir as wd
 
@@ -53,9 +54,12 @@ def overrides(config, optimizer: str, width: int) -> dict:
 
 def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
   """The train.py command line of one (optimizer, width) run."""
-  variant = (
-    f"optimizer={optimizer},width={width},seeds={config.seeds},"
-    f"steps={config.num_steps},chunk={config.seed_chunk_size}"
+  variant = pack_arg(
+    optimizer=optimizer,
+    width=width,
+    seeds=config.seeds,
+    steps=config.num_steps,
+    chunk=config.seed_chunk_size,
   )
   return [
     sys.executable,

@@ -163,9 +163,19 @@ def test_custom_routing_overrides_the_default():
   everything_2d = lambda path, leaf: leaf.ndim == 2
   labels = muon_labels(params, everything_2d)
   assert labels["params"]["wte"]["embedding"] == "muon"
-  opt = muon(0.01, routing=everything_2d)
-  state = opt.init(params)
-  assert jax.tree.leaves(opt.update(params, state, params)[0])  # Runs end to end.
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape), params)
+  wte = lambda tree: np.asarray(tree["params"]["wte"]["embedding"], np.float64)
+  routed = muon(0.01, routing=everything_2d, method="svd", scale="none")
+  update = wte(routed.update(grads, routed.init(params), params)[0])
+  sigmas = np.linalg.svd(update, compute_uv=False)
+  # Muon's exact polar factor: every singular value of the update is η.
+  np.testing.assert_allclose(sigmas, 0.01, rtol=1e-4)
+  default = muon(0.01, method="svd", scale="none")
+  adam_update = wte(default.update(grads, default.init(params), params)[0])
+  # AdamW's first step instead: −η·g/(|g| + ε) ≈ −η·sign(g), whose singular values spread.
+  g = wte(grads)
+  np.testing.assert_allclose(adam_update, -0.01 * g / (np.abs(g) + 1e-8), rtol=1e-4)
+  assert np.linalg.svd(adam_update, compute_uv=False).std() > 1e-3
 
 
 def test_scales():

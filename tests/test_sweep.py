@@ -40,7 +40,8 @@ def test_sweep_runlocal_report_and_resume(tmp_path):
     assert isinstance(claim["held"], bool) and claim["verdict"].startswith("Claim (")
   report = (tmp_path / "report.md").read_text()
   assert "## Claims" in report and "Claim (a)" in report and "Claim (b)" in report
-  assert ("HELD" in report) or ("DID NOT HOLD" in report)
+  for claim in saved["claims"].values():  # The report states the computed verdicts.
+    assert claim["verdict"] in report
   for png in ("barrier_vs_width.png", "constraints_vs_width.png", "loss_vs_width.png"):
     assert (tmp_path / "plots" / png).stat().st_size > 5000
   assert (tmp_path / "connectivity" / "w8" / "bezier+align" / "connectivity.json").exists()
