@@ -191,5 +191,20 @@ def _check_spec(spec: PermutationSpec, params) -> None:
           )
 
 
+def align_pairs(params_N, pairs_Px2) -> tuple:
+  """(a_P, b_P): the pairs' endpoints stacked, each b permuted to match its a
+  (weight matching with `relu2_permutation_spec`); params_N has a leading axis
+  N of solutions, pairs_Px2 indexes into it."""
+  spec = relu2_permutation_spec(jax.tree.map(lambda x: x[0], params_N))
+  a_list, b_list = [], []
+  for i, j in np.asarray(pairs_Px2):
+    a = jax.tree.map(lambda x: x[int(i)], params_N)
+    b_aligned, _ = align(spec, a, jax.tree.map(lambda x: x[int(j)], params_N))
+    a_list.append(a)
+    b_list.append(jax.tree.map(np.asarray, b_aligned))
+  stack = lambda trees: jax.tree.map(lambda *xs: np.stack(xs), *trees)
+  return stack(a_list), stack(b_list)
+
+
 def _leaf_key(path: LeafPath) -> str:
   return path if isinstance(path, str) else "/".join(path)

@@ -38,24 +38,17 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 
-from analysis import alignment, barriers, constraints, curves, evaluate, experiment_cli, spectra
-from analysis.connectivity_report import write_outputs, write_plots  # noqa: F401 (the API)
-from analysis.run_reader import (  # noqa: F401
+from analysis import alignment, constraints, curves, evaluate, experiment_cli, spectra
+from analysis.connectivity_report import group_summary, pair_entry, run_entry, write_outputs
+from analysis.run_reader import (
   ConnectivityError,
-  Model,
   Run,
-  ball_labels,
   check_compatible,
-  load_run,
   load_runs,
   opt_key,
   stack_models,
 )
-from optimizers import factory
 from training import tasks
-from training import workdir as wd
-
-BARRIER_KINDS = barriers.BARRIER_KINDS
 
 
 @functools.cache
@@ -65,79 +58,50 @@ def _constraint_fn(opt_key: str):
 
 
 def constraint_fn(opt_config):
-  """(params, _) -> λ·K*(θ_leaf)/bound per leaf for that optimizer's ball."""
+  """(params, _) -> λ·K*(θ_leaf)/bound per leaf for that optimizer's ball; one
+  function object per optimizer config (jitted evaluators take it as static)."""
   return _constraint_fn(opt_key(opt_config))
 
 
-# ---------------------------------------------------------------------------
-# The analysis.
+@functools.cache
+def _cached_loss(metric):
+  return lambda params, batch: metric(params, batch)["loss"]
 
 
-def align_pairs(params_N, pairs) -> tuple[Any, Any]:
-  """(a_P, b_P) with each b permuted to match its a (weight matching)."""
-  one = jax.tree.map(lambda x: x[0], params_N)
-  spec = alignment.relu2_permutation_spec(one)
-  a_list, b_list = [], []
-  for i, j in np.asarray(pairs):
-    a, b = wd.seed_params(params_N, int(i)), wd.seed_params(params_N, int(j))
-    b_aligned, _ = alignment.align(spec, a, b)
-    a_list.append(a)
-    b_list.append(jax.tree.map(np.asarray, b_aligned))
-  stack = lambda trees: jax.tree.map(lambda *xs: np.stack(xs), *trees)
-  return stack(a_list), stack(b_list)
-
-
-def ball_projection_for(opt_config, params):
-  """The projection onto the optimizer's ball, or None if some K has none."""
-  cons = jax.tree.leaves(
-    factory.implicit_constraints(dict(opt_config), params), is_leaf=lambda c: hasattr(c, "bound")
-  )
-  if any(c.weight_decay and c.k not in constraints.PROJECTABLE_KS for c in cons):
-    return None
-  treedef = jax.tree.structure(params)
-  ks = jax.tree.unflatten(
-    treedef, [c.k if c.k in constraints.PROJECTABLE_KS else "l1" for c in cons]
-  )
-  lams = jax.tree.unflatten(treedef, [float(c.weight_decay) / float(c.bound) for c in cons])
-  return curves.ball_projection(ks, lams)
+def projection_groups(pairs, models, runs, project: bool) -> list[tuple[Any, list[int]]]:
+  """[(projection or None, pair indices)]: with ``project``, a same-optimizer
+  pair's bends are kept in its run's ball (cross-optimizer pairs share no ball,
+  and a ball without a projection is fitted free: None)."""
+  if not project:
+    return [(None, list(range(len(pairs))))]
+  by_run = {}
+  for p, (i, j) in enumerate(pairs):
+    same = models[i].ball == models[j].ball
+    by_run.setdefault(models[i].run if same else None, []).append(p)
+  run_by_name = {r.name: r for r in runs}
+  groups = []
+  for name, idx in by_run.items():
+    proj = None
+    if name is not None:
+      run = run_by_name[name]
+      one = jax.tree.map(lambda x: x[0], run.params)
+      proj = curves.optimizer_ball_projection(run.config.optimizer, one)
+      if proj is None:
+        logging.warning("No projection for %s's ball; its curves are fitted unconstrained.", name)
+    groups.append((proj, idx))
+  return groups
 
 
 def fit_bends(
-  loss_fn,
-  a_P,
-  b_P,
-  pairs,
-  models,
-  runs,
-  train_batch,
-  kind,
-  num_bends,
-  fit_steps,
-  fit_lr,
-  project,
-  seed,
+  loss_fn, a_P, b_P, train_batch, groups, seed: int, fit_lr: float, **fit_kwargs
 ) -> tuple[Any, np.ndarray, list]:
-  """Bends for every pair (vmapped fits, one per projection group), the final
-  fit loss per pair, and whether each pair was projected."""
-  num_pairs = len(pairs)
+  """Bends for every pair (one vmapped `curves.fit_curves` per group of
+  `projection_groups`), each pair's final fit loss (the mean over the last
+  10% of steps) and whether it was projected."""
+  num_pairs = sum(len(idx) for _, idx in groups)
   keys_P = jax.random.split(jax.random.PRNGKey(seed), num_pairs)
-  groups = {None: list(range(num_pairs))}
-  if project:
-    groups = {}
-    run_by_name = {r.name: r for r in runs}
-    for p, (i, j) in enumerate(pairs):
-      same = models[i].ball == models[j].ball
-      groups.setdefault(models[i].run if same else None, []).append(p)
   bends, final_loss, projected = [None] * num_pairs, np.zeros(num_pairs), [False] * num_pairs
-  for run_name, idx in groups.items():
-    proj = None
-    if run_name is not None:
-      run = run_by_name[run_name]
-      proj = ball_projection_for(run.config.optimizer, jax.tree.map(lambda x: x[0], run.params))
-      if proj is None:
-        logging.warning(
-          "No projection for %s's ball; its curves are fitted unconstrained.", run_name
-        )
+  for proj, idx in groups:
     take = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[np.asarray(idx)], tree)
     fit = curves.fit_curves(
       loss_fn,
@@ -145,20 +109,17 @@ def fit_bends(
       take(b_P),
       train_batch,
       keys_P[np.asarray(idx)],
-      kind=kind,
-      num_bends=num_bends,
-      num_steps=fit_steps,
       optimizer=optax.adam(fit_lr),
       project=proj,
+      **fit_kwargs,
     )
     history = np.asarray(fit.loss_history)
-    tail = max(1, fit_steps // 10)
+    tail = max(1, history.shape[1] // 10)
     for n, p in enumerate(idx):
       bends[p] = jax.tree.map(lambda x: np.asarray(x[n]), fit.bends)
       final_loss[p] = float(history[n, -tail:].mean())
       projected[p] = proj is not None
-  bends_P = jax.tree.map(lambda *xs: np.stack(xs), *bends)
-  return bends_P, final_loss, projected
+  return jax.tree.map(lambda *xs: np.stack(xs), *bends), final_loss, projected
 
 
 def analyze(
@@ -189,29 +150,27 @@ def analyze(
   ts = np.linspace(0.0, 1.0, points, dtype=np.float32)
   config = runs[0].config
   task = tasks.relu2_task(config)
-  train_batch, test_batch, metric = task.train, task.test, task.metric
-  a_P, b_P = align_pairs(params_N, pairs) if align else evaluate.gather_pairs(params_N, pairs)
+  a_P, b_P = (
+    alignment.align_pairs(params_N, pairs) if align else evaluate.gather_pairs(params_N, pairs)
+  )
   t_align = time.time()
   bends_P, fit_loss, projected = None, None, [False] * len(pairs)
   if path != "linear":
     bends_P, fit_loss, projected = fit_bends(
-      _cached_loss(metric),
+      _cached_loss(task.metric),
       a_P,
       b_P,
-      pairs,
-      models,
-      runs,
-      train_batch,
-      path,
-      num_bends,
-      fit_steps,
-      fit_lr,
-      project,
+      task.train,
+      projection_groups(pairs, models, runs, project),
       seed,
+      fit_lr,
+      kind=path,
+      num_bends=num_bends,
+      num_steps=fit_steps,
     )
   t_fit = time.time()
   along = evaluate.evaluate_train_test(
-    metric, path, a_P, b_P, ts, train_batch, test_batch, bends_P, batch_size=batch_size
+    task.metric, path, a_P, b_P, ts, task.train, task.test, bends_P, batch_size=batch_size
   )
   along = jax.tree.map(np.asarray, along)
   opt_by_ball = {m.ball: r.config.optimizer for r in runs for m in models if m.run == r.name}
@@ -224,14 +183,12 @@ def analyze(
     )
     for ball, opt in opt_by_ball.items()
   }
-  spec_stats = (
-    jax.tree.map(
+  spec_stats = None
+  if with_spectra:
+    spec_stats = jax.tree.map(
       np.asarray,
       spectra.spectra_along_paths(path, a_P, b_P, jnp.asarray(ts), bends_P, batch_size=8),
     )
-    if with_spectra
-    else None
-  )
   t_eval = time.time()
   result = {
     "path": path,
@@ -244,10 +201,12 @@ def analyze(
     "project": bool(project),
     "task": config.data.to_dict(),
     "model": config.model.to_dict(),
-    "runs": [_run_entry(r) for r in runs],
+    "runs": [run_entry(r) for r in runs],
     "models": [m._asdict() for m in models],
     "pairs": [
-      _pair_entry(p, i, j, models, along, cons, spec_stats, ts, fit_loss, projected, path, align)
+      pair_entry(
+        p, models[i], models[j], along, cons, spec_stats, ts, fit_loss, projected, path, align
+      )
       for p, (i, j) in enumerate(pairs)
     ],
     "timings_s": {"load_align": t_align - t0, "fit": t_fit - t_align, "evaluate": t_eval - t_fit},
@@ -256,186 +215,97 @@ def analyze(
   return result
 
 
-@functools.cache
-def _cached_loss(metric):
-  return lambda params, batch: metric(params, batch)["loss"]
-
-
-def _run_entry(run: Run) -> dict:
-  return {
-    "name": run.name,
-    "workdir": run.workdir,
-    "optimizer": run.config.optimizer.name,
-    "learning_rate": run.config.optimizer.learning_rate,
-    "weight_decay": run.config.optimizer.weight_decay,
-    "seeds": run.seeds,
-    "num_steps": run.config.num_steps,
-    "final": run.summary.get("final", {}),
-  }
-
-
-def pair_group(opt_a: str, opt_b: str) -> str:
-  """ "adamw-muon": the two optimizers' names, sorted."""
-  return "-".join(sorted((opt_a, opt_b)))
-
-
-def _pair_entry(
-  p, i, j, models, along, cons, spec_stats, ts, fit_loss, projected, path, align
-) -> dict:
-  a, b = models[i], models[j]
-  entry = {
-    "a": {"index": a.index, "run": a.run, "seed": a.seed, "optimizer": a.optimizer},
-    "b": {"index": b.index, "run": b.run, "seed": b.seed, "optimizer": b.optimizer},
-    "kind": "intra-run" if a.run == b.run else "inter-run",
-    "same_optimizer": a.ball == b.ball,
-    "group": pair_group(a.ball, b.ball),
-    "path": path,
-    "aligned": bool(align),
-  }
-  for split in ("train", "test"):
-    entry[f"{split}_loss"] = along[split]["loss"][p].tolist()
-    if "accuracy" in along[split]:
-      entry[f"{split}_accuracy"] = along[split]["accuracy"][p].tolist()
-    found = barriers.loss_barriers(along[split]["loss"][p], ts)
-    entry[f"{split}_barrier"] = {
-      k: {"height": float(v.height), "t": float(v.t_max)} for k, v in found.items()
-    }
-  entry["constraints"] = {}
-  for ball in dict.fromkeys((a.ball, b.ball)):
-    named = alignment.leaf_arrays(cons[ball])
-    per_leaf = {name: v[p] for name, v in named.items()}  # (T,) each.
-    max_T = np.max(np.stack(list(per_leaf.values())), axis=0)
-    entry["constraints"][ball] = {
-      "at_a": {n: float(v[0]) for n, v in per_leaf.items()},
-      "at_b": {n: float(v[-1]) for n, v in per_leaf.items()},
-      "max_along": {n: float(v.max()) for n, v in per_leaf.items()},
-      "max_leaf_along": max_T.tolist(),
-    }
-  if spec_stats is not None:
-    entry["spectra"] = {
-      leaf: {s: v[p].tolist() for s, v in stats.items()} for leaf, stats in spec_stats.items()
-    }
-  if fit_loss is not None:
-    entry["fit"] = {"final_curve_loss": float(fit_loss[p]), "projected": bool(projected[p])}
-  return entry
-
-
-def group_summary(pair_entries: Sequence[dict]) -> dict:
-  """Per optimizer pair: the number of pairs and mean/min/max of each barrier."""
-  out = {}
-  for group in sorted({e["group"] for e in pair_entries}):
-    rows = [e for e in pair_entries if e["group"] == group]
-    out[group] = {"num_pairs": len(rows)}
-    for split in ("train", "test"):
-      for kind in BARRIER_KINDS:
-        h = np.array([e[f"{split}_barrier"][kind]["height"] for e in rows])
-        out[group][f"{split}_{kind}"] = {
-          "mean": float(h.mean()),
-          "std": float(h.std()),
-          "min": float(h.min()),
-          "max": float(h.max()),
-        }
-  return out
-
-
 # ---------------------------------------------------------------------------
 # Command line.
 
 
-def define_flags() -> None:
-  """The CLI's flags; defined at startup only, so importing this module adds none."""
-  global _RUNS, _PATH, _POINTS, _ALIGN, _BENDS, _FIT_STEPS, _FIT_LR, _PROJECT
-  global _BATCH_SIZE, _SELF, _SEED, _SPECTRA, _PLOTS, _OUT
-  _RUNS = flags.DEFINE_list(
-    "runs",
-    None,
-    "Comma-separated train.py workdirs (finished runs; "
-    "every seed of each is a solution). All must share model and task.",
-  )
-  _PATH = flags.DEFINE_enum(
-    "path",
-    "linear",
-    ["linear", "polychain", "bezier"],
-    "Path between two solutions; polychain and bezier have fitted bends.",
-  )
-  _POINTS = flags.DEFINE_integer(
-    "points", 65, "Evenly spaced values of t in [0, 1] (ends included)."
-  )
-  _ALIGN = flags.DEFINE_bool(
-    "align",
-    False,
-    "Permute B's hidden units to match A's (weight matching) before building the path.",
-  )
-  _BENDS = flags.DEFINE_integer("bends", 1, "Bends of a fitted polychain/bezier curve.")
-  _FIT_STEPS = flags.DEFINE_integer(
-    "fit_steps", 300, "Adam steps fitting the bends on the train set."
-  )
-  _FIT_LR = flags.DEFINE_float("fit_lr", 1e-2, "Adam learning rate of the curve fit.")
-  _PROJECT = flags.DEFINE_bool(
-    "project",
-    False,
-    "Keep the bends of same-optimizer pairs inside "
-    "that optimizer's ball {λ·K*(θ) ≤ 1} (so the whole curve is).",
-  )
-  _BATCH_SIZE = flags.DEFINE_string(
-    "batch_size",
-    "auto",
-    "Path points per vmapped chunk of the evaluation, or 'auto' (fits a memory budget).",
-  )
-  _SELF = flags.DEFINE_bool(
-    "include_self", False, "Also pair every solution with itself (a sanity check: zero barrier)."
-  )
-  _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the curve fits.")
-  _SPECTRA = flags.DEFINE_bool("spectra", True, "Compute singular-value statistics along paths.")
-  _PLOTS = flags.DEFINE_bool("plots", True, "Write PNGs beside connectivity.json.")
-  _OUT = flags.DEFINE_string("out", None, "Output directory (connectivity.json and PNGs).")
+def define_flags() -> dict[str, flags.FlagHolder]:
+  """The command's flags; defined at startup only, so importing this module adds none."""
+  return {
+    "runs": flags.DEFINE_list(
+      "runs",
+      None,
+      "Comma-separated train.py workdirs (finished runs; "
+      "every seed of each is a solution). All must share model and task.",
+    ),
+    "path": flags.DEFINE_enum(
+      "path",
+      "linear",
+      ["linear", "polychain", "bezier"],
+      "Path between two solutions; polychain and bezier have fitted bends.",
+    ),
+    "points": flags.DEFINE_integer(
+      "points", 65, "Evenly spaced values of t in [0, 1] (ends included)."
+    ),
+    "align": flags.DEFINE_bool(
+      "align",
+      False,
+      "Permute B's hidden units to match A's (weight matching) before building the path.",
+    ),
+    "bends": flags.DEFINE_integer("bends", 1, "Bends of a fitted polychain/bezier curve."),
+    "fit_steps": flags.DEFINE_integer(
+      "fit_steps", 300, "Adam steps fitting the bends on the train set."
+    ),
+    "fit_lr": flags.DEFINE_float("fit_lr", 1e-2, "Adam learning rate of the curve fit."),
+    "project": flags.DEFINE_bool(
+      "project",
+      False,
+      "Keep the bends of same-optimizer pairs inside "
+      "that optimizer's ball {λ·K*(θ) ≤ 1} (so the whole curve is).",
+    ),
+    "batch_size": flags.DEFINE_string(
+      "batch_size",
+      "auto",
+      "Path points per vmapped chunk of the evaluation, or 'auto' (fits a memory budget).",
+    ),
+    "include_self": flags.DEFINE_bool(
+      "include_self", False, "Also pair every solution with itself (a sanity check: zero barrier)."
+    ),
+    "seed": flags.DEFINE_integer("seed", 0, "PRNG seed of the curve fits."),
+    "spectra": flags.DEFINE_bool("spectra", True, "Compute singular-value statistics along paths."),
+    "plots": flags.DEFINE_bool("plots", True, "Write PNGs beside connectivity.json."),
+    "out": flags.DEFINE_string("out", None, "Output directory (connectivity.json and PNGs)."),
+  }
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
-  if not _RUNS.value or not _OUT.value:
+def main(f: dict[str, flags.FlagHolder]) -> None:
+  if not f["runs"].value or not f["out"].value:
     raise app.UsageError("--runs=DIR[,DIR...] and --out=DIR are required; see --help.")
-  logging.get_absl_logger().addFilter(experiment_cli.quiet_orbax)
-  batch_size = _BATCH_SIZE.value
+  batch_size = f["batch_size"].value
   if batch_size != "auto":
     try:
       batch_size = int(batch_size)
     except ValueError:
       raise app.UsageError(f"--batch_size must be an int or 'auto', got {batch_size!r}.") from None
-  try:
-    t0 = time.time()
-    runs = load_runs(_RUNS.value)
-    logging.info(
-      "Loaded %d runs (%d solutions) in %.1fs.",
-      len(runs),
-      sum(len(r.seeds) for r in runs),
-      time.time() - t0,
-    )
-    result = analyze(
-      runs,
-      _PATH.value,
-      _POINTS.value,
-      _ALIGN.value,
-      _BENDS.value,
-      _FIT_STEPS.value,
-      _FIT_LR.value,
-      _PROJECT.value,
-      batch_size,
-      _SELF.value,
-      _SEED.value,
-      _SPECTRA.value,
-    )
-  except ConnectivityError as e:
-    raise SystemExit(f"analysis.connectivity: {e}") from None
-  written = write_outputs(result, _OUT.value, _PLOTS.value)
+  t0 = time.time()
+  runs = load_runs(f["runs"].value)
+  num_solutions = sum(len(r.seeds) for r in runs)
+  logging.info(
+    "Loaded %d runs (%d solutions) in %.1fs.", len(runs), num_solutions, time.time() - t0
+  )
+  result = analyze(
+    runs,
+    path=f["path"].value,
+    points=f["points"].value,
+    align=f["align"].value,
+    num_bends=f["bends"].value,
+    fit_steps=f["fit_steps"].value,
+    fit_lr=f["fit_lr"].value,
+    project=f["project"].value,
+    batch_size=batch_size,
+    include_self=f["include_self"].value,
+    seed=f["seed"].value,
+    with_spectra=f["spectra"].value,
+  )
+  written = write_outputs(result, f["out"].value, f["plots"].value)
   for group, stats in result["groups"].items():
+    train = stats["train_linear"]
     logging.info(
       "%-14s %3d pairs  train barrier (linear) mean %.3e max %.3e",
       group,
       stats["num_pairs"],
-      stats["train_linear"]["mean"],
-      stats["train_linear"]["max"],
+      train["mean"],
+      train["max"],
     )
   logging.info(
     "Wrote %s and %d PNGs (%.1fs in all; %s).",
@@ -447,5 +317,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  experiment_cli.command("analysis.connectivity", define_flags, main, errors=(ConnectivityError,))

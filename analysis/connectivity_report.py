@@ -1,14 +1,99 @@
-"""Writing analysis.connectivity's result: connectivity.json and the PNGs
-(loss along the paths per optimizer pair, the barrier matrix grouped by
+"""analysis.connectivity's result: the connectivity.json entries (a run, a
+pair, the per-optimizer-pair summary) and the files (connectivity.json and the
+PNGs: loss along the paths per optimizer pair, the barrier matrix grouped by
 optimizer, the constraint values and the spectra along the paths)."""
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from analysis import barriers, plots
+from analysis.alignment import leaf_arrays
+from analysis.run_reader import Model, Run
+
+
+def run_entry(run: Run) -> dict:
+  return {
+    "name": run.name,
+    "workdir": run.workdir,
+    "optimizer": run.config.optimizer.name,
+    "learning_rate": run.config.optimizer.learning_rate,
+    "weight_decay": run.config.optimizer.weight_decay,
+    "seeds": run.seeds,
+    "num_steps": run.config.num_steps,
+    "final": run.summary.get("final", {}),
+  }
+
+
+def pair_group(opt_a: str, opt_b: str) -> str:
+  """ "adamw-muon": the two optimizers' names, sorted."""
+  return "-".join(sorted((opt_a, opt_b)))
+
+
+def pair_entry(
+  p: int, a: Model, b: Model, along, cons, spec_stats, ts, fit_loss, projected, path, align
+) -> dict:
+  """Pair p (models a and b) of the vmapped evaluation: losses, barriers,
+  constraint values and spectra along its path, as connectivity.json holds it."""
+  entry = {
+    "a": {"index": a.index, "run": a.run, "seed": a.seed, "optimizer": a.optimizer},
+    "b": {"index": b.index, "run": b.run, "seed": b.seed, "optimizer": b.optimizer},
+    "kind": "intra-run" if a.run == b.run else "inter-run",
+    "same_optimizer": a.ball == b.ball,
+    "group": pair_group(a.ball, b.ball),
+    "path": path,
+    "aligned": bool(align),
+  }
+  for split in ("train", "test"):
+    entry[f"{split}_loss"] = along[split]["loss"][p].tolist()
+    if "accuracy" in along[split]:
+      entry[f"{split}_accuracy"] = along[split]["accuracy"][p].tolist()
+    found = barriers.loss_barriers(along[split]["loss"][p], ts)
+    entry[f"{split}_barrier"] = {
+      k: {"height": float(v.height), "t": float(v.t_max)} for k, v in found.items()
+    }
+  entry["constraints"] = {}
+  for ball in dict.fromkeys((a.ball, b.ball)):
+    per_leaf = {name: v[p] for name, v in leaf_arrays(cons[ball]).items()}  # (T,) each.
+    max_T = np.max(np.stack(list(per_leaf.values())), axis=0)
+    entry["constraints"][ball] = {
+      "at_a": {n: float(v[0]) for n, v in per_leaf.items()},
+      "at_b": {n: float(v[-1]) for n, v in per_leaf.items()},
+      "max_along": {n: float(v.max()) for n, v in per_leaf.items()},
+      "max_leaf_along": max_T.tolist(),
+    }
+  if spec_stats is not None:
+    entry["spectra"] = {
+      leaf: {s: v[p].tolist() for s, v in stats.items()} for leaf, stats in spec_stats.items()
+    }
+  if fit_loss is not None:
+    entry["fit"] = {"final_curve_loss": float(fit_loss[p]), "projected": bool(projected[p])}
+  return entry
+
+
+def group_summary(pair_entries: Sequence[dict]) -> dict:
+  """Per optimizer pair: the number of pairs and mean/std/min/max of each barrier."""
+  out = {}
+  for group in sorted({e["group"] for e in pair_entries}):
+    rows = [e for e in pair_entries if e["group"] == group]
+    out[group] = {"num_pairs": len(rows)}
+    for split in ("train", "test"):
+      for kind in barriers.BARRIER_KINDS:
+        h = np.array([e[f"{split}_barrier"][kind]["height"] for e in rows])
+        out[group][f"{split}_{kind}"] = {
+          "mean": float(h.mean()),
+          "std": float(h.std()),
+          "min": float(h.min()),
+          "max": float(h.max()),
+        }
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Files.
 
 
 def _safe(name: str) -> str:

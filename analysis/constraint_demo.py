@@ -14,21 +14,31 @@ above: its polynomial overshoots, up to about 1.13).
 """
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
+from analysis import experiment_cli
 from optimizers import dual_norms, lion, muon
 
-FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 2000, "Training steps for every optimizer.")
-flags.DEFINE_float("weight_decay", 0.5, "Decoupled weight decay λ (ball radius 1/λ).")
-flags.DEFINE_float("learning_rate", 0.02, "Peak learning rate (cosine decay to 0).")
-flags.DEFINE_integer("seed", 0, "Seed of the data and the planted W*.")
-flags.DEFINE_string("out", None, "Optional JSON file for the table.")
+
+def define_flags() -> dict[str, flags.FlagHolder]:
+  """The command's flags; defined at startup only, so importing this module adds none."""
+  return {
+    "steps": flags.DEFINE_integer("steps", 2000, "Training steps for every optimizer."),
+    "weight_decay": flags.DEFINE_float(
+      "weight_decay", 0.5, "Decoupled weight decay λ (ball radius 1/λ)."
+    ),
+    "learning_rate": flags.DEFINE_float(
+      "learning_rate", 0.02, "Peak learning rate (cosine decay to 0)."
+    ),
+    "seed": flags.DEFINE_integer("seed", 0, "Seed of the data and the planted W*."),
+    "out": flags.DEFINE_string("out", None, "Optional JSON file for the table."),
+  }
 
 
 def make_problem(seed, n=256, d_in=32, d_out=16):
@@ -58,10 +68,9 @@ def train(opt, x, y, steps):
   return run({"w": jnp.zeros((x.shape[1], y.shape[1]), jnp.float32)})
 
 
-def main(argv):
-  del argv
-  lam, steps = FLAGS.weight_decay, FLAGS.steps
-  lr = optax.cosine_decay_schedule(FLAGS.learning_rate, steps)
+def main(f: dict[str, flags.FlagHolder]) -> None:
+  lam, steps = f["weight_decay"].value, f["steps"].value
+  lr = optax.cosine_decay_schedule(f["learning_rate"].value, steps)
   everything = lambda path, leaf: True  # The one matrix is a hidden layer here.
   optimizers = {
     "adamw": optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=lam),
@@ -69,7 +78,7 @@ def main(argv):
     "muon (svd)": muon(lr, method="svd", weight_decay=lam, scale="none", routing=everything),
     "muon (newton-schulz)": muon(lr, weight_decay=lam, scale="none", routing=everything),
   }
-  x, y, w_star = make_problem(FLAGS.seed)
+  x, y, w_star = make_problem(f["seed"].value)
   print(
     f"least squares, W* {w_star.shape}: λ = {lam}, radius 1/λ = {1 / lam:.2f}; unconstrained "
     f"minimum has λ·‖W*‖∞ = {lam * np.abs(w_star).max():.2f}, "
@@ -88,11 +97,11 @@ def main(argv):
       raise SystemExit(f"{name}: loss became {row['loss']}; lower --learning_rate.")
     table[name] = row
     print(f"{name:22s} {row['loss']:11.4f} {row['lambda_linf']:8.3f} {row['lambda_spectral']:8.3f}")
-  if FLAGS.out:
-    with open(FLAGS.out, "w") as f:
-      json.dump({"weight_decay": lam, "steps": steps, "results": table}, f, indent=2)
-    print(f"wrote {FLAGS.out}")
+  if f["out"].value:
+    out = Path(f["out"].value)
+    out.write_text(json.dumps({"weight_decay": lam, "steps": steps, "results": table}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  experiment_cli.command("analysis.constraint_demo", define_flags, main)

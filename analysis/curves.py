@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from analysis.constraints import project_onto_ball
+from analysis.constraints import PROJECTABLE_KS, project_onto_ball
 from analysis.paths import check_same_structure, initial_bends, path_point
+from optimizers import implicit_constraints
 
 CURVE_KINDS = ("polychain", "bezier")
 
@@ -46,6 +47,22 @@ class CurveFit(NamedTuple):
 def ball_projection(ks, weight_decay) -> Callable[[Any], Any]:
   """params -> params projected onto {λ·K*(θ) ≤ 1} (`project_onto_ball`)."""
   return lambda params: project_onto_ball(params, ks, weight_decay)
+
+
+def optimizer_ball_projection(opt_config, params) -> Callable[[Any], Any] | None:
+  """The projection onto the ball of a train.py optimizer config section (its
+  declared implicit constraints, `optimizers.implicit_constraints`), or None
+  if a decayed leaf's K has no projection."""
+  cons = jax.tree.leaves(
+    implicit_constraints(dict(opt_config), params), is_leaf=lambda c: hasattr(c, "bound")
+  )
+  if any(c.weight_decay and c.k not in PROJECTABLE_KS for c in cons):
+    return None
+  treedef = jax.tree.structure(params)
+  # An undecayed leaf has λ = 0, which projects nothing: any projectable K will do.
+  ks = jax.tree.unflatten(treedef, [c.k if c.k in PROJECTABLE_KS else "l1" for c in cons])
+  lams = jax.tree.unflatten(treedef, [float(c.weight_decay) / float(c.bound) for c in cons])
+  return ball_projection(ks, lams)
 
 
 def fit_curve(

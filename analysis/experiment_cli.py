@@ -1,14 +1,17 @@
-"""The command line the experiment commands share (analysis.sweep,
-analysis.gpt2_spectra, analysis.nexus_mixture): --config (an ml_collections
-config file, fields overridable) and --workdir, orbax's restore logs filtered,
-and bad input turned into one line instead of a traceback.
+"""The one command-line style of the analysis commands (connectivity, sweep,
+gpt2_spectra, nexus_mixture, constraint_demo): each defines its flags in a
+function called at startup only (importing a module, as the tests do next to
+train.py's --config/--workdir, adds no global flags), --help lists them, orbax's
+restore logs are filtered, and bad input is one line instead of a traceback.
 
     if __name__ == "__main__":
-      experiment_cli.main("analysis.nexus_mixture", "configs/nexus_mixture.py[:VARIANT]",
-                          "Output directory (...).", run, errors=(ValueError,))
+      experiment_cli.config_command("analysis.nexus_mixture",
+                                    "configs/nexus_mixture.py[:VARIANT]",
+                                    "Output directory (...).", run, errors=(ValueError,))
 
-The flags are defined inside main(), at startup only: importing an experiment
-module (tests, next to train.py's flags) adds no global flags.
+``config_command`` gives an experiment --config (an ml_collections config file,
+fields overridable with --config.a.b=V) and --workdir; ``command`` takes any
+flags (analysis.connectivity's --runs, --path, ...).
 """
 
 import json
@@ -16,6 +19,7 @@ import logging as pylogging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -27,35 +31,56 @@ def quiet_orbax(record) -> bool:
   return record.levelno >= pylogging.ERROR or "/orbax/" not in record.pathname
 
 
-def main(
-  name: str, config_hint: str, workdir_help: str, run: Callable, errors: tuple[type[Exception], ...]
+def command(
+  name: str,
+  define_flags: Callable[[], Any],
+  main: Callable[[Any], None],
+  errors: tuple[type[Exception], ...] = (),
 ) -> None:
-  """Defines --config and --workdir, parses them and calls run(config, workdir);
-  an exception of ``errors`` exits with "NAME: message"."""
-  config_flag = config_flags.DEFINE_config_file(
-    "config",
-    None,
-    f"Experiment config: {config_hint}; override fields with --config.a.b=V.",
-    lock_config=True,
-  )
-  workdir_flag = flags.DEFINE_string("workdir", None, workdir_help)
-  # absl's --help lists the main module's key flags; these are defined here,
-  # so register them for the command's module (sys.argv[0]) too.
-  for flag in ("config", "workdir"):
+  """Runs a command: ``define_flags()`` defines its flags and returns what
+  ``main`` takes (its flag holders); after parsing, main(holders) runs with
+  orbax's logs filtered, and an exception of ``errors`` exits with "NAME: message"."""
+  before = set(flags.FLAGS)
+  holders = define_flags()
+  # absl's --help lists the key flags of the main module (sys.argv[0]) only; a
+  # flag defined from a helper module (here, or ml_collections' config flag)
+  # is key to that helper, so register every new flag for the command.
+  for flag in sorted(set(flags.FLAGS) - before):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag])
 
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
     logging.get_absl_logger().addFilter(quiet_orbax)
-    if config_flag.value is None or workdir_flag.value is None:
-      raise app.UsageError(f"--config={config_hint} and --workdir=DIR are required; see --help.")
     try:
-      run(config_flag.value, workdir_flag.value)
+      main(holders)
     except errors as e:
       raise SystemExit(f"{name}: {e}") from None
 
   app.run(_main)
+
+
+def config_command(
+  name: str, config_hint: str, workdir_help: str, run: Callable, errors: tuple[type[Exception], ...]
+) -> None:
+  """An experiment command: --config and --workdir, then run(config, workdir)."""
+
+  def define_flags():
+    config = config_flags.DEFINE_config_file(
+      "config",
+      None,
+      f"Experiment config: {config_hint}; override fields with --config.a.b=V.",
+      lock_config=True,
+    )
+    return config, flags.DEFINE_string("workdir", None, workdir_help)
+
+  def main(holders):
+    config, workdir = holders
+    if config.value is None or workdir.value is None:
+      raise app.UsageError(f"--config={config_hint} and --workdir=DIR are required; see --help.")
+    run(config.value, workdir.value)
+
+  command(name, define_flags, main, errors)
 
 
 def write_results(workdir: Path, json_name: str, result: dict, report: str) -> None:

@@ -35,16 +35,24 @@ import numpy as np
 from absl import logging
 
 from analysis import experiment_cli, run_reader, train_runs
-from analysis.gpt2_spectra_report import LAYER_TYPES, render_report, verdicts, write_plots
+from analysis.gpt2_spectra_report import (
+  LAYER_TYPES,
+  deviation_metrics,
+  render_report,
+  summarize,
+  verdicts,
+  write_plots,
+)
 from analysis.paths import interpolate_points, map_along_path
 from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
 from configs.common import pack_arg
+from training import tasks
 from training import workdir as wd
 
 
 def run_names(config) -> list[tuple[str, int]]:
-  seeds = run_reader.plus_list(config.seeds)
-  return [(o, int(s)) for o in run_reader.plus_list(config.optimizers) for s in seeds]
+  seeds = tasks.plus_list(config.seeds)
+  return [(o, int(s)) for o in tasks.plus_list(config.optimizers) for s in seeds]
 
 
 def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]:
@@ -139,42 +147,13 @@ def layer_type(name: str) -> str:
   raise ValueError(f"{name} is no attention/MLP matrix.")
 
 
-def deviation_metrics(s_T: np.ndarray, ts: np.ndarray, tolerance: float) -> dict:
-  """How s(t) departs from its endpoints (see the module docstring)."""
-  s_T, ts = np.asarray(s_T, np.float64), np.asarray(ts, np.float64)
-  s0, s1 = s_T[0], s_T[-1]
-  lin = (1 - ts) * s0 + ts * s1
-  rel_lin = float(np.max(np.abs(s_T - lin) / np.maximum(np.abs(lin), 1e-12)))
-  low = min(s0, s1)
-  drop = float(max(0.0, (low - s_T.min()) / max(abs(low), 1e-12)))
-  scale = max(abs(s1 - s0), 1e-3 * abs(s0), 1e-12)
-  direction = np.sign(s1 - s0) or 1.0
-  steps = np.diff(s_T) * direction
-  against = float(max(0.0, -steps.min()) / scale) if steps.size else 0.0
-  overshoot = float(max(0.0, s_T.max() - max(s0, s1), low - s_T.min()) / scale)
-  return {
-    "start": float(s0),
-    "end": float(s1),
-    "min": float(s_T.min()),
-    "max": float(s_T.max()),
-    "max_rel_dev_from_interp": rel_lin,
-    "max_rel_drop_below_endpoints": drop,
-    "max_step_against_direction": against,
-    "overshoot": overshoot,
-    "monotone": against <= tolerance,
-    "spike": overshoot > 0.1,
-  }
-
-
-def validation_batches(train_config: dict, config) -> dict[str, dict[str, np.ndarray]]:
-  return run_reader.text_batches(
-    train_config, "validation", config.eval_batch_size, config.eval_batches
-  )
+def validation_batches(run_dir: Path, config) -> dict[str, dict[str, np.ndarray]]:
+  return run_reader.text_batches(run_dir, "validation", config.eval_batch_size, config.eval_batches)
 
 
 def make_path_losses(model, ts):
   """(a, b, val) -> the mean validation loss (over sources) at each t: (T,)."""
-  loss = run_reader.stacked_loss(model)
+  loss = tasks.stacked_loss(model)
 
   def loss_at(params, val):
     per_source = [loss(params, batches) for batches in val.values()]
@@ -186,44 +165,6 @@ def make_path_losses(model, ts):
   return lambda a, b, val: np.asarray(fn(a, b, val))
 
 
-def summarize(pairs_out: list[dict], tolerance: float) -> dict:
-  """Per pair kind (same/cross/self) and statistic: the worst case over pairs and matrices."""
-  groups = {}
-  for p in pairs_out:
-    group = p["kind"].split(":")[0]
-    g = groups.setdefault(group, {})
-    for stat in STAT_NAMES:
-      ms = [m[stat] for m in p["matrices"].values()]
-      e = g.setdefault(
-        stat,
-        {
-          "max_rel_dev_from_interp": 0.0,
-          "max_rel_drop_below_endpoints": 0.0,
-          "max_step_against_direction": 0.0,
-          "max_overshoot": 0.0,
-          "num_monotone": 0,
-          "num_spikes": 0,
-          "num_curves": 0,
-        },
-      )
-      e["max_rel_dev_from_interp"] = max(
-        e["max_rel_dev_from_interp"], *(m["max_rel_dev_from_interp"] for m in ms)
-      )
-      e["max_rel_drop_below_endpoints"] = max(
-        e["max_rel_drop_below_endpoints"], *(m["max_rel_drop_below_endpoints"] for m in ms)
-      )
-      e["max_step_against_direction"] = max(
-        e["max_step_against_direction"], *(m["max_step_against_direction"] for m in ms)
-      )
-      e["max_overshoot"] = max(e["max_overshoot"], *(m["overshoot"] for m in ms))
-      e["num_monotone"] += sum(m["monotone"] for m in ms)
-      e["num_spikes"] += sum(m["spike"] for m in ms)
-      e["num_curves"] += len(ms)
-    g.setdefault("max_loss_barrier", 0.0)
-    g["max_loss_barrier"] = max(g["max_loss_barrier"], p["loss_barrier"])
-  return groups
-
-
 def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
   ts = np.linspace(0.0, 1.0, config.points)
   params, model, val = {}, None, None
@@ -231,8 +172,8 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
     _, p = wd.load_params(run_dir)
     params[name] = wd.seed_params(p, 0)
     if model is None:
-      model, train_config = run_reader.model_for(run_dir)
-      val = validation_batches(train_config, config)
+      model, _ = run_reader.model_for(run_dir)
+      val = validation_batches(run_dir, config)
   finals = {n: wd.read_summary(d) for n, d in runs.items()}
   pairs_out = []
   path_losses = make_path_losses(model, ts)
@@ -303,7 +244,7 @@ def run(config, workdir) -> dict:
 
 
 if __name__ == "__main__":
-  experiment_cli.main(
+  experiment_cli.config_command(
     "analysis.gpt2_spectra",
     "configs/gpt2_spectra.py[:VARIANT]",
     "Output directory (training runs go in WORKDIR/runs; report.md, spectra.json and PNGs beside).",

@@ -1,5 +1,7 @@
-"""analysis.gpt2_spectra's report: the PNGs (loss and spectra along the
-paths, per pair kind), report.md and the one-line verdicts."""
+"""analysis.gpt2_spectra's verdicts and report: how each statistic departs
+from its endpoints along a path, the worst case per pair kind, the PNGs (loss
+and spectra along the paths, per pair kind), report.md and the one-line
+verdicts."""
 
 from pathlib import Path
 
@@ -15,6 +17,66 @@ LAYER_TYPES = {
   "c_fc": "mlp/c_fc",
   "mlp_c_proj": "mlp/c_proj",
 }
+
+
+def deviation_metrics(s_T: np.ndarray, ts: np.ndarray, tolerance: float) -> dict:
+  """How s(t) departs from its endpoints (the definitions: analysis.gpt2_spectra's
+  docstring, "Verdicts")."""
+  s_T, ts = np.asarray(s_T, np.float64), np.asarray(ts, np.float64)
+  s0, s1 = s_T[0], s_T[-1]
+  lin = (1 - ts) * s0 + ts * s1
+  rel_lin = float(np.max(np.abs(s_T - lin) / np.maximum(np.abs(lin), 1e-12)))
+  low = min(s0, s1)
+  drop = float(max(0.0, (low - s_T.min()) / max(abs(low), 1e-12)))
+  scale = max(abs(s1 - s0), 1e-3 * abs(s0), 1e-12)
+  direction = np.sign(s1 - s0) or 1.0
+  steps = np.diff(s_T) * direction
+  against = float(max(0.0, -steps.min()) / scale) if steps.size else 0.0
+  overshoot = float(max(0.0, s_T.max() - max(s0, s1), low - s_T.min()) / scale)
+  return {
+    "start": float(s0),
+    "end": float(s1),
+    "min": float(s_T.min()),
+    "max": float(s_T.max()),
+    "max_rel_dev_from_interp": rel_lin,
+    "max_rel_drop_below_endpoints": drop,
+    "max_step_against_direction": against,
+    "overshoot": overshoot,
+    "monotone": against <= tolerance,
+    "spike": overshoot > 0.1,
+  }
+
+
+# summarize's worst cases: {summary key: deviation_metrics key}.
+WORST_CASES = {
+  "max_rel_dev_from_interp": "max_rel_dev_from_interp",
+  "max_rel_drop_below_endpoints": "max_rel_drop_below_endpoints",
+  "max_step_against_direction": "max_step_against_direction",
+  "max_overshoot": "overshoot",
+}
+
+
+def summarize(pairs_out: list[dict], tolerance: float) -> dict:
+  """Per pair kind (same/cross/self) and statistic: the worst case over pairs
+  and matrices, and how many curves were monotone or spiked (``tolerance``
+  was applied by deviation_metrics)."""
+  del tolerance
+  groups = {}
+  for p in pairs_out:
+    g = groups.setdefault(p["kind"].split(":")[0], {})
+    for stat in STAT_NAMES:
+      ms = [m[stat] for m in p["matrices"].values()]
+      e = g.setdefault(
+        stat,
+        dict.fromkeys(WORST_CASES, 0.0) | {"num_monotone": 0, "num_spikes": 0, "num_curves": 0},
+      )
+      for key, metric in WORST_CASES.items():
+        e[key] = max(e[key], *(m[metric] for m in ms))
+      e["num_monotone"] += sum(m["monotone"] for m in ms)
+      e["num_spikes"] += sum(m["spike"] for m in ms)
+      e["num_curves"] += len(ms)
+    g["max_loss_barrier"] = max(g.get("max_loss_barrier", 0.0), p["loss_barrier"])
+  return groups
 
 
 def write_plots(result: dict, out: Path) -> list[Path]:
@@ -128,13 +190,14 @@ def verdicts(result: dict) -> list[str]:
     total = sum(e[k]["num_curves"] for k in STAT_NAMES)
     spikes = sum(e[k]["num_spikes"] for k in STAT_NAMES)
     smooth = mono >= 0.9 * total and spikes == 0
+    max_over = lambda key, e=e: max(e[k][key] for k in STAT_NAMES)
     which = "different seeds" if group == "cross" else "the same seed: shared init and data order"
     out.append(
       f"Cross-optimizer paths ({which}) "
       f"{'transitioned smoothly' if smooth else 'did NOT transition smoothly'}"
       f": {mono}/{total} statistic curves monotone (near-monotone), {spikes} spikes; "
-      f"largest step against the direction {max(e[k]['max_step_against_direction'] for k in STAT_NAMES):.3f}"
-      f" and largest overshoot {max(e[k]['max_overshoot'] for k in STAT_NAMES):.3f} "
+      f"largest step against the direction {max_over('max_step_against_direction'):.3f}"
+      f" and largest overshoot {max_over('max_overshoot'):.3f} "
       "(× |end − start|)."
     )
   if "self" in s:

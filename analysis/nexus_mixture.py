@@ -30,7 +30,15 @@ import numpy as np
 import optax
 from absl import logging
 
-from analysis import experiment_cli, nexus_report, run_reader, source_geometry, train_runs
+from analysis import (
+  experiment_cli,
+  nexus_plots,
+  nexus_report,
+  run_reader,
+  source_geometry,
+  train_runs,
+)
+from training import tasks
 from training import workdir as wd
 
 NEXUS_PREFIX = nexus_report.NEXUS_PREFIX
@@ -44,11 +52,11 @@ def parse_arm(arm: str) -> tuple[str, bool]:
 
 
 def arms_and_seeds(config) -> tuple[list[str], list[int]]:
-  arms = run_reader.plus_list(config.arms)
+  arms = tasks.plus_list(config.arms)
   if not arms:
     raise ValueError("config.arms is empty; give e.g. adamw+nexus_adamw.")
   try:
-    seeds = [int(s) for s in run_reader.plus_list(config.seeds)]
+    seeds = [int(s) for s in tasks.plus_list(config.seeds)]
   except ValueError:
     raise ValueError(f"config.seeds={config.seeds!r} is not '+'-separated integers.") from None
   if not seeds:
@@ -118,11 +126,11 @@ def train_all(config, workdir: Path) -> tuple[dict[tuple[str, int], Path], dict]
   return runs, times
 
 
-def minima_batches(train_config: dict, config) -> dict[str, np.ndarray]:
+def minima_batches(run_dir: Path, config) -> dict[str, np.ndarray]:
   """The sources' fine-tuning batches stacked on a leading source axis:
   {"inputs", "targets": (K, N, E, T)} (the first N·E training windows of each)."""
   per_source = run_reader.text_batches(
-    train_config, "train", config.minima.batch_size, config.minima.num_batches
+    run_dir, "train", config.minima.batch_size, config.minima.num_batches
   )
   sources = list(per_source)
   n = min(b["inputs"].shape[0] for b in per_source.values())
@@ -193,9 +201,9 @@ def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
     record = run_record(run_dir, params, times.get(run_dir.name))
     if model is None:
       model, train_config = run_reader.model_for(run_dir)
-      batches = minima_batches(train_config, config)
-      sources = run_reader.plus_list(train_config["data"]["sources"])
-      loss_fn = run_reader.stacked_loss(model)
+      batches = minima_batches(run_dir, config)
+      sources = tasks.plus_list(train_config["data"]["sources"])
+      loss_fn = tasks.stacked_loss(model)
     record["minima"] = m = measure_minima(loss_fn, optimizer, params, batches, config)
     out.setdefault(arm, {})[str(seed)] = record
     logging.info(
@@ -227,14 +235,14 @@ def run(config, workdir) -> dict:
   result = {"config": config.to_dict(), **analyze(config, runs, times)}
   result["comparisons"] = nexus_report.compare(result, config.equal_loss_tolerance)
   result["verdicts"] = nexus_report.verdicts(result["comparisons"])
-  plots = nexus_report.write_plots(result, workdir)
+  plots = nexus_plots.write_plots(result, workdir)
   result["runtime_s"] = time.time() - t
   experiment_cli.write_results(workdir, "nexus.json", result, nexus_report.render(result, plots))
   return result
 
 
 if __name__ == "__main__":
-  experiment_cli.main(
+  experiment_cli.config_command(
     "analysis.nexus_mixture",
     "configs/nexus_mixture.py[:VARIANT]",
     "Output directory (training runs go in WORKDIR/runs; report.md, nexus.json and PNGs beside).",

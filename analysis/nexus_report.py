@@ -1,5 +1,5 @@
-"""The Nexus mixture experiment's comparisons, verdicts, plots and Markdown
-report (`analysis.nexus_mixture` builds the result dict).
+"""The Nexus mixture experiment's comparisons, verdicts and Markdown report
+(`analysis.nexus_mixture` builds the result dict; `analysis.nexus_plots` draws it).
 
 Each base optimizer's Nexus arm is compared with it, paired by seed (the same
 init; the data order differs, Nexus reads per-source batches). The paper's
@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.plots import new_figure, palette, save_figure
-
 NEXUS_PREFIX = "nexus_"  # arm "nexus_OPT" is Nexus(OPT)
 
 CLAIMS = {  # name: (metric, +1 if Nexus should be higher, −1 if lower, claim, what is compared)
@@ -38,7 +36,8 @@ CLAIMS = {  # name: (metric, +1 if Nexus should be higher, −1 if lower, claim,
 }
 
 
-def _label(arm: str) -> str:
+def arm_label(arm: str) -> str:
+  """ "nexus_adamw" -> "Nexus(AdamW)": an arm's name in tables and plots."""
   names = {"adamw": "AdamW", "muon": "Muon", "lion": "Lion", "lion_k": "Lion-K", "sgd": "SGD"}
   if arm.startswith(NEXUS_PREFIX):
     base = arm[len(NEXUS_PREFIX) :]
@@ -150,11 +149,12 @@ def verdicts(comparisons: dict) -> list[str]:
   """One plain sentence per (base optimizer, claim)."""
   out = []
   for c in comparisons.values():
-    who, n = f"{_label(c['nexus'])} vs {_label(c['base'])}", len(c["seeds"])
+    who, n = f"{arm_label(c['nexus'])} vs {arm_label(c['base'])}", len(c["seeds"])
     m, cl = c["metrics"], c["claims"]
     e = cl["equal_loss"]
     out.append(
-      f"{who} ({n} seed{'s' if n != 1 else ''}): {e['text']}: {e['outcome'].upper()} — validation loss "
+      f"{who} ({n} seed{'s' if n != 1 else ''}): {e['text']}: {e['outcome'].upper()} — "
+      "validation loss "
       f"{_pm(m['val_loss'], 'nexus')} vs {_pm(m['val_loss'], 'base')} nats/byte "
       f"({e['relative_diff']:+.1%}; tolerance ±{e['tolerance']:.0%})."
     )
@@ -183,92 +183,6 @@ def verdicts(comparisons: dict) -> list[str]:
         f"{tail}."
       )
   return out
-
-
-# ---------------------------------------------------------------------------
-# Plots.
-
-
-def _dots(ax, names, stats, arms, colors, ylabel):
-  """Per metric name, one column per arm: the mean ± std over seeds (marker and
-  bar) and each seed (small dots). Markers, not bars: the y axis zooms to the
-  differences instead of starting at 0."""
-  width = 0.8 / len(arms)
-  x = np.arange(len(names))
-  for i, arm in enumerate(arms):
-    xs = x + (i - (len(arms) - 1) / 2) * width
-    means = [stats[arm][k]["mean"] for k in names]
-    stds = [stats[arm][k]["std"] for k in names]
-    ax.errorbar(xs, means, yerr=stds, fmt="o", capsize=3, color=colors[i], label=_label(arm))
-    for j, k in enumerate(names):
-      vals = stats[arm][k]["values"]
-      ax.plot(np.full(len(vals), xs[j] + width / 4), vals, ".", color=colors[i], ms=3)
-  ax.set_xticks(x, [k.split("/")[-1] for k in names], fontsize=8)
-  ax.set_ylabel(ylabel)
-  ax.grid(axis="y", alpha=0.3)
-
-
-def write_plots(result: dict, out: Path) -> list[Path]:
-  runs, arms = result["runs"], list(result["runs"])
-  stats, colors, paths = arm_stats(runs), palette(len(arms)), []
-  first = next(iter(next(iter(runs.values())).values()))
-  val_names = [f"val_loss/{s}" for s in first["val_loss"] if s != "mean"] + ["val_loss"]
-  ood_names = [f"ood_loss/{s}" for s in first["ood_loss"] if s != "mean"] + ["ood_loss"]
-
-  fig, axes = new_figure(1, 2, (11, 3.6))
-  _dots(axes[0], val_names, stats, arms, colors, "validation loss (nats/byte)")
-  axes[0].set_title("in-distribution (last column: mean)")
-  _dots(axes[1], ood_names, stats, arms, colors, "OOD loss (nats/byte)")
-  axes[1].set_title("out of distribution (last column: mean)")
-  axes[0].legend(fontsize=7)
-  paths.append(save_figure(fig, out / "losses.png"))
-
-  sources = result["sources"]
-  fig, axes = new_figure(1, len(arms), (3.2 * len(arms), 3.2))
-  for ax, arm in zip(np.atleast_1d(axes), arms):
-    cos = np.mean([np.asarray(r["grad_cosine"]) for r in runs[arm].values()], axis=0)
-    im = ax.imshow(cos, vmin=-1, vmax=1, cmap="RdBu_r")
-    for (i, j), v in np.ndenumerate(cos):
-      ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(sources)), sources, fontsize=8)
-    ax.set_yticks(range(len(sources)), sources, fontsize=8)
-    ax.set_title(f"{_label(arm)} (mean of {len(runs[arm])})", fontsize=9)
-  fig.colorbar(im, ax=axes, shrink=0.8, label="gradient cosine")
-  paths.append(save_figure(fig, out / "grad_cosine_matrices.png"))
-
-  fig, axes = new_figure(1, 2, (11, 3.6))
-  for ax, key, ylabel in (
-    (axes[0], "grad_cosine_curve", "mean pairwise gradient cosine"),
-    (axes[1], "val_loss_curve", "validation loss (mean of sources)"),
-  ):
-    for i, arm in enumerate(arms):
-      curves = [np.asarray(r[key], np.float64) for r in runs[arm].values() if r[key]]
-      if not curves:
-        continue
-      n = min(len(c) for c in curves)
-      steps, vals = curves[0][:n, 0], np.stack([c[:n, 1] for c in curves])
-      ax.plot(steps, vals.mean(0), ".-", color=colors[i], label=_label(arm))
-      ax.fill_between(steps, vals.min(0), vals.max(0), color=colors[i], alpha=0.2)
-    ax.set(xlabel="step", ylabel=ylabel)
-  axes[0].axhline(0, color="gray", lw=0.5)
-  axes[0].legend(fontsize=7)
-  axes[0].set_title("sources' gradient alignment (band: seeds' range)", fontsize=9)
-  paths.append(save_figure(fig, out / "training_curves.png"))
-
-  panels = (
-    ("minima_distance", "mean pairwise ‖θ_s − θ_s'‖"),
-    ("minima_barrier", "mean pairwise barrier (nats)"),
-    ("distance_to_start", "mean ‖θ_s − θ‖"),
-    ("relative_spread", "pairwise / ‖θ_s − θ‖"),
-  )
-  fig, axes = new_figure(1, len(panels), (3.2 * len(panels), 3.2))
-  for ax, (key, ylabel) in zip(axes, panels):
-    _dots(ax, [key], stats, arms, colors, ylabel)
-    ax.set_xticks([])
-  axes[0].legend(fontsize=7)
-  fig.suptitle("the sources' minima around the final point (fine-tuned on each source)", fontsize=9)
-  paths.append(save_figure(fig, out / "minima.png"))
-  return paths
 
 
 # ---------------------------------------------------------------------------
@@ -324,10 +238,11 @@ def render(result: dict, plots: list[Path]) -> str:
   for k in keys:
     fmt = ".4f" if k in ("minima_barrier", "first_order_proxy") else ".3f"
     rows.append([k] + [f"{stats[a][k]['mean']:{fmt}} ± {stats[a][k]['std']:{fmt}}" for a in arms])
-  lines += _table(["metric"] + [_label(a) for a in arms], rows)
+  lines += _table(["metric"] + [arm_label(a) for a in arms], rows)
   lines += [
     "Rows: validation loss per source and its mean (nats/byte); OOD loss per held-out "
-    "set and its mean; ood_gap: OOD − in-distribution mean loss; grad_cosine: the mean pairwise cosine of the sources' gradients "
+    "set and its mean; ood_gap: OOD − in-distribution mean loss; grad_cosine: the mean "
+    "pairwise cosine of the sources' gradients "
     "on their validation batches; minima_*: from the final point, "
     f"{config['minima']['steps']} Adam steps (lr {config['minima']['learning_rate']}) on "
     f"each source's first {config['minima']['num_batches']} × "
@@ -342,7 +257,9 @@ def render(result: dict, plots: list[Path]) -> str:
   for a in arms:
     cos = np.mean([np.asarray(r["grad_cosine"]) for r in runs[a].values()], axis=0)
     k = cos.shape[0]
-    cos_rows.append([_label(a)] + [f"{cos[i, j]:+.3f}" for i in range(k) for j in range(i + 1, k)])
+    cos_rows.append(
+      [arm_label(a)] + [f"{cos[i, j]:+.3f}" for i in range(k) for j in range(i + 1, k)]
+    )
     pair_names = [
       f"{result['sources'][i]}–{result['sources'][j]}" for i in range(k) for j in range(i + 1, k)
     ]
@@ -366,7 +283,10 @@ def render(result: dict, plots: list[Path]) -> str:
         "relative_spread",
       )
     ]
-    lines += [f"{_label(c['nexus'])} − {_label(c['base'])}, seeds {', '.join(c['seeds'])}:", ""]
+    lines += [
+      f"{arm_label(c['nexus'])} − {arm_label(c['base'])}, seeds {', '.join(c['seeds'])}:",
+      "",
+    ]
     lines += _table(["metric", "per seed", "mean"], rows)
   lines += [
     "Plots: " + ", ".join(f"`{p.name}`" for p in plots),

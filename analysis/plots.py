@@ -161,8 +161,8 @@ def _check_last_axis(values, ts, name):
     raise ValueError(f"{name} has {values.shape[-1]} points per path but ts has {ts.shape[-1]}.")
 
 
-# The figure helpers every report of analysis/ uses (report.py, gpt2_spectra.py,
-# nexus_report.py): an Agg Figure without pyplot, a palette, a PNG writer.
+# The figure helpers every experiment's PNGs use (connectivity_report, sweep_plots,
+# gpt2_spectra_report, nexus_plots): an Agg Figure without pyplot, a palette, a PNG writer.
 
 
 def new_figure(rows, cols, size, squeeze: bool = True):

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from analysis import barriers
-from data import tokenizers
 from models import gpt2
 from training import tasks
 from training import workdir as wd
@@ -154,7 +153,7 @@ def model_for(run_dir: Path) -> tuple[gpt2.GPT2, dict]:
 
 
 def text_batches(
-  train_config: dict,
+  run_dir: Path,
   split: str,
   batch_size: int,
   num_batches: int,
@@ -162,19 +161,8 @@ def text_batches(
 ) -> dict[str, dict[str, np.ndarray]]:
   """{source: {"inputs", "targets": (L, batch_size, seq_len)}}: the first L ≤
   num_batches batches of the split's windows in order (the same every call),
+  tokenized as the run was (its tokenizer, a BPE one read from RUN_DIR/tokenizer),
   for the run's sources (or ``sources``: e.g. the OOD ones with split="test")."""
-  if train_config["data"]["tokenizer"] != "bytes":
-    raise ValueError(
-      "The GPT-2 analyses evaluate byte-tokenized runs only; "
-      f"got data.tokenizer={train_config['data']['tokenizer']!r}."
-    )
-  tok = tokenizers.get_tokenizer("bytes")
-  return tasks.eval_batches(train_config, split, tok, sources, batch_size, num_batches)
-
-
-# The mean loss over a stack of batches: the trainer's own (training.tasks).
-stacked_loss = tasks.stacked_loss
-
-
-# The configs' "a+b+c" list syntax, as the trainer reads it.
-plus_list = tasks.plus_list
+  config = wd.load_config(run_dir)
+  tokenizer = tasks.gpt2_tokenizer(config, run_dir)
+  return tasks.eval_batches(config, split, tokenizer, sources, batch_size, num_batches)

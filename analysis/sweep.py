@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
-from analysis import connectivity, experiment_cli, sweep_report, train_runs
+from analysis import (
+  connectivity,
+  connectivity_report,
+  experiment_cli,
+  run_reader,
+  sweep_plots,
+  sweep_report,
+  train_runs,
+)
 from configs.common import pack_arg
 from training import tasks
 from training import workdir as wd
@@ -109,7 +117,7 @@ def _plots_for(config, width: int) -> bool:
 def analyze_width(config, workdir: Path, width: int) -> dict:
   """Every condition at one width: {condition: connectivity result (pairs dropped)},
   plus the per-pair barriers of each condition for the best-path summary."""
-  runs = connectivity.load_runs([str(run_dir(workdir, o, width)) for o in config.optimizers])
+  runs = run_reader.load_runs([str(run_dir(workdir, o, width)) for o in config.optimizers])
   out = {}
   for condition in config.conditions:
     path, align = parse_condition(condition)
@@ -126,7 +134,7 @@ def analyze_width(config, workdir: Path, width: int) -> dict:
       seed=0,
       with_spectra=_plots_for(config, width),
     )
-    connectivity.write_outputs(
+    connectivity_report.write_outputs(
       result,
       workdir / "connectivity" / f"w{width}" / condition,
       plot=_plots_for(config, width),
@@ -254,7 +262,7 @@ def run_sweep(config, workdir) -> dict:
   }
   sweep["claims"] = sweep_report.evaluate_claims(sweep)
   start = time.time()
-  sweep["plots"] = [str(p.relative_to(workdir)) for p in sweep_report.write_plots(sweep, workdir)]
+  sweep["plots"] = [str(p.relative_to(workdir)) for p in sweep_plots.write_plots(sweep, workdir)]
   timings["report"] = time.time() - start
   timings["total"] = time.time() - t0
   sweep["timings_s"] = timings
@@ -272,10 +280,10 @@ def run_sweep(config, workdir) -> dict:
 
 
 if __name__ == "__main__":
-  experiment_cli.main(
+  experiment_cli.config_command(
     "analysis.sweep",
     "configs/relu2_sweep.py[:full|runlocal]",
     "Directory of the sweep (created; resumed).",
     run_sweep,
-    errors=(train_runs.TrainingFailed, connectivity.ConnectivityError, ValueError),
+    errors=(train_runs.TrainingFailed, run_reader.ConnectivityError, ValueError),
   )

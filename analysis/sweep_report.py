@@ -1,4 +1,5 @@
-"""The sweep's verdicts, plots and Markdown report (`analysis.sweep` builds the dict).
+"""The sweep's verdicts and Markdown report (`analysis.sweep` builds the dict;
+`analysis.sweep_plots` draws it).
 
 Claims checked (the barrier is the config's ``barrier_kind`` on the train loss,
 averaged over the pairs of an optimizer pair; "≈ 0" means below
@@ -16,18 +17,13 @@ averaged over the pairs of an optimizer pair; "≈ 0" means below
     common ball and is fitted free), so they are reported, not used.
 """
 
-from pathlib import Path
-
-import numpy as np
-
-from analysis.plots import new_figure, save_figure
-
 # Conditions that count for claim (a): alignment or a fitted curve.
 CONNECTING = ("linear+align", "bezier", "bezier+align", "polychain", "polychain+align")
 
 
-def _best_connecting(sweep: dict, width: str, group: str):
-  """(smallest mean barrier over the connecting conditions, that condition)."""
+def best_connecting(sweep: dict, width: str, group: str) -> tuple[float, str | None]:
+  """(smallest mean barrier over the connecting conditions, that condition);
+  (nan, None) when no connecting condition measured the group."""
   found = [
     (sweep["barriers"][width][c][group]["mean"], c)
     for c in sweep["barriers"][width]
@@ -36,20 +32,30 @@ def _best_connecting(sweep: dict, width: str, group: str):
   return min(found) if found else (float("nan"), None)
 
 
-def evaluate_claims(sweep: dict) -> dict:
-  """{"a": {...}, "b": {...}}: the numbers and a one-line verdict each."""
-  config = sweep["config"]
-  tol = config["connected_tol"] * sweep["zero_predictor_loss"]
-  widths = sorted(int(w) for w in sweep["barriers"])
-  large, small = str(widths[-1]), str(widths[0])
-  optimizers = list(config["optimizers"])
-  claims = {}
+def tolerance(sweep: dict) -> float:
+  """The "≈ 0" threshold: connected_tol × the zero predictor's train loss."""
+  return sweep["config"]["connected_tol"] * sweep["zero_predictor_loss"]
 
+
+def evaluate_claims(sweep: dict) -> dict:
+  """{"a": {...}, "b": {...}}: the numbers and a one-line verdict each ("b"
+  only when the sweep has both adamw and muon)."""
+  claims = {"a": claim_a(sweep)}
+  if {"adamw", "muon"} <= set(sweep["config"]["optimizers"]):
+    claims["b"] = claim_b(sweep)
+  return claims
+
+
+def claim_a(sweep: dict) -> dict:
+  """Claim (a) at the largest width: for every optimizer, the best connecting
+  condition (`best_connecting`) has a mean intra-optimizer barrier ≤ tolerance."""
+  tol = tolerance(sweep)
+  large = str(max(int(w) for w in sweep["barriers"]))
   per_opt = {}
-  for o in optimizers:
+  for o in sweep["config"]["optimizers"]:
     group = f"{o}-{o}"
     linear = sweep["barriers"][large].get("linear", {}).get(group, {}).get("mean", float("nan"))
-    best, condition = _best_connecting(sweep, large, group)
+    best, condition = best_connecting(sweep, large, group)
     pairwise_best = sweep["barriers"][large]["best"][group]["mean"]
     per_opt[o] = {
       "linear": linear,
@@ -59,7 +65,7 @@ def evaluate_claims(sweep: dict) -> dict:
       "connected": bool(best <= tol),
     }
   held = all(v["connected"] for v in per_opt.values())
-  claims["a"] = {
+  return {
     "claim": "At large width, same-optimizer solutions are connected (barrier ≈ 0, at least "
     "after alignment or along a fitted curve).",
     "width": int(large),
@@ -76,126 +82,50 @@ def evaluate_claims(sweep: dict) -> dict:
     ),
   }
 
-  if {"adamw", "muon"} <= set(optimizers):
-    b = sweep["barriers"][small]
-    rows = {}
-    for condition in list(b):
-      get = lambda g: b[condition].get(g, {}).get("mean", float("nan"))
-      inter, intra = get("adamw-muon"), max(get("adamw-adamw"), get("muon-muon"))
-      rows[condition] = {
-        "adamw-muon": inter,
-        "adamw-adamw": get("adamw-adamw"),
-        "muon-muon": get("muon-muon"),
-        "inter_over_intra": inter / max(intra, 1e-12),
-        "separated": bool(inter > intra and inter > tol),
-      }
-    key = "best_linear" if "best_linear" in rows else "best"
-    held_b = rows[key]["separated"]
-    held_linear = rows.get("linear", {}).get("separated")
-    r = rows[key]
-    claims["b"] = {
-      "claim": "At small width, AdamW and Muon solutions can be separated by a loss barrier "
-      "(inter-optimizer barrier > intra-optimizer barriers).",
-      "width": int(small),
-      "tolerance": tol,
-      "per_condition": rows,
-      "held": held_b,
-      "decided_on": key,
-      "held_on_linear_path": held_linear,
-      "verdict": (
-        f"Claim (b) {'HELD' if held_b else 'DID NOT HOLD'} at width {small} ({key}: the "
-        f"best {'straight ' if key == 'best_linear' else ''}path per pair): adamw-muon {r['adamw-muon']:.2e} vs adamw-adamw "
-        f"{r['adamw-adamw']:.2e}, muon-muon {r['muon-muon']:.2e} "
-        f"(ratio {r['inter_over_intra']:.2f}{', a narrow margin' if held_b and r['inter_over_intra'] < 2 else ''}); "
-        f"on the unaligned linear path it {'held' if held_linear else 'did not hold'}"
-        f"; along fitted curves (cross-optimizer ones unconstrained) adamw-muon is "
-        f"{rows.get('best', {}).get('adamw-muon', float('nan')):.2e}."
-      ),
+
+def claim_b(sweep: dict) -> dict:
+  """Claim (b) at the smallest width, per condition: adamw-muon's mean barrier
+  exceeds both intra-optimizer ones and the tolerance; decided on
+  "best_linear" (the best straight path per pair) when the sweep has it."""
+  tol = tolerance(sweep)
+  small = str(min(int(w) for w in sweep["barriers"]))
+  b = sweep["barriers"][small]
+  rows = {}
+  for condition in list(b):
+    get = lambda g: b[condition].get(g, {}).get("mean", float("nan"))
+    inter, intra = get("adamw-muon"), max(get("adamw-adamw"), get("muon-muon"))
+    rows[condition] = {
+      "adamw-muon": inter,
+      "adamw-adamw": get("adamw-adamw"),
+      "muon-muon": get("muon-muon"),
+      "inter_over_intra": inter / max(intra, 1e-12),
+      "separated": bool(inter > intra and inter > tol),
     }
-  return claims
-
-
-# ---------------------------------------------------------------------------
-# Plots.
-
-
-def _figure(cols, size):
-  fig, axes = new_figure(1, cols, size, squeeze=False)
-  return fig, axes[0]
-
-
-def write_plots(sweep: dict, workdir) -> list[Path]:
-  """plots/barrier_vs_width.png (a panel per condition), plots/constraints_vs_width.png,
-  plots/loss_vs_width.png."""
-  out = Path(workdir) / "plots"
-  widths = sorted(int(w) for w in sweep["barriers"])
-  conditions = list(sweep["barriers"][str(widths[0])])
-  groups = sorted({g for w in widths for c in conditions for g in sweep["barriers"][str(w)][c]})
-  tol = sweep["claims"]["a"]["tolerance"]
-  fig, axes = _figure(len(conditions), (3.6 * len(conditions), 3.6))
-  for ax, condition in zip(axes, conditions):
-    for g in groups:
-      stats = [sweep["barriers"][str(w)][condition].get(g) for w in widths]
-      mean = np.array([s["mean"] if s else np.nan for s in stats])
-      std = np.array([s["std"] if s else np.nan for s in stats])
-      same = g.split("-")[0] == g.split("-")[1]
-      ax.errorbar(
-        widths,
-        np.maximum(mean, 1e-7),
-        yerr=std,
-        marker="o" if same else "s",
-        ls="-" if same else "--",
-        capsize=2,
-        label=g,
-      )
-    ax.axhline(tol, color="k", ls=":", lw=1, label="≈ 0 tolerance")
-    ax.set(xscale="log", yscale="log", xlabel="width", title=condition)
-  axes[0].set_ylabel(f"train barrier ({sweep['barrier_kind']}), mean ± std over pairs")
-  axes[-1].legend(fontsize=7)
-  written = [save_figure(fig, out / "barrier_vs_width.png")]
-
-  optimizers = list(sweep["config"]["optimizers"])
-  fig, axes = _figure(len(optimizers), (3.8 * len(optimizers), 3.4))
-  for ax, o in zip(axes, optimizers):
-    leaves = sorted({leaf for w in widths for leaf in sweep["runs"][str(w)][o]["constraints"]})
-    for leaf in leaves:
-      vals = [sweep["runs"][str(w)][o]["constraints"].get(leaf) for w in widths]
-      mean = np.array([v["mean"] if v else np.nan for v in vals])
-      lo = np.array([v["min"] if v else np.nan for v in vals])
-      hi = np.array([v["max"] if v else np.nan for v in vals])
-      ax.errorbar(widths, mean, yerr=[mean - lo, hi - mean], marker="o", capsize=2, label=leaf)
-    ax.axhline(1.0, color="k", ls=":", lw=1, label="ball edge")
-    ax.set(
-      xscale="log", xlabel="width", title=f"{o}: λ·K*(θ)/bound (min–max over seeds)", ylim=(0, 1.3)
-    )
-    ax.legend(fontsize=7)
-  written.append(save_figure(fig, out / "constraints_vs_width.png"))
-
-  fig, axes = _figure(1, (4.5, 3.4))
-  for o in optimizers:
-    axes[0].plot(
-      widths,
-      [sweep["runs"][str(w)][o]["final_train_loss"] for w in widths],
-      marker="o",
-      label=f"{o} train",
-    )
-    axes[0].plot(
-      widths,
-      [sweep["runs"][str(w)][o]["final_test_loss"] for w in widths],
-      marker="x",
-      ls="--",
-      label=f"{o} test",
-    )
-  axes[0].set(
-    xscale="log",
-    yscale="log",
-    xlabel="width",
-    ylabel="final loss (mean of seeds)",
-    title="Endpoint losses",
-  )
-  axes[0].legend(fontsize=7)
-  written.append(save_figure(fig, out / "loss_vs_width.png"))
-  return written
+  key = "best_linear" if "best_linear" in rows else "best"
+  held_b = rows[key]["separated"]
+  held_linear = rows.get("linear", {}).get("separated")
+  r = rows[key]
+  narrow = ", a narrow margin" if held_b and r["inter_over_intra"] < 2 else ""
+  return {
+    "claim": "At small width, AdamW and Muon solutions can be separated by a loss barrier "
+    "(inter-optimizer barrier > intra-optimizer barriers).",
+    "width": int(small),
+    "tolerance": tol,
+    "per_condition": rows,
+    "held": held_b,
+    "decided_on": key,
+    "held_on_linear_path": held_linear,
+    "verdict": (
+      f"Claim (b) {'HELD' if held_b else 'DID NOT HOLD'} at width {small} ({key}: the "
+      f"best {'straight ' if key == 'best_linear' else ''}path per pair): "
+      f"adamw-muon {r['adamw-muon']:.2e} vs adamw-adamw "
+      f"{r['adamw-adamw']:.2e}, muon-muon {r['muon-muon']:.2e} "
+      f"(ratio {r['inter_over_intra']:.2f}{narrow}); "
+      f"on the unaligned linear path it {'held' if held_linear else 'did not hold'}"
+      f"; along fitted curves (cross-optimizer ones unconstrained) adamw-muon is "
+      f"{rows.get('best', {}).get('adamw-muon', float('nan')):.2e}."
+    ),
+  }
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from absl import logging
 
 import training
-from analysis import connectivity
+from analysis import barriers, connectivity, run_reader
 from configs.relu2 import get_config
 from training import tasks
 from training import workdir as wd
@@ -74,7 +74,7 @@ def test_cli_writes_every_pair_and_plots(runs, tmp_path):
     for split in ("train", "test"):
       for kind in ("mean", "linear"):
         barrier = p[f"{split}_barrier"][kind]
-        assert np.isfinite(barrier["height"]) and 0.0 <= barrier["t"] <= 1.0
+        assert np.isfinite(barrier["height"]) and barrier["t"] in result["ts"]
     balls = {p["a"]["optimizer"], p["b"]["optimizer"]}
     assert set(p["constraints"]) == balls
     for values in p["constraints"].values():
@@ -94,7 +94,7 @@ def test_cli_writes_every_pair_and_plots(runs, tmp_path):
 
 def test_identical_endpoints_have_zero_barrier(runs):
   # The same run twice: seed i of the run and seed i of its copy are one network.
-  loaded = connectivity.load_runs([str(runs["adamw"]), str(runs["adamw"])])
+  loaded = run_reader.load_runs([str(runs["adamw"]), str(runs["adamw"])])
   result = connectivity.analyze(
     loaded, "linear", points=9, align=True, include_self=True, with_spectra=False
   )
@@ -110,30 +110,37 @@ def test_identical_endpoints_have_zero_barrier(runs):
 
 
 def test_path_losses_and_barrier_match_an_independent_evaluation(runs):
-  loaded = connectivity.load_runs([str(runs["adamw"]), str(runs["muon"])])
+  loaded = run_reader.load_runs([str(runs["adamw"]), str(runs["muon"])])
   result = connectivity.analyze(loaded, "linear", points=5, with_spectra=False)
   pair = next(p for p in result["pairs"] if p["group"] == "adamw-muon")
+  assert result["ts"][2] == 0.5
   _, adamw = wd.load_params(runs["adamw"])
   _, muon = wd.load_params(runs["muon"])
   a = wd.seed_params(adamw, pair["a"]["index"])
-  b = wd.seed_params(muon, pair["b"]["index"] - 2)
+  b = wd.seed_params(muon, pair["b"]["index"] - 2)  # The muon run's seeds are models 2, 3.
   task = tasks.relu2_task(loaded[0].config)
   x, y = task.dataset.x_train_NxD, task.dataset.y_train_NxO
+  ts = np.linspace(0, 1, 5)
   losses = []
-  for t in np.linspace(0, 1, 5):
+  for t in ts:  # t = ½ among them: the midpoint of the straight line, by hand.
     theta = jax.tree.map(lambda u, v: (1 - t) * u + t * v, a, b)
     pred = np.asarray(task.model.apply({"params": theta}, x), np.float64)
-    losses.append(0.5 * np.mean(np.sum((pred - y) ** 2, axis=-1)))
+    losses.append(0.5 * np.mean(np.sum((pred - y) ** 2, axis=-1)))  # The task's squared loss.
   np.testing.assert_allclose(pair["train_loss"], losses, rtol=2e-5, atol=1e-7)
-  ts = np.linspace(0, 1, 5)
+  # The barriers: by hand (Entezari's linear baseline) and by the library on these losses.
   linear = np.max(np.asarray(losses) - ((1 - ts) * losses[0] + ts * losses[-1]))
   np.testing.assert_allclose(
     pair["train_barrier"]["linear"]["height"], linear, rtol=1e-4, atol=1e-7
   )
+  for kind in barriers.BARRIER_KINDS:
+    want = barriers.loss_barrier(np.asarray(losses, np.float32), ts, kind)
+    np.testing.assert_allclose(pair["train_barrier"][kind]["height"], want.height, rtol=1e-4)
+    assert pair["train_barrier"][kind]["t"] == pytest.approx(float(want.t_max))
+  assert pair["train_barrier"]["linear"]["height"] > 1e-4  # Two optimizers: a real bump.
 
 
 def test_fitted_curve_projected_into_ball(runs):
-  loaded = connectivity.load_runs([str(runs["adamw"]), str(runs["muon"])])
+  loaded = run_reader.load_runs([str(runs["adamw"]), str(runs["muon"])])
   linear = connectivity.analyze(loaded, "linear", points=9, with_spectra=False)
   curve = connectivity.analyze(
     loaded, "bezier", points=9, fit_steps=60, fit_lr=0.02, project=True, with_spectra=False
@@ -157,15 +164,15 @@ def test_mismatched_task_and_missing_dirs_fail_clearly(runs, tmp_path):
   config = json.loads((other / "config.json").read_text())
   config["data"]["teacher_width"] = 7
   (other / "config.json").write_text(json.dumps(config))
-  with pytest.raises(connectivity.ConnectivityError, match=r"data\.teacher_width \(4 vs 7\)"):
-    connectivity.load_runs([str(runs["adamw"]), str(other)])
-  with pytest.raises(connectivity.ConnectivityError, match="does not exist"):
-    connectivity.load_runs([str(runs["adamw"]), str(tmp_path / "nope")])
+  with pytest.raises(run_reader.ConnectivityError, match=r"data\.teacher_width \(4 vs 7\)"):
+    run_reader.load_runs([str(runs["adamw"]), str(other)])
+  with pytest.raises(run_reader.ConnectivityError, match="does not exist"):
+    run_reader.load_runs([str(runs["adamw"]), str(tmp_path / "nope")])
   unfinished = tmp_path / "unfinished"
   shutil.copytree(runs["adamw"], unfinished)
   (unfinished / "summary.json").unlink()
-  with pytest.raises(connectivity.ConnectivityError, match="unfinished"):
-    connectivity.load_runs([str(unfinished)])
+  with pytest.raises(run_reader.ConnectivityError, match="unfinished"):
+    run_reader.load_runs([str(unfinished)])
   proc = _cli(f"--runs={runs['adamw']},{other}", f"--out={tmp_path / 'out'}")
   assert proc.returncode == 1
   last = proc.stderr.strip().splitlines()[-1]

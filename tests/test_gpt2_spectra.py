@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from analysis import gpt2_spectra
+from analysis import gpt2_spectra, gpt2_spectra_report
 from analysis.spectra import STAT_NAMES
 from models import gpt2
 
@@ -23,23 +23,23 @@ def test_self_path_has_constant_spectra():
   ts = np.linspace(0, 1, 5)
   spectra = gpt2_spectra.path_spectra(params, params, ts)
   assert len(spectra) == 4 * model.config.n_layer  # c_attn, attn c_proj, c_fc, mlp c_proj
-  assert {gpt2_spectra.layer_type(n) for n in spectra} == set(gpt2_spectra.LAYER_TYPES)
+  assert {gpt2_spectra.layer_type(n) for n in spectra} == set(gpt2_spectra_report.LAYER_TYPES)
   for stats in spectra.values():
     np.testing.assert_allclose(
       stats["sigma"], np.broadcast_to(stats["sigma"][0], stats["sigma"].shape), rtol=1e-5
     )
     for stat in STAT_NAMES:
-      m = gpt2_spectra.deviation_metrics(stats[stat], ts, 0.02)
+      m = gpt2_spectra_report.deviation_metrics(stats[stat], ts, 0.02)
       assert m["max_rel_dev_from_interp"] < 1e-5 and m["monotone"] and not m["spike"]
 
 
 def test_deviation_metrics_flag_a_spike_and_a_dip():
   ts = np.linspace(0, 1, 5)
-  smooth = gpt2_spectra.deviation_metrics([1.0, 1.25, 1.5, 1.75, 2.0], ts, 0.02)
+  smooth = gpt2_spectra_report.deviation_metrics([1.0, 1.25, 1.5, 1.75, 2.0], ts, 0.02)
   assert smooth["monotone"] and not smooth["spike"] and smooth["max_rel_dev_from_interp"] < 1e-9
-  spike = gpt2_spectra.deviation_metrics([1.0, 1.2, 3.0, 1.8, 2.0], ts, 0.02)
+  spike = gpt2_spectra_report.deviation_metrics([1.0, 1.2, 3.0, 1.8, 2.0], ts, 0.02)
   assert spike["spike"] and not spike["monotone"]
-  dip = gpt2_spectra.deviation_metrics([2.0, 1.5, 1.0, 1.5, 2.0], ts, 0.02)
+  dip = gpt2_spectra_report.deviation_metrics([2.0, 1.5, 1.0, 1.5, 2.0], ts, 0.02)
   assert dip["max_rel_drop_below_endpoints"] == 0.5
 
 

@@ -1,11 +1,19 @@
 """The sweep's claim logic on hand-made results whose verdict is known
-(analysis.sweep.summarize_width / best_over, analysis.sweep_report.evaluate_claims)."""
+(analysis.sweep.summarize_width / best_over, analysis.sweep_report's
+best_connecting / claim_a / claim_b / evaluate_claims), and the zero
+predictor's loss the tolerance is read on."""
+
+import math
 
 import ml_collections
 import numpy as np
 import pytest
 
 from analysis import sweep, sweep_report
+from configs.relu2 import get_config
+from data import synthetic
+from training import tasks
+from training import workdir as wd
 
 TOL_FRACTION, ZERO_LOSS = 0.1, 0.5  # tolerance = 0.05
 
@@ -75,6 +83,58 @@ def test_claim_b_held_only_when_the_cross_barrier_exceeds_both_and_the_tolerance
   assert not b["held"] and b["per_condition"]["best_linear"]["inter_over_intra"] == 0.6
 
 
+def test_best_connecting_skips_the_unaligned_line_and_unmeasured_groups():
+  large = {
+    "linear": dict(adamw_adamw=0.001),  # Lowest, but not a connecting condition.
+    "bezier": dict(adamw_adamw=0.03, muon_muon=0.2),
+    "polychain+align": dict(adamw_adamw=0.02),
+    "best": dict(adamw_adamw=0.001, muon_muon=0.2),
+  }
+  result = _sweep(large, {})
+  assert sweep_report.best_connecting(result, "128", "adamw-adamw") == (0.02, "polychain+align")
+  assert sweep_report.best_connecting(result, "128", "muon-muon") == (0.2, "bezier")
+  value, condition = sweep_report.best_connecting(result, "128", "lion-lion")
+  assert math.isnan(value) and condition is None
+  assert sweep_report.tolerance(result) == pytest.approx(TOL_FRACTION * ZERO_LOSS)
+
+
+def test_claim_a_without_a_connecting_condition_did_not_hold():
+  # Only the unaligned line was measured: nothing can show a connection.
+  a = sweep_report.claim_a(_sweep({"linear": SAME, "best": SAME}, {"best": SAME}))
+  assert not a["held"]
+  assert all(v["best_condition"] is None for v in a["per_optimizer"].values())
+  assert all(math.isnan(v["best_condition_mean"]) for v in a["per_optimizer"].values())
+
+
+def test_claim_a_at_the_tolerance_holds_and_just_above_does_not():
+  at = dict(adamw_adamw=0.05, muon_muon=0.05)  # tolerance = 0.1 × 0.5 = 0.05
+  above = dict(adamw_adamw=0.05, muon_muon=0.0501)
+  for table, held in ((at, True), (above, False)):
+    large = {"linear+align": table, "best": table}
+    assert sweep_report.claim_a(_sweep(large, {"best": SAME}))["held"] is held
+
+
+def test_claim_b_falls_back_to_best_and_needs_adamw_and_muon():
+  separated = dict(adamw_adamw=0.0, muon_muon=0.0, adamw_muon=0.3)
+  result = _sweep({"linear+align": SAME, "best": SAME}, {"best": separated})
+  b = sweep_report.claim_b(result)
+  assert b["held"] and b["decided_on"] == "best"  # No straight-path summary: the best path.
+  assert b["held_on_linear_path"] is None  # No unaligned line measured.
+  assert b["per_condition"]["best"]["inter_over_intra"] == pytest.approx(0.3 / 1e-12)
+  result["config"]["optimizers"] = ["adamw"]  # No muon: claim (b) is not asked.
+  assert set(sweep_report.evaluate_claims(result)) == {"a"}
+
+
+def test_one_width_is_both_the_largest_and_the_smallest():
+  table = {"linear": SAME, "linear+align": SAME, "best": SAME, "best_linear": SAME}
+  result = _sweep(table, table)
+  del result["barriers"]["2"]
+  claims = sweep_report.evaluate_claims(result)
+  assert claims["a"]["width"] == claims["b"]["width"] == 128
+  assert claims["a"]["held"]  # Every same-optimizer barrier ≤ 0.05.
+  assert not claims["b"]["held"]  # adamw-muon 0.03: above both, but below the tolerance.
+
+
 def test_best_over_takes_the_pairwise_minimum_and_counts_conditions():
   heights_CxP = np.array([[0.1, 0.5, 0.3, 0.9], [0.2, 0.4, 0.6, 0.0]])
   out = sweep.best_over(heights_CxP, ["linear", "bezier"], ["a-a", "a-a", "a-b", "a-b"])
@@ -115,11 +175,6 @@ def test_summarize_width_best_linear_ignores_curves():
 
 
 def test_zero_predictor_loss_reads_the_trained_task(tmp_path):
-  from configs.relu2 import get_config
-  from data import synthetic
-  from training import tasks
-  from training import workdir as wd
-
   run = get_config("width=4")
   run.data.input_dist, run.data.task, run.data.loss = "sphere", "teacher_sign", "logistic"
   (tmp_path / "train" / "adamw_w4").mkdir(parents=True)

@@ -139,6 +139,9 @@ def test_gpt2_nonfinite_loss_stops_in_one_line(tmp_path):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
+# ~55 s on 2 cores (`pytest -m slow`); the in-process GPT-2 resume test of
+# test_train_gpt2.py runs by default, the relu2 SIGTERM/SIGKILL ones too.
+@pytest.mark.slow
 def test_gpt2_sigterm_then_resume_is_bitwise_identical(tmp_path):
   variant = "runlocal,steps=400,batch=8"
   flags = [
