@@ -48,7 +48,8 @@ from analysis.run_reader import (
   opt_key,
   stack_models,
 )
-from training import tasks
+from training import cli, tasks
+from training.errors import UserError
 
 
 @functools.cache
@@ -235,18 +236,22 @@ def define_flags() -> dict[str, flags.FlagHolder]:
       "Path between two solutions; polychain and bezier have fitted bends.",
     ),
     "points": flags.DEFINE_integer(
-      "points", 65, "Evenly spaced values of t in [0, 1] (ends included)."
+      "points", 65, "Evenly spaced values of t in [0, 1] (ends included).", lower_bound=2
     ),
     "align": flags.DEFINE_bool(
       "align",
       False,
       "Permute B's hidden units to match A's (weight matching) before building the path.",
     ),
-    "bends": flags.DEFINE_integer("bends", 1, "Bends of a fitted polychain/bezier curve."),
-    "fit_steps": flags.DEFINE_integer(
-      "fit_steps", 300, "Adam steps fitting the bends on the train set."
+    "bends": flags.DEFINE_integer(
+      "bends", 1, "Bends of a fitted polychain/bezier curve.", lower_bound=1
     ),
-    "fit_lr": flags.DEFINE_float("fit_lr", 1e-2, "Adam learning rate of the curve fit."),
+    "fit_steps": flags.DEFINE_integer(
+      "fit_steps", 300, "Adam steps fitting the bends on the train set.", lower_bound=1
+    ),
+    "fit_lr": experiment_cli.define_positive_float(
+      "fit_lr", 1e-2, "Adam learning rate of the curve fit (> 0)."
+    ),
     "project": flags.DEFINE_bool(
       "project",
       False,
@@ -261,7 +266,7 @@ def define_flags() -> dict[str, flags.FlagHolder]:
     "include_self": flags.DEFINE_bool(
       "include_self", False, "Also pair every solution with itself (a sanity check: zero barrier)."
     ),
-    "seed": flags.DEFINE_integer("seed", 0, "PRNG seed of the curve fits."),
+    "seed": flags.DEFINE_integer("seed", 0, "PRNG seed of the curve fits.", lower_bound=0),
     "spectra": flags.DEFINE_bool("spectra", True, "Compute singular-value statistics along paths."),
     "plots": flags.DEFINE_bool("plots", True, "Write PNGs beside connectivity.json."),
     "out": flags.DEFINE_string("out", None, "Output directory (connectivity.json and PNGs)."),
@@ -271,12 +276,15 @@ def define_flags() -> dict[str, flags.FlagHolder]:
 def main(f: dict[str, flags.FlagHolder]) -> None:
   if not f["runs"].value or not f["out"].value:
     raise app.UsageError("--runs=DIR[,DIR...] and --out=DIR are required; see --help.")
+  out = cli.output_dir(f["out"].value, "--out")  # Checked before the analysis runs.
   batch_size = f["batch_size"].value
   if batch_size != "auto":
     try:
       batch_size = int(batch_size)
     except ValueError:
-      raise app.UsageError(f"--batch_size must be an int or 'auto', got {batch_size!r}.") from None
+      batch_size = 0
+    if batch_size < 1:
+      raise UserError(f"--batch_size={f['batch_size'].value!r} must be an int >= 1 or 'auto'.")
   t0 = time.time()
   runs = load_runs(f["runs"].value)
   num_solutions = sum(len(r.seeds) for r in runs)
@@ -297,7 +305,7 @@ def main(f: dict[str, flags.FlagHolder]) -> None:
     seed=f["seed"].value,
     with_spectra=f["spectra"].value,
   )
-  written = write_outputs(result, f["out"].value, f["plots"].value)
+  written = write_outputs(result, out, f["plots"].value)
   for group, stats in result["groups"].items():
     train = stats["train_linear"]
     logging.info(
@@ -317,4 +325,4 @@ def main(f: dict[str, flags.FlagHolder]) -> None:
 
 
 if __name__ == "__main__":
-  experiment_cli.command("analysis.connectivity", define_flags, main, errors=(ConnectivityError,))
+  experiment_cli.command("analysis.connectivity", define_flags, main)

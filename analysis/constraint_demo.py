@@ -14,7 +14,6 @@ above: its polynomial overshoots, up to about 1.13).
 """
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,19 +23,22 @@ from absl import flags
 
 from analysis import experiment_cli
 from optimizers import dual_norms, lion, muon
+from training import cli
 
 
 def define_flags() -> dict[str, flags.FlagHolder]:
   """The command's flags; defined at startup only, so importing this module adds none."""
   return {
-    "steps": flags.DEFINE_integer("steps", 2000, "Training steps for every optimizer."),
-    "weight_decay": flags.DEFINE_float(
-      "weight_decay", 0.5, "Decoupled weight decay λ (ball radius 1/λ)."
+    "steps": flags.DEFINE_integer(
+      "steps", 2000, "Training steps for every optimizer.", lower_bound=1
     ),
-    "learning_rate": flags.DEFINE_float(
+    "weight_decay": experiment_cli.define_positive_float(
+      "weight_decay", 0.5, "Decoupled weight decay λ > 0 (ball radius 1/λ)."
+    ),
+    "learning_rate": experiment_cli.define_positive_float(
       "learning_rate", 0.02, "Peak learning rate (cosine decay to 0)."
     ),
-    "seed": flags.DEFINE_integer("seed", 0, "Seed of the data and the planted W*."),
+    "seed": flags.DEFINE_integer("seed", 0, "Seed of the data and the planted W*.", lower_bound=0),
     "out": flags.DEFINE_string("out", None, "Optional JSON file for the table."),
   }
 
@@ -69,6 +71,7 @@ def train(opt, x, y, steps):
 
 
 def main(f: dict[str, flags.FlagHolder]) -> None:
+  out = f["out"].value and cli.output_file(f["out"].value, "--out")  # Before training.
   lam, steps = f["weight_decay"].value, f["steps"].value
   lr = optax.cosine_decay_schedule(f["learning_rate"].value, steps)
   everything = lambda path, leaf: True  # The one matrix is a hidden layer here.
@@ -97,8 +100,7 @@ def main(f: dict[str, flags.FlagHolder]) -> None:
       raise SystemExit(f"{name}: loss became {row['loss']}; lower --learning_rate.")
     table[name] = row
     print(f"{name:22s} {row['loss']:11.4f} {row['lambda_linf']:8.3f} {row['lambda_spectral']:8.3f}")
-  if f["out"].value:
-    out = Path(f["out"].value)
+  if out:
     out.write_text(json.dumps({"weight_decay": lam, "steps": steps, "results": table}, indent=2))
     print(f"wrote {out}")
 

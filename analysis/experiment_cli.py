@@ -7,7 +7,7 @@ restore logs are filtered, and bad input is one line instead of a traceback.
     if __name__ == "__main__":
       experiment_cli.config_command("analysis.nexus_mixture",
                                     "configs/nexus_mixture.py[:VARIANT]",
-                                    "Output directory (...).", run, errors=(ValueError,))
+                                    "Output directory (...).", run)
 
 ``config_command`` gives an experiment --config (an ml_collections config file,
 fields overridable with --config.a.b=V) and --workdir; ``command`` takes any
@@ -16,6 +16,7 @@ flags (analysis.connectivity's --runs, --path, ...).
 
 import json
 import logging as pylogging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from training import cli
+
 
 def quiet_orbax(record) -> bool:
   """Logging filter: orbax logs every restore at INFO and WARNING (read-only
@@ -31,15 +34,12 @@ def quiet_orbax(record) -> bool:
   return record.levelno >= pylogging.ERROR or "/orbax/" not in record.pathname
 
 
-def command(
-  name: str,
-  define_flags: Callable[[], Any],
-  main: Callable[[Any], None],
-  errors: tuple[type[Exception], ...] = (),
-) -> None:
+def command(name: str, define_flags: Callable[[], Any], main: Callable[[Any], None]) -> None:
   """Runs a command: ``define_flags()`` defines its flags and returns what
-  ``main`` takes (its flag holders); after parsing, main(holders) runs with
-  orbax's logs filtered, and an exception of ``errors`` exits with "NAME: message"."""
+  ``main`` takes (its flag holders); after parsing (a bad --config file or flag
+  is one line, training.cli), main(holders) runs with orbax's logs filtered,
+  and a user error (training.errors.UserError, a path's OSError) exits with
+  "NAME: message"."""
   before = set(flags.FLAGS)
   holders = define_flags()
   # absl's --help lists the key flags of the main module (sys.argv[0]) only; a
@@ -52,18 +52,14 @@ def command(
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
     logging.get_absl_logger().addFilter(quiet_orbax)
-    try:
-      main(holders)
-    except errors as e:
-      raise SystemExit(f"{name}: {e}") from None
+    cli.handle(name, lambda: main(holders))
 
-  app.run(_main)
+  app.run(_main, flags_parser=cli.parse_flags(name))
 
 
-def config_command(
-  name: str, config_hint: str, workdir_help: str, run: Callable, errors: tuple[type[Exception], ...]
-) -> None:
-  """An experiment command: --config and --workdir, then run(config, workdir)."""
+def config_command(name: str, config_hint: str, workdir_help: str, run: Callable) -> None:
+  """An experiment command: --config and --workdir, then run(config, workdir)
+  with the workdir checked first (cli.output_dir: not a file, writable)."""
 
   def define_flags():
     config = config_flags.DEFINE_config_file(
@@ -78,9 +74,18 @@ def config_command(
     config, workdir = holders
     if config.value is None or workdir.value is None:
       raise app.UsageError(f"--config={config_hint} and --workdir=DIR are required; see --help.")
-    run(config.value, workdir.value)
+    run(config.value, cli.output_dir(workdir.value))
 
-  command(name, define_flags, main, errors)
+  command(name, define_flags, main)
+
+
+def define_positive_float(name: str, default: float, help_text: str) -> flags.FlagHolder:
+  """A float flag that must be finite and > 0 (absl's bounds are inclusive)."""
+  holder = flags.DEFINE_float(name, default, help_text)
+  flags.register_validator(
+    name, lambda v: v is not None and math.isfinite(v) and v > 0, f"--{name} must be > 0"
+  )
+  return holder
 
 
 def write_results(workdir: Path, json_name: str, result: dict, report: str) -> None:

@@ -46,8 +46,9 @@ from analysis.gpt2_spectra_report import (
 from analysis.paths import interpolate_points, map_along_path
 from analysis.spectra import STAT_NAMES, singular_values, spectrum_stats
 from configs.common import pack_arg
-from training import tasks
+from training import config_checks, tasks
 from training import workdir as wd
+from training.errors import UserError
 
 
 def run_names(config) -> list[tuple[str, int]]:
@@ -74,10 +75,47 @@ def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]
   ]
 
 
+FIELDS = {
+  "steps": config_checks.positive(),
+  "batch": config_checks.positive(),
+  "seq_len": config_checks.positive(),
+  "parallel_runs": config_checks.positive(),
+  "points": config_checks.Field(int, lambda v: v >= 2, ">= 2 (the ends of the path)"),
+  "include_self": config_checks.Field(bool),
+  "eval_batches": config_checks.positive(),
+  "eval_batch_size": config_checks.positive(),
+  "monotone_tolerance": config_checks.nonnegative(float),
+}
+
+
+def run_commands(config, workdir: Path) -> dict[tuple[str, int], tuple[Path, list[str]]]:
+  """{(optimizer, seed): (run dir, train.py command)} of every run."""
+  out = {}
+  for o, s in run_names(config):
+    d = workdir / "runs" / f"{o}_s{s}"
+    out[(o, s)] = (d, train_command(config, o, s, d))
+  return out
+
+
+def check_config(config, workdir: Path) -> None:
+  """The fields, the optimizer and seed lists and every run's train.py config,
+  before anything is created (a UserError, one line)."""
+  config_checks.check_values(wd.flatten(config), FIELDS)
+  optimizers, seeds = tasks.plus_list(config.optimizers), tasks.plus_list(config.seeds)
+  if len(optimizers) < 1 or len(set(optimizers)) != len(optimizers):
+    raise UserError(f"Config field optimizers={config.optimizers!r}: name each optimizer once.")
+  if not seeds or not all(s.isdigit() for s in seeds) or len(set(seeds)) != len(seeds):
+    raise UserError(
+      f"Config field seeds={config.seeds!r} must be distinct '+'-separated ints >= 0."
+    )
+  train_runs.check_commands(list(run_commands(config, workdir).values()))
+
+
 def train_all(config, workdir: Path) -> dict[str, Path]:
   """Trains every run that has no summary.json yet, config.parallel_runs at a
   time (each a `python train.py` process); returns {name: run dir}."""
-  runs = {(o, s): workdir / "runs" / f"{o}_s{s}" for o, s in run_names(config)}
+  commands = run_commands(config, workdir)
+  runs = {key: d for key, (d, _) in commands.items()}
   expected = {
     d: {
       "seed": s,
@@ -90,7 +128,7 @@ def train_all(config, workdir: Path) -> dict[str, Path]:
     for (o, s), d in runs.items()
   }
   train_runs.train_runs(
-    [(d, train_command(config, o, s, d)) for (o, s), d in runs.items()],
+    list(commands.values()),
     config.parallel_runs,
     expected,
   )
@@ -230,6 +268,7 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
 def run(config, workdir) -> dict:
   t = time.time()
   workdir = Path(workdir).resolve()
+  check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   runs = train_all(config, workdir)
   result = analyze(config, workdir, runs)
@@ -249,5 +288,4 @@ if __name__ == "__main__":
     "configs/gpt2_spectra.py[:VARIANT]",
     "Output directory (training runs go in WORKDIR/runs; report.md, spectra.json and PNGs beside).",
     run,
-    errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError),
   )

@@ -20,6 +20,7 @@ r"""The Nexus mixture experiment: same pretraining loss, closer source minima?
    plots DIR/*.png.
 """
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -38,8 +39,9 @@ from analysis import (
   source_geometry,
   train_runs,
 )
-from training import tasks
+from training import config_checks, tasks
 from training import workdir as wd
+from training.errors import UserError
 
 NEXUS_PREFIX = nexus_report.NEXUS_PREFIX
 
@@ -54,15 +56,17 @@ def parse_arm(arm: str) -> tuple[str, bool]:
 def arms_and_seeds(config) -> tuple[list[str], list[int]]:
   arms = tasks.plus_list(config.arms)
   if not arms:
-    raise ValueError("config.arms is empty; give e.g. adamw+nexus_adamw.")
+    raise UserError("config.arms is empty; give e.g. adamw+nexus_adamw.")
+  if len(set(arms)) != len(arms):
+    raise UserError(f"config.arms={config.arms!r} names an arm twice; name each once.")
   try:
     seeds = [int(s) for s in tasks.plus_list(config.seeds)]
   except ValueError:
-    raise ValueError(f"config.seeds={config.seeds!r} is not '+'-separated integers.") from None
+    raise UserError(f"config.seeds={config.seeds!r} is not '+'-separated integers.") from None
   if not seeds:
-    raise ValueError("config.seeds is empty; give e.g. 0+1+2.")
+    raise UserError("config.seeds is empty; give e.g. 0+1+2.")
   if config.batch % 3:
-    raise ValueError(
+    raise UserError(
       f"config.batch={config.batch} must be a multiple of the 3 sources "
       "(Nexus reads batch/3 sequences of each)."
     )
@@ -114,12 +118,54 @@ def expected_fields(config, arm: str, seed: int) -> dict:
   return out
 
 
+FIELDS = {
+  "steps": config_checks.positive(),
+  "batch": config_checks.positive(),
+  "seq_len": config_checks.positive(),
+  "inner_learning_rate": config_checks.Field(
+    float, lambda v: math.isfinite(v) and v > 0, "finite and > 0"
+  ),
+  "inner_steps": config_checks.positive(),
+  "similarity_every": config_checks.positive(),
+  "parallel_runs": config_checks.positive(),
+  "minima.steps": config_checks.positive(),
+  "minima.learning_rate": config_checks.Field(
+    float, lambda v: math.isfinite(v) and v > 0, "finite and > 0"
+  ),
+  "minima.batch_size": config_checks.positive(),
+  "minima.num_batches": config_checks.positive(),
+  "minima.points": config_checks.Field(int, lambda v: v >= 2, ">= 2 (the ends of the segment)"),
+  "minima.proxy_step": config_checks.Field(
+    float, lambda v: math.isfinite(v) and v > 0, "finite and > 0"
+  ),
+  "equal_loss_tolerance": config_checks.nonnegative(float),
+}
+
+
+def run_commands(config, workdir: Path) -> dict[tuple[str, int], tuple[Path, list[str]]]:
+  """{(arm, seed): (run dir, train.py command)} of every run."""
+  arms, seeds = arms_and_seeds(config)
+  out = {}
+  for a in arms:
+    for s in seeds:
+      d = workdir / "runs" / f"{a}_s{s}"
+      out[(a, s)] = (d, train_command(config, a, s, d))
+  return out
+
+
+def check_config(config, workdir: Path) -> None:
+  """The fields, the arms and seeds and every run's train.py config, before
+  anything is created (a UserError, one line)."""
+  config_checks.check_values(wd.flatten(config), FIELDS)
+  train_runs.check_commands(list(run_commands(config, workdir).values()))
+
+
 def train_all(config, workdir: Path) -> tuple[dict[tuple[str, int], Path], dict]:
   """({(arm, seed): run dir}, {run name: "skipped" | seconds})."""
-  arms, seeds = arms_and_seeds(config)
-  runs = {(a, s): workdir / "runs" / f"{a}_s{s}" for a in arms for s in seeds}
+  commands = run_commands(config, workdir)
+  runs = {key: d for key, (d, _) in commands.items()}
   times = train_runs.train_runs(
-    [(d, train_command(config, a, s, d)) for (a, s), d in runs.items()],
+    list(commands.values()),
     config.parallel_runs,
     expected={d: expected_fields(config, a, s) for (a, s), d in runs.items()},
   )
@@ -164,7 +210,7 @@ def run_record(run_dir: Path, params, seconds) -> dict:
   """The run's numbers from its summary and metrics (all but the minima)."""
   summary = wd.read_summary(run_dir)
   if "final_grad_cosine" not in summary:
-    raise ValueError(
+    raise UserError(
       f"{run_dir} has no final_grad_cosine: it was trained without "
       "similarity_every; delete it and rerun."
     )
@@ -220,7 +266,7 @@ def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
     )
   budgets = {r["tokens_per_step"] * r["num_steps"] for arm in out.values() for r in arm.values()}
   if len(budgets) != 1:
-    raise ValueError(
+    raise UserError(
       f"The runs read different token budgets {sorted(budgets)}; they must be "
       "equal for the comparison: delete DIR/runs and rerun."
     )
@@ -230,6 +276,7 @@ def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
 def run(config, workdir) -> dict:
   t = time.time()
   workdir = Path(workdir).resolve()
+  check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   runs, times = train_all(config, workdir)
   result = {"config": config.to_dict(), **analyze(config, runs, times)}
@@ -247,5 +294,4 @@ if __name__ == "__main__":
     "configs/nexus_mixture.py[:VARIANT]",
     "Output directory (training runs go in WORKDIR/runs; report.md, nexus.json and PNGs beside).",
     run,
-    errors=(train_runs.TrainingFailed, ValueError, FileNotFoundError),
   )

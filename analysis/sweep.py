@@ -16,6 +16,7 @@ two claims held (`analysis.sweep_report`).
 """
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from analysis import (
+  barriers,
   connectivity,
   connectivity_report,
   experiment_cli,
@@ -33,8 +35,9 @@ from analysis import (
   train_runs,
 )
 from configs.common import pack_arg
-from training import tasks
+from training import config_checks, tasks
 from training import workdir as wd
+from training.errors import UserError
 
 REPO = train_runs.REPO
 
@@ -77,11 +80,53 @@ def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
   ] + [f"--config.{k}={v}" for k, v in overrides(config, optimizer, width).items()]
 
 
+FIELDS = {
+  "seeds": config_checks.positive(),
+  "num_steps": config_checks.positive(),
+  "seed_chunk_size": config_checks.nonnegative(),
+  "parallel": config_checks.positive(),
+  "weight_decay_ref_width": config_checks.positive(),
+  "points": config_checks.Field(int, lambda v: v >= 2, ">= 2 (the ends of the path)"),
+  "num_bends": config_checks.positive(),
+  "fit_steps": config_checks.positive(),
+  "fit_lr": config_checks.Field(float, lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
+  "project": config_checks.Field(bool),
+  "barrier_kind": config_checks.one_of(barriers.BARRIER_KINDS),
+  "connected_tol": config_checks.nonnegative(float),
+  "connectivity_plots": config_checks.one_of(("all", "extremes", "none")),
+}
+
+
+def run_commands(config, workdir: Path) -> dict[Path, tuple[list[str], str, int]]:
+  """{run dir: (train.py command, optimizer, width)} of every run of the sweep."""
+  return {
+    run_dir(workdir, o, w): (train_command(config, o, w, run_dir(workdir, o, w)), o, w)
+    for w in config.widths
+    for o in config.optimizers
+  }
+
+
+def check_config(config, workdir: Path) -> None:
+  """Everything the sweep will use, before anything is created: its fields,
+  its conditions and every run's train.py config (a UserError, one line)."""
+  config_checks.check_values(wd.flatten(config), FIELDS)
+  widths = list(config.widths)
+  if not widths or not all(
+    isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
+  ):
+    raise UserError(f"Config field widths={widths!r} must be a non-empty list of ints >= 1.")
+  if not config.optimizers:
+    raise UserError("Config field optimizers is empty; name at least two optimizers.")
+  for condition in config.conditions:
+    parse_condition(condition)
+  train_runs.check_commands([(d, cmd) for d, (cmd, _, _) in run_commands(config, workdir).items()])
+
+
 def train_all(config, workdir: Path) -> dict:
   """Trains every (optimizer, width) without a summary.json, ``parallel`` at a
   time (a finished run trained with other settings is refused); returns
   {run name: "skipped" | seconds}. Raises TrainingFailed on a failure."""
-  runs = {run_dir(workdir, o, w): (o, w) for w in config.widths for o in config.optimizers}
+  runs = {d: (o, w) for d, (_, o, w) in run_commands(config, workdir).items()}
   expected = {
     d: {
       "optimizer.name": o,
@@ -101,7 +146,7 @@ def parse_condition(condition: str) -> tuple[str, bool]:
   """ "bezier+align" -> ("bezier", True)."""
   path, _, flag = condition.partition("+")
   if path not in ("linear", "polychain", "bezier") or flag not in ("", "align"):
-    raise ValueError(
+    raise UserError(
       f"Unknown condition {condition!r}: PATH[+align], PATH in linear, polychain, bezier."
     )
   return path, flag == "align"
@@ -110,7 +155,7 @@ def parse_condition(condition: str) -> tuple[str, bool]:
 def _plots_for(config, width: int) -> bool:
   mode = config.connectivity_plots
   if mode not in ("all", "extremes", "none"):
-    raise ValueError(f"connectivity_plots must be all|extremes|none, got {mode!r}.")
+    raise UserError(f"connectivity_plots must be all|extremes|none, got {mode!r}.")
   return mode == "all" or (mode == "extremes" and width in (min(config.widths), max(config.widths)))
 
 
@@ -239,9 +284,8 @@ def zero_predictor_loss(config, workdir: Path) -> float:
 def run_sweep(config, workdir) -> dict:
   """Trains, analyzes, writes sweep.json, report.md and plots; returns the sweep dict."""
   workdir = Path(workdir).resolve()
+  check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  for condition in config.conditions:
-    parse_condition(condition)
   t0 = time.time()
   trained = train_all(config, workdir)
   t_train = time.time() - t0
@@ -285,5 +329,4 @@ if __name__ == "__main__":
     "configs/relu2_sweep.py[:full|runlocal]",
     "Directory of the sweep (created; resumed).",
     run_sweep,
-    errors=(train_runs.TrainingFailed, run_reader.ConnectivityError, ValueError),
   )

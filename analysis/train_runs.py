@@ -16,12 +16,14 @@ from typing import Any
 
 from absl import logging
 
+from training import cli, config_checks
 from training import workdir as wd
+from training.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-class TrainingFailed(RuntimeError):
+class TrainingFailed(UserError):
   """A train.py run exited non-zero or wrote no summary.json."""
 
 
@@ -40,6 +42,18 @@ def check_finished_run(run_dir: Path, expected: Mapping[str, Any]) -> None:
     )
 
 
+def check_commands(runs: Sequence[tuple[Path, list[str]]]) -> None:
+  """Every run's train.py config, built and checked as train.py would before
+  the first run starts: a bad field fails in one line, not after hours."""
+  for out, cmd in runs:
+    if not any(arg.startswith("--config=") for arg in cmd):
+      continue  # Not a train.py command (the tests' stand-ins): nothing to check.
+    try:
+      config_checks.validate_config(cli.config_from_args(cmd))
+    except UserError as e:
+      raise UserError(f"The run {Path(out).name} would fail: {e}") from None
+
+
 def train_runs(
   runs: Sequence[tuple[Path, list[str]]],
   parallel: int = 1,
@@ -51,6 +65,7 @@ def train_runs(
   ``expected[run dir]`` (check_finished_run) before it is skipped. On a failure
   the other runs get SIGTERM (train.py checkpoints and exits, so a rerun
   resumes) and TrainingFailed names the run and shows its log's last lines."""
+  check_commands(runs)
   todo, done = [], {}
   for out, cmd in runs:
     if (Path(out) / wd.SUMMARY_FILE).exists():

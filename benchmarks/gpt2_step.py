@@ -31,13 +31,14 @@ import optax
 from absl import app, flags
 
 from models.gpt2 import CONFIGS, GPT2, flops_per_token, init_params, loss_fn
+from training import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["tiny", "small"], "Configs of models.gpt2.CONFIGS to time.")
-flags.DEFINE_integer("batch_size", 0, "0: 32 for tiny, 16 otherwise.")
-flags.DEFINE_integer("seq_len", 0, "0: the config's block_size.")
+flags.DEFINE_integer("batch_size", 0, "0: 32 for tiny, 16 otherwise.", lower_bound=0)
+flags.DEFINE_integer("seq_len", 0, "0: the config's block_size.", lower_bound=0)
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params stay f32).")
-flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).")
+flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).", lower_bound=1)
 flags.DEFINE_float(
   "peak_tflops",
   0.0,
@@ -51,6 +52,11 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_bool("remat", False, "Rematerialize blocks (large models on small memory).")
 flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
+flags.register_validator(
+  "sizes",
+  lambda v: bool(v) and all(s in CONFIGS for s in v),
+  f"--sizes must be among {sorted(CONFIGS)}",
+)
 
 ADAMW = dict(lr=3e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1)
 
@@ -214,6 +220,8 @@ def want_torch() -> bool:
 
 def main(argv):
   del argv
+  if FLAGS.out:
+    cli.handle("benchmarks/gpt2_step.py", lambda: cli.output_file(FLAGS.out))
   dtype = jnp.bfloat16 if FLAGS.dtype == "bfloat16" else jnp.float32
   results = {
     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -266,4 +274,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags("benchmarks/gpt2_step.py"))

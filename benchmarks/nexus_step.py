@@ -26,16 +26,19 @@ from absl import app, flags
 
 from models.gpt2 import CONFIGS, GPT2, init_params, loss_fn
 from optimizers.nexus import nexus
+from training import cli
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("size", "tiny", "A config of models.gpt2.CONFIGS.")
-  flags.DEFINE_integer("batch_size", 48, "Sequences per step (a multiple of 3).")
-  flags.DEFINE_integer("seq_len", 0, "0: the config's block_size.")
-  flags.DEFINE_integer("steps", 20, "Timed steps per method (after 2 warm-up steps).")
-  flags.DEFINE_float("inner_learning_rate", 0.02, "Nexus's γ.")
+  flags.DEFINE_enum("size", "tiny", sorted(CONFIGS), "A config of models.gpt2.CONFIGS.")
+  flags.DEFINE_integer("batch_size", 48, "Sequences per step (a multiple of 3).", lower_bound=3)
+  flags.DEFINE_integer("seq_len", 0, "0: the config's block_size.", lower_bound=0)
+  flags.DEFINE_integer(
+    "steps", 20, "Timed steps per method (after 2 warm-up steps).", lower_bound=1
+  )
+  flags.DEFINE_float("inner_learning_rate", 0.02, "Nexus's γ (> 0).", lower_bound=1e-12)
   flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
 
 
@@ -81,6 +84,8 @@ def steppers(model, params, inputs_KxMxT, targets_KxMxT, gamma):
 
 def main(argv):
   del argv
+  if FLAGS.out:
+    cli.handle("benchmarks/nexus_step.py", lambda: cli.output_file(FLAGS.out))
   config = CONFIGS[FLAGS.size]
   seq_len = FLAGS.seq_len or config.block_size
   if FLAGS.batch_size % NUM_SOURCES:
@@ -143,4 +148,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags("benchmarks/nexus_step.py"))

@@ -25,11 +25,16 @@ from optax.contrib import MuonDimensionNumbers
 from optimizers import muon, newton_schulz
 from optimizers.muon import default_muon_routing
 from optimizers.orthogonalization import matrix_flops_per_step
+from training import cli
 from training.perf import matmul_rate
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("repeats", 3, "Timed steps per optimizer (after one warm-up step).")
-flags.DEFINE_integer("layers", 12, "Transformer blocks in the tree (GPT-2 124M has 12).")
+flags.DEFINE_integer(
+  "repeats", 3, "Timed steps per optimizer (after one warm-up step).", lower_bound=1
+)
+flags.DEFINE_integer(
+  "layers", 12, "Transformer blocks in the tree (GPT-2 124M has 12).", lower_bound=1
+)
 flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
 
 D, VOCAB, CTX = 768, 50257, 1024
@@ -111,6 +116,8 @@ def orthogonality(n_layer):
 
 def main(argv):
   del argv
+  if FLAGS.out:
+    cli.handle("benchmarks/optimizer_step.py", lambda: cli.output_file(FLAGS.out))
   params = gpt2_124m_tree(FLAGS.layers)
   grads = random_like(params, seed=0)
   n_params = sum(x.size for x in jax.tree.leaves(params))
@@ -191,4 +198,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags("benchmarks/optimizer_step.py"))

@@ -30,15 +30,16 @@ from absl import app, flags
 
 from analysis.evaluate import all_pairs, auto_batch_size, evaluate_paths, gather_pairs
 from analysis.paths import get_path_fn, linear_path
+from training import cli
 from training.perf import matmul_rate
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("seeds", 16, "Networks; all pairs of them are evaluated.")
-flags.DEFINE_integer("points", 65, "Values of t in [0, 1] per path.")
+flags.DEFINE_integer("seeds", 16, "Networks; all pairs of them are evaluated.", lower_bound=2)
+flags.DEFINE_integer("points", 65, "Values of t in [0, 1] per path.", lower_bound=2)
 flags.DEFINE_list("widths", ["64", "1024"], "Hidden widths m.")
-flags.DEFINE_integer("input_dim", 16, "d.")
-flags.DEFINE_integer("examples", 1024, "n.")
-flags.DEFINE_integer("repeats", 3, "Timed runs (min is reported) after a warm-up.")
+flags.DEFINE_integer("input_dim", 16, "d.", lower_bound=1)
+flags.DEFINE_integer("examples", 1024, "n.", lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "Timed runs (min is reported) after a warm-up.", lower_bound=1)
 flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
 
 
@@ -130,6 +131,8 @@ def bench_width(m, repeats):
 
 def main(argv):
   del argv
+  if FLAGS.out:
+    cli.handle("benchmarks/path_eval.py", lambda: cli.output_file(FLAGS.out))
   print(f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}")
   results = {"widths": []}
   for m in map(int, FLAGS.widths):
@@ -149,4 +152,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags("benchmarks/path_eval.py"))

@@ -23,9 +23,11 @@ from pathlib import Path
 
 from absl import app, flags
 
+from training import cli
+
 REPO = Path(__file__).resolve().parents[1]
-_WIDTH = flags.DEFINE_integer("width", 256, "Hidden width of the relu2 network.")
-_STEPS = flags.DEFINE_integer("steps", 500, "Training steps per run.")
+_WIDTH = flags.DEFINE_integer("width", 256, "Hidden width of the relu2 network.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 500, "Training steps per run.", lower_bound=1)
 _OPTIMIZER = flags.DEFINE_string("optimizer", "adamw", "Optimizer config variant.")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "The numbers of seeds S to time.")
 _CHUNKS = flags.DEFINE_list("chunks", ["0", "8"], "config.seed_chunk_size values to time.")
@@ -59,6 +61,8 @@ def time_run(num_seeds: int, chunk: int) -> float:
 
 def main(argv):
   del argv
+  if _OUT.value:
+    cli.handle("benchmarks/seeds_vmap.py", lambda: cli.output_file(_OUT.value))
   import jax  # Only to report the device the subprocesses use.
 
   results = {
@@ -103,4 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags("benchmarks/seeds_vmap.py"))

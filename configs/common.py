@@ -8,31 +8,38 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses the "a=b,c=d" variant after the ":" of --config=FILE:VARIANT.
 
   Each value takes the type of its default (bools accept true/false/1/0); a
-  bare word "x" means x=True. An unknown key raises a one-line ValueError.
+  bare word "x" means x=True. A default that is a type (``lr=float``) has no
+  value: it is None unless given, so the config file picks its own default
+  with `or_default` and a given 0 stays 0 (for the config checks to judge,
+  never a silent fallback). An unknown key raises a one-line ValueError.
   """
-  out = dict(defaults)
+  out = {k: None if isinstance(v, type) else v for k, v in defaults.items()}
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     key = key.strip()
     if key not in defaults:
       raise ValueError(f"Unknown config variant {key!r}; known: {sorted(defaults)}.")
     default = defaults[key]
+    kind = default if isinstance(default, type) else type(default)
     if not _:
       value = "true"
     try:
-      if isinstance(default, bool):
+      if kind is bool:
         if value.lower() not in ("true", "false", "1", "0"):
           raise ValueError(value)
         out[key] = value.lower() in ("true", "1")
       elif default is None:
         out[key] = value
       else:
-        out[key] = type(default)(value)
+        out[key] = kind(value)
     except ValueError:
-      raise ValueError(
-        f"Config variant {key}={value!r} is not a {type(default).__name__}."
-      ) from None
+      raise ValueError(f"Config variant {key}={value!r} is not a {kind.__name__}.") from None
   return ml_collections.ConfigDict(out)
+
+
+def or_default(value, default):
+  """A variant's value if it was given (not None), else the config's default."""
+  return default if value is None else value
 
 
 def pack_arg(**kwargs) -> str:

@@ -20,7 +20,7 @@ seed (num_seeds = 1): run seeds as separate workdirs (--config.seed=1).
 
 import ml_collections
 
-from configs.common import optimizer_config, parse_arg
+from configs.common import optimizer_config, or_default, parse_arg
 
 # A learning rate per optimizer that trains the tiny/small models on bytes.
 _GPT2_LR = {"adamw": 3e-3, "lion": 3e-4, "lion_k": 3e-4, "muon": 0.02, "sgd": 0.3}
@@ -32,28 +32,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg,
     size="tiny",
     optimizer="adamw",
-    lr=0.0,
-    wd=-1.0,
-    steps=0,
-    batch=0,
+    lr=float,
+    wd=float,
+    steps=int,
+    batch=int,
     accum=1,
-    seq_len=0,
+    seq_len=int,
     tokenizer="bytes",
     source="builtin",
     sources="prose+code+math",
     weights="",
     nexus=False,
-    inner_lr=0.0,
+    inner_lr=float,
     inner_steps=3,
-    similarity=-1,
+    similarity=int,
     runlocal=False,
   )
   config = ml_collections.ConfigDict()
   config.seed = 0  # init, dropout and data order
   config.num_seeds = 1  # GPT-2: one seed per workdir
-  config.num_steps = arg.steps or (40 if arg.runlocal else 1000)
-  config.batch_size = arg.batch or (8 if arg.runlocal else 32)  # sequences per step
-  if arg.nexus and not arg.batch:  # a multiple of the number of sources K
+  config.num_steps = or_default(arg.steps, 40 if arg.runlocal else 1000)
+  config.batch_size = or_default(arg.batch, 8 if arg.runlocal else 32)  # sequences per step
+  if arg.nexus and arg.batch is None:  # a multiple of the number of sources K
     k = len([x for x in arg.sources.split("+") if x.strip()])
     config.batch_size = -(-config.batch_size // k) * k
   config.grad_accum_steps = arg.accum
@@ -64,9 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 20 if arg.runlocal else 500
   # Every N steps the K×K cosine matrix of the sources' gradients on the fixed
   # validation batches (analysis/source_geometry.py) goes to metrics.jsonl; 0 = off.
-  config.similarity_every = (
-    arg.similarity if arg.similarity >= 0 else (0 if arg.runlocal else config.eval_every)
-  )
+  config.similarity_every = or_default(arg.similarity, 0 if arg.runlocal else config.eval_every)
   config.keep_checkpoints = 2
   # Peak FLOP/s of all devices together for MFU; 0 = MFU not logged; < 0 = measure
   # it (a jitted f32 matmul, training.perf.peak_flops), e.g. on a CPU.
@@ -91,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ood_sources="code_ood+math_ood",
       tokenizer=arg.tokenizer,
       bpe_vocab_size=4096,
-      seq_len=arg.seq_len or (32 if arg.runlocal else 128),
+      seq_len=or_default(arg.seq_len, 32 if arg.runlocal else 128),
       # Characters kept per source (0 = all): the first documents in a fixed order.
       max_chars=200_000 if arg.runlocal else 0,
     )
@@ -99,12 +97,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.optimizer = optimizer_config(
     arg.optimizer,
-    learning_rate=arg.lr or _GPT2_LR[arg.optimizer],
-    weight_decay=arg.wd if arg.wd >= 0 else _GPT2_WD[arg.optimizer],
+    learning_rate=or_default(arg.lr, _GPT2_LR[arg.optimizer]),
+    weight_decay=or_default(arg.wd, _GPT2_WD[arg.optimizer]),
   )
   config.optimizer.weight_decay_mask = "matrices"
   config.optimizer.schedule = "warmup_cosine"
-  config.optimizer.warmup_steps = 2 if arg.runlocal else 50
+  # 50 warmup steps, or a tenth of a shorter run (a warmup longer than the run is refused).
+  config.optimizer.warmup_steps = 2 if arg.runlocal else min(50, config.num_steps // 10)
   config.optimizer.final_lr_fraction = 0.1
   config.optimizer.grad_clip_norm = 1.0
   if arg.optimizer == "muon":  # embeddings, head and vectors: AdamW at its own rate
@@ -120,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.nexus = ml_collections.ConfigDict(
     dict(
       enabled=arg.nexus,
-      inner_learning_rate=arg.inner_lr or 0.02,
+      inner_learning_rate=or_default(arg.inner_lr, 0.02),
       inner_steps=arg.inner_steps,
       normalize="global",
       source_order="random",

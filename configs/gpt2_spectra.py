@@ -17,23 +17,23 @@ steps, for tests). Fields can be overridden: --config.optimizers=adamw+muon+lion
 
 import ml_collections
 
-from configs.common import parse_arg
+from configs.common import or_default, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, size="tiny", steps=0, points=0, runlocal=False)
+  arg = parse_arg(arg, size="tiny", steps=int, points=int, runlocal=False)
   config = ml_collections.ConfigDict()
   config.optimizers = "adamw+muon"  # '+'-separated; every pair of them is compared
   config.seeds = "0+1"  # config.seed of the runs of each optimizer
   config.size = arg.size
-  config.steps = arg.steps or (8 if arg.runlocal else 600)
+  config.steps = or_default(arg.steps, 8 if arg.runlocal else 600)
   config.batch = 8 if arg.runlocal else 16
   config.seq_len = 32 if arg.runlocal else 128
   config.runlocal = arg.runlocal  # the runs use configs/gpt2.py:runlocal (small corpus)
   # Extra train.py flags for every run, e.g. "--config.optimizer.weight_decay=0.0".
   config.train_flags = ""
   config.parallel_runs = 2 if arg.runlocal else 1  # train.py processes at once
-  config.points = arg.points or (5 if arg.runlocal else 17)
+  config.points = or_default(arg.points, 5 if arg.runlocal else 17)
   config.include_self = True  # the path from a run to itself: constant spectra
   config.eval_batches = 1 if arg.runlocal else 4  # validation batches per source
   config.eval_batch_size = 8 if arg.runlocal else 16

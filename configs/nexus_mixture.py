@@ -20,18 +20,20 @@ steps on a small corpus, for tests). Fields can be overridden, e.g.
 
 import ml_collections
 
-from configs.common import parse_arg
+from configs.common import or_default, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, size="tiny", steps=0, seeds="", inner_lr=0.0, runlocal=False)
+  arg = parse_arg(arg, size="tiny", steps=int, seeds=str, inner_lr=float, runlocal=False)
   config = ml_collections.ConfigDict()
   # '+'-separated arms: an optimizer of configs/gpt2.py, or nexus_OPT for
   # Nexus(OPT). Each base optimizer is compared with its Nexus arm.
   config.arms = "adamw+nexus_adamw+muon+nexus_muon"
-  config.seeds = arg.seeds or ("0+1" if arg.runlocal else "0+1+2")  # config.seed of the runs
+  config.seeds = or_default(
+    arg.seeds, "0+1" if arg.runlocal else "0+1+2"
+  )  # config.seed of the runs
   config.size = arg.size
-  config.steps = arg.steps or (6 if arg.runlocal else 600)
+  config.steps = or_default(arg.steps, 6 if arg.runlocal else 600)
   config.batch = 6 if arg.runlocal else 24  # sequences per step; a multiple of 3 sources
   config.seq_len = 32 if arg.runlocal else 128
   config.runlocal = arg.runlocal  # the runs use configs/gpt2.py:runlocal
@@ -39,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in-distribution loss of the base optimizer on the tiny model (600 steps,
   # seed 0: γ = 0.2 raised it 2.5% / 3.7% for AdamW / Muon, γ = 1 by 39% / 27%);
   # not tuned further.
-  config.inner_learning_rate = arg.inner_lr or 0.02
+  config.inner_learning_rate = or_default(arg.inner_lr, 0.02)
   config.inner_steps = 3
   config.similarity_every = 3 if arg.runlocal else 100  # gradient-cosine logging interval
   config.train_flags = ""  # extra train.py flags for every run

@@ -12,7 +12,7 @@ Any field can then be overridden: --config.optimizer.b2=0.95.
 
 import ml_collections
 
-from configs.common import optimizer_config, parse_arg
+from configs.common import optimizer_config, or_default, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -20,12 +20,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg,
     optimizer="adamw",
     width=256,
-    lr=0.0,
-    wd=0.0,
+    lr=float,
+    wd=float,
     task="teacher",
     seeds=1,
     chunk=0,
-    steps=0,
+    steps=int,
     runlocal=False,
   )
   config = ml_collections.ConfigDict()
@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 0: vmap all seeds at once (GPU/TPU). On a CPU, chunks of ~8 seeds keep the
   # activations in cache and are several times faster for many seeds.
   config.seed_chunk_size = arg.chunk
-  config.num_steps = arg.steps or (200 if arg.runlocal else 2000)
+  config.num_steps = or_default(arg.steps, 200 if arg.runlocal else 2000)
   config.batch_size = 0  # 0 = full batch; else minibatches in a per-seed order.
   config.log_every = 20 if arg.runlocal else 100
   config.checkpoint_every = 100 if arg.runlocal else 500
@@ -71,7 +71,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.width = min(arg.width, 32)
     config.data.n_train, config.data.n_test, config.data.input_dim = 64, 64, 4
 
-  config.optimizer = optimizer_config(
-    arg.optimizer, learning_rate=arg.lr or None, weight_decay=arg.wd or None
-  )
+  config.optimizer = optimizer_config(arg.optimizer, learning_rate=arg.lr, weight_decay=arg.wd)
   return config

@@ -189,6 +189,11 @@ def bpe_tokenizer(
     raise ValueError("Cannot train a BPE tokenizer on no text: pass non-empty texts.")
   logging.info("Training a %d-token byte-level BPE on %d documents", vocab_size, len(texts))
   tok = train_bpe(texts, vocab_size)
+  if tok.get_vocab_size() < vocab_size:  # BPE ran out of merges: a smaller vocabulary.
+    raise ValueError(
+      f"The corpus ({len(texts)} documents) only yields a {tok.get_vocab_size()}-token BPE, "
+      f"not {vocab_size}: lower data.bpe_vocab_size or give it more text."
+    )
   os.makedirs(workdir, exist_ok=True)
   tmp = path + ".tmp"  # write-then-rename: a crashed run leaves no half file to load
   tok.save(tmp)

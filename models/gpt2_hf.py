@@ -40,7 +40,18 @@ def _name_map(n_layer: int) -> dict[tuple[str, ...], str]:
   return names
 
 
-def _config_from_hf(hf: dict, dropout: float) -> GPT2Config:
+_REQUIRED = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
+
+
+def _config_from_hf(hf: dict, dropout: float, where: str = "config.json") -> GPT2Config:
+  missing = [k for k in _REQUIRED if k not in hf]
+  if missing:
+    raise ValueError(f"{where} lacks the GPT-2 fields {missing}; it is not a GPT-2 config.json.")
+  bad = [k for k in _REQUIRED if not (isinstance(hf[k], int) and hf[k] >= 1)]
+  if bad:
+    raise ValueError(f"{where} has non-positive or non-integer {[(k, hf[k]) for k in bad]}.")
+  if hf["n_embd"] % hf["n_head"]:
+    raise ValueError(f"{where}: n_embd={hf['n_embd']} is not divisible by n_head={hf['n_head']}.")
   unsupported = []
   if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
     unsupported.append(f"activation_function={hf['activation_function']!r} (need gelu_new)")
@@ -69,18 +80,43 @@ def _config_from_hf(hf: dict, dropout: float) -> GPT2Config:
   )
 
 
-def _read_tensors(path: str) -> dict[str, np.ndarray]:
+def _load_safetensors(file: str) -> dict[str, np.ndarray]:
+  """One safetensors file; a truncated or corrupt one is a one-line ValueError."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"Safetensors file {file!r} does not exist (named by the index).")
+  try:
+    return load_file(file)
+  except Exception as e:  # safetensors raises its own SafetensorError, or OSError
+    raise ValueError(
+      f"{file} is not a readable safetensors file ({' '.join(str(e).split())}); "
+      "it is truncated or corrupt: download or save it again."
+    ) from None
+
+
+def _read_json(file: str) -> dict:
+  try:
+    with open(file) as f:
+      data = json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{file} is not valid JSON ({e}); restore it from the checkpoint.") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"{file} holds a {type(data).__name__}, not a JSON object.")
+  return data
+
+
+def _read_tensors(path: str) -> dict[str, np.ndarray]:
   single, index = os.path.join(path, _WEIGHTS_FILE), os.path.join(path, _INDEX_FILE)
   if os.path.isfile(single):
-    return load_file(single)
+    return _load_safetensors(single)
   if os.path.isfile(index):
-    with open(index) as f:
-      shards = sorted(set(json.load(f)["weight_map"].values()))
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+      raise ValueError(f"{index} has no weight_map of tensor names to shard files.")
     tensors = {}
-    for shard in shards:
-      tensors.update(load_file(os.path.join(path, shard)))
+    for shard in sorted(set(weight_map.values())):
+      tensors.update(_load_safetensors(os.path.join(path, shard)))
     return tensors
   present = sorted(os.listdir(path))
   hint = (
@@ -92,6 +128,19 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
   raise FileNotFoundError(
     f"No {_WEIGHTS_FILE} (or {_INDEX_FILE}) in {path!r}; it holds {present}.{hint}"
   )
+
+
+def _expected_shapes(model: GPT2) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """flax path -> the shape models.gpt2 gives that leaf (no arrays allocated)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from models.gpt2 import init_params  # pylint: disable=g-import-not-at-top
+
+  shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+  return {
+    tuple(k.key for k in path): tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+  }
 
 
 def from_huggingface(path: str, dropout: float = 0.0, **config_overrides) -> tuple[GPT2, dict]:
@@ -111,11 +160,10 @@ def from_huggingface(path: str, dropout: float = 0.0, **config_overrides) -> tup
       f"No {_CONFIG_FILE} in {path!r} (it holds {sorted(os.listdir(path))}); "
       "a Hugging Face checkpoint directory needs it beside the weights."
     )
-  with open(config_path) as f:
-    hf_config = json.load(f)
+  hf_config = _read_json(config_path)
   if hf_config.get("model_type", "gpt2") != "gpt2":
     raise ValueError(f"{config_path} describes model_type={hf_config['model_type']!r}, not 'gpt2'.")
-  config = _config_from_hf(hf_config, dropout)
+  config = _config_from_hf(hf_config, dropout, config_path)
   if config_overrides:
     import dataclasses  # pylint: disable=g-import-not-at-top
 
@@ -134,7 +182,18 @@ def from_huggingface(path: str, dropout: float = 0.0, **config_overrides) -> tup
       node = node.setdefault(key, {})
     node[flax_path[-1]] = np.asarray(tensors[name], np.float32)
   if missing:
-    raise KeyError(f"{path!r} lacks {len(missing)} GPT-2 tensors, e.g. {missing[:3]}.")
+    raise ValueError(f"{path!r} lacks {len(missing)} GPT-2 tensors, e.g. {missing[:3]}.")
+  # Every tensor's shape must be what config.json describes, or apply fails later.
+  expected = _expected_shapes(GPT2(config))
+  for flax_path, hf_name in _name_map(config.n_layer).items():
+    node = params
+    for key in flax_path:
+      node = node[key]
+    if tuple(node.shape) != expected[flax_path]:
+      raise ValueError(
+        f"{path!r}: {prefix + hf_name} has shape {tuple(node.shape)} but its config.json "
+        f"implies {expected[flax_path]}; the weights and config.json are from different models."
+      )
   head = tensors.get("lm_head.weight")
   if head is not None and not np.array_equal(head, params["wte"]["embedding"]):
     raise ValueError(

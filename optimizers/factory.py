@@ -35,9 +35,11 @@ from typing import Any
 import jax
 import optax
 
+from optimizers import domains
 from optimizers import implicit_bias as bias
 from optimizers.implicit_bias import Constraint, implicit_constraints
-from optimizers.lion_k import lion, lion_k
+from optimizers.lion_k import LION_DOMAINS, LION_K_DOMAINS, lion, lion_k
+from optimizers.muon import DOMAINS as MUON_DOMAINS
 from optimizers.muon import muon
 from optimizers.nexus import NORMALIZATIONS, SOURCE_ORDERS, nexus
 from optimizers.registry import (
@@ -45,6 +47,7 @@ from optimizers.registry import (
   SHARED_KEYS,
   WEIGHT_DECAY_MASKS,
   OptimizerEntry,
+  check_hyperparameters,
   get_optimizer,
   hyperparameters,
   keyword_names,
@@ -85,21 +88,49 @@ def _muon(learning_rate, weight_decay=0.0, mask=None, **kwargs):
   return muon(learning_rate, weight_decay=weight_decay, weight_decay_mask=mask, **kwargs)
 
 
+ADAMW_DOMAINS = {
+  "b1": domains.DECAY,
+  "b2": domains.DECAY,
+  "eps": domains.positive(),
+  "eps_root": domains.nonnegative(),
+  "mu_dtype": domains.DTYPE,
+  "nesterov": domains.boolean(),
+}
+SGD_DOMAINS = {"momentum": domains.DECAY, "nesterov": domains.boolean()}
+
 # One registration per optimizer: constructor(learning_rate, weight_decay=...,
-# mask=..., **hyperparameters), then its implicit bias (optimizers.implicit_bias).
-register_optimizer("adamw", optax.adamw, bias.ELL_INF)
-register_optimizer("lion", lion, bias.ELL_INF)
-register_optimizer("lion_k", lion_k, bias.LION_K)
+# mask=..., **hyperparameters), its implicit bias (optimizers.implicit_bias)
+# and the domain of each hyperparameter (optimizers.domains).
+register_optimizer("adamw", optax.adamw, bias.ELL_INF, ADAMW_DOMAINS)
+register_optimizer("lion", lion, bias.ELL_INF, LION_DOMAINS)
+register_optimizer("lion_k", lion_k, bias.LION_K, LION_K_DOMAINS)
 register_optimizer(
   "muon",
   _muon,
   bias.MUON,
+  MUON_DOMAINS,
   hyperparameters=keyword_names(muon, "weight_decay_mask"),
   scheduled=("adam_learning_rate",),
 )
-register_optimizer("sgd", _sgd, bias.SGD)
+register_optimizer("sgd", _sgd, bias.SGD, SGD_DOMAINS)
 
 SCHEDULES = ("constant", "warmup_cosine", "wsd")
+
+# The domains of the keys every optimizer section shares (SHARED_KEYS).
+SHARED_DOMAINS = {
+  "learning_rate": domains.positive(),
+  "weight_decay": domains.nonnegative(),
+  "weight_decay_mask": domains.one_of(WEIGHT_DECAY_MASKS),
+  "schedule": domains.one_of(SCHEDULES),
+  "warmup_steps": domains.integer(0),
+  # 0 would decay in one step (the schedule's max(·, 1)); above 1, before step 0.
+  "decay_fraction": domains.interval(0, 1, low_closed=False, high_closed=True),
+  # Below 0 the learning rate turns negative: gradient ascent.
+  "final_lr_fraction": domains.interval(0, 1, high_closed=True),
+  "grad_clip_norm": domains.Domain(
+    domains.nonnegative().check, "a finite number > 0, or 0 to disable clipping"
+  ),
+}
 
 # The optional optimizer.nexus section: key -> default.
 NEXUS_DEFAULTS = dict(
@@ -110,6 +141,17 @@ NEXUS_DEFAULTS = dict(
   source_order="random",
   seed=0,
 )
+NEXUS_DOMAINS = {
+  "enabled": domains.boolean(),
+  "inner_learning_rate": domains.positive(),
+  "inner_steps": domains.integer(1),
+  "normalize": domains.Domain(
+    lambda v: _nexus_normalize(v) in NORMALIZATIONS,
+    "one of 'global', 'per_tensor', 'none'",
+  ),
+  "source_order": domains.one_of(SOURCE_ORDERS),
+  "seed": domains.integer(0),
+}
 
 
 def make_schedule(
@@ -150,24 +192,22 @@ def make_schedule(
 
 
 def check_optimizer_config(opt_config: Mapping[str, Any]) -> None:
-  """Raises ValueError (one line) on an unknown name, schedule or hyperparameter."""
+  """Raises ValueError (one line) on an unknown name, a key without a domain or
+  a value outside it, or options the constructor refuses (an unknown K, an
+  unknown orthogonalization method): everything before training starts."""
   name = opt_config.get("name")
-  accepted = get_optimizer(name).hyperparameters
-  if opt_config.get("schedule", "constant") not in SCHEDULES:
-    raise ValueError(f"Unknown schedule {opt_config.get('schedule')!r}; known: {SCHEDULES}.")
-  if opt_config.get("weight_decay_mask", "all") not in WEIGHT_DECAY_MASKS:
-    raise ValueError(
-      f"Unknown weight_decay_mask {opt_config.get('weight_decay_mask')!r}; "
-      f"known: {WEIGHT_DECAY_MASKS}."
-    )
+  get_optimizer(name)
+  if "learning_rate" not in opt_config:
+    raise ValueError("Config field optimizer.learning_rate is missing; add it to the config.")
+  for key, domain in SHARED_DOMAINS.items():
+    if key in opt_config:
+      domains.check_value("optimizer", key, opt_config[key], domain)
   check_nexus_config(opt_config.get("nexus"))
-  for key in hyperparameters(opt_config):
-    if accepted is not None and key not in accepted:
-      raise ValueError(
-        f"Unknown hyperparameter {key!r} for optimizer {name!r}; it "
-        f"accepts {sorted(accepted)}. Pick the optimizer with the config variant "
-        f"(':optimizer={name}') so its hyperparameters come with it."
-      )
+  check_hyperparameters(name, opt_config)
+  try:  # Building is cheap (no tracing) and runs the constructors' own checks.
+    _make_outer(opt_config, num_steps=1)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"optimizer {name!r}: {str(e).splitlines()[0]}") from None
 
 
 def nexus_enabled(opt_config: Mapping[str, Any]) -> bool:
@@ -185,26 +225,8 @@ def check_nexus_config(section) -> None:
     raise ValueError(
       f"Unknown optimizer.nexus field(s) {unknown}; known: {sorted(NEXUS_DEFAULTS)}."
     )
-  cfg = {**NEXUS_DEFAULTS, **section}
-  if not cfg["inner_learning_rate"] > 0:
-    raise ValueError(
-      f"optimizer.nexus.inner_learning_rate={cfg['inner_learning_rate']!r} "
-      "is impossible: it must be > 0."
-    )
-  if not (isinstance(cfg["inner_steps"], int) and cfg["inner_steps"] >= 1):
-    raise ValueError(
-      f"optimizer.nexus.inner_steps={cfg['inner_steps']!r} is impossible: it must be an int >= 1."
-    )
-  if _nexus_normalize(cfg["normalize"]) not in NORMALIZATIONS:
-    raise ValueError(
-      f"optimizer.nexus.normalize={cfg['normalize']!r} is impossible: it "
-      "must be one of 'global', 'per_tensor', 'none'."
-    )
-  if cfg["source_order"] not in SOURCE_ORDERS:
-    raise ValueError(
-      f"optimizer.nexus.source_order={cfg['source_order']!r} is impossible: "
-      f"it must be one of {SOURCE_ORDERS}."
-    )
+  for key, value in section.items():
+    domains.check_value("optimizer.nexus", key, value, NEXUS_DOMAINS[key])
 
 
 def _nexus_normalize(value):

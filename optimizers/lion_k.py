@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import optax
 from optax import tree as otu
 
+from optimizers import domains
 from optimizers.k_functions import get_k
+from optimizers.orthogonalization import ORTHOGONALIZE_METHODS
 
 
 def _flat(k_options):
@@ -103,3 +105,27 @@ def lion(
   return lion_k(
     learning_rate, k="l1", b1=b1, b2=b2, weight_decay=weight_decay, mask=mask, mu_dtype=mu_dtype
   )
+
+
+# The values a config may give each hyperparameter (optimizers.domains); the
+# K options are those of the registered K functions, which check the rest
+# (an unknown K or option) when the optimizer is built.
+LION_DOMAINS = {"b1": domains.DECAY, "b2": domains.DECAY, "mu_dtype": domains.DTYPE}
+K_OPTION_DOMAINS = {
+  "method": domains.one_of(ORTHOGONALIZE_METHODS),
+  "ns_steps": domains.integer(1),
+  "ns_coeffs": domains.Domain(
+    lambda v: isinstance(v, (str, tuple, list)), "a preset name or (a, b, c) triples"
+  ),
+  "compute_dtype": domains.DTYPE,
+  "gram": domains.optional(domains.boolean()),
+  "eps": domains.positive(),
+  "e": domains.positive(),
+  "p": domains.positive(),
+  "axis": domains.Domain(lambda v: isinstance(v, int) and not isinstance(v, bool), "an int axis"),
+}
+LION_K_DOMAINS = {
+  "k": domains.Domain(lambda v: isinstance(v, str), "the name of a K (optimizers.K_FUNCTIONS)"),
+  **LION_DOMAINS,
+  **K_OPTION_DOMAINS,
+}

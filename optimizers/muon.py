@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers.lion_k import scale_by_lion_k
+from optimizers import domains
+from optimizers.lion_k import K_OPTION_DOMAINS, scale_by_lion_k
 
 MUON_SCALES = ("shape", "rms_match", "none")
 
@@ -177,3 +178,25 @@ def muon(
   return optax.partition(
     {"muon": muon_side, "adam": adam_side}, lambda params: muon_labels(params, routing)
   )
+
+
+# The values a config may give each hyperparameter (optimizers.domains).
+DOMAINS = {
+  "beta": domains.DECAY,
+  "nesterov": domains.boolean(),
+  "ns_steps": K_OPTION_DOMAINS["ns_steps"],
+  "ns_coeffs": K_OPTION_DOMAINS["ns_coeffs"],
+  "method": K_OPTION_DOMAINS["method"],
+  "scale": domains.one_of(MUON_SCALES),
+  "adam_learning_rate": domains.optional(domains.positive()),
+  "adam_b1": domains.DECAY,
+  "adam_b2": domains.DECAY,
+  "adam_eps": domains.positive(),
+  "adam_weight_decay": domains.nonnegative(),
+  "mu_dtype": domains.DTYPE,
+  "compute_dtype": domains.DTYPE,
+  "gram": K_OPTION_DOMAINS["gram"],
+  "routing": domains.Domain(
+    lambda v: v is None or callable(v), "None or a function (path, leaf) -> bool"
+  ),
+}

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import optax
 
+from optimizers.domains import Domain, check_value
+
 if TYPE_CHECKING:
   from optimizers.implicit_bias import ImplicitBias
 
@@ -50,6 +52,8 @@ class OptimizerEntry(NamedTuple):
   # Hyperparameters that are peak learning rates: they follow the section's
   # schedule shape (Muon's adam_learning_rate).
   scheduled: tuple[str, ...] = ()
+  # hyperparameter -> its Domain (optimizers.domains); every accepted name has one.
+  domains: Mapping[str, Domain] = {}
 
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {}
@@ -69,14 +73,22 @@ def register_optimizer(
   name: str,
   constructor: Callable[..., optax.GradientTransformation],
   implicit_bias: "ImplicitBias",
+  domains: Mapping[str, Domain],
   hyperparameters: tuple[str, ...] | None = None,
   scheduled: tuple[str, ...] = (),
 ) -> OptimizerEntry:
   """Registers ``name``; ``hyperparameters`` defaults to `keyword_names` of
-  the constructor."""
+  the constructor. ``domains`` must give every hyperparameter its `Domain`
+  (for a **kwargs constructor: the keys it knows), so a value outside it is
+  refused before anything is built."""
   if hyperparameters is None:
     hyperparameters = keyword_names(constructor)
-  entry = OptimizerEntry(constructor, hyperparameters, implicit_bias, tuple(scheduled))
+  missing = sorted(set(hyperparameters or ()) - set(domains))
+  if missing:
+    raise ValueError(f"register_optimizer({name!r}): no domain for the hyperparameters {missing}.")
+  entry = OptimizerEntry(
+    constructor, hyperparameters, implicit_bias, tuple(scheduled), dict(domains)
+  )
   OPTIMIZERS[name] = entry
   return entry
 
@@ -86,6 +98,21 @@ def get_optimizer(name: str) -> OptimizerEntry:
   if name not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}.")
   return OPTIMIZERS[name]
+
+
+def check_hyperparameters(name: str, opt_config: Mapping[str, Any]) -> None:
+  """Raises ValueError (one line) on a hyperparameter the optimizer does not
+  accept or a value outside its domain."""
+  entry = get_optimizer(name)
+  for key, value in hyperparameters(opt_config).items():
+    if entry.hyperparameters is not None and key not in entry.hyperparameters:
+      raise ValueError(
+        f"Unknown hyperparameter {key!r} for optimizer {name!r}; it "
+        f"accepts {sorted(entry.hyperparameters)}. Pick the optimizer with the config variant "
+        f"(':optimizer={name}') so its hyperparameters come with it."
+      )
+    if key in entry.domains:
+      check_value("optimizer", key, value, entry.domains[key])
 
 
 def hyperparameters(opt_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from configs.common import optimizer_config
-from optimizers import factory
+from optimizers import domains, factory
 from tests.references import reference_lion_step
 
 
@@ -31,7 +31,9 @@ def test_unknown_optimizer_lists_known_ones():
 def test_unknown_hyperparameter_is_named():
   with pytest.raises(ValueError, match="Unknown hyperparameter 'eps' for optimizer 'lion'"):
     factory.make_optimizer(dict(optimizer_config("lion"), eps=1e-8), 10)
-  with pytest.raises(ValueError, match="Unknown schedule 'linear'"):
+  with pytest.raises(
+    ValueError, match=r"optimizer.schedule='linear' is impossible: it must be one of"
+  ):
     factory.make_optimizer(dict(optimizer_config("sgd"), schedule="linear"), 10)
 
 
@@ -175,17 +177,95 @@ def test_adding_an_optimizer_is_one_registration():
         "lion"
       ].constructor(learning_rate, b1=b1, b2=b1, weight_decay=weight_decay, mask=mask),
       implicit_bias.ELL_INF,
+      {"b1": domains.DECAY},
     )
     section = {"name": "signum", "learning_rate": 0.1, "weight_decay": 0.5, "b1": 0.5}
     factory.check_optimizer_config(section)
     with pytest.raises(ValueError, match=r"it accepts \['b1'\]"):
       factory.check_optimizer_config(dict(section, b2=0.9))
+    with pytest.raises(
+      ValueError, match=r"optimizer.b1=1.5 is impossible: it must be a number in \[0, 1\)"
+    ):
+      factory.check_optimizer_config(dict(section, b1=1.5))
     params = _params()
     assert _one_step(factory.make_optimizer(section, 10), params, params)
     assert {c.k for c in jax.tree.leaves(factory.implicit_constraints(section, params))} == {"l1"}
     assert implicit_bias.describe(section) == "K = l1: ‖θ‖∞ ≤ 1/λ (λ = 0.5)"
   finally:
     factory.OPTIMIZERS.pop("signum", None)
+
+
+def test_a_registration_without_domains_is_refused():
+  with pytest.raises(ValueError, match=r"no domain for the hyperparameters \['b1'\]"):
+    factory.register_optimizer(
+      "nodomain", lambda learning_rate, weight_decay=0.0, mask=None, b1=0.9: None, None, {}
+    )
+  assert "nodomain" not in factory.OPTIMIZERS
+
+
+def test_every_registered_hyperparameter_has_a_domain():
+  for name, entry in factory.OPTIMIZERS.items():
+    assert set(entry.hyperparameters or ()) <= set(entry.domains), name
+
+
+# (optimizer, key, value, what the one line says): every value outside its domain.
+BAD_VALUES = [
+  ("adamw", "b1", 1.5, "in [0, 1)"),
+  ("adamw", "b2", -0.1, "in [0, 1)"),
+  ("adamw", "eps", -1.0, "> 0"),
+  ("adamw", "eps", 0.0, "> 0"),
+  ("adamw", "learning_rate", 0.0, "> 0"),
+  ("adamw", "learning_rate", float("inf"), "finite number > 0"),
+  ("adamw", "learning_rate", float("nan"), "finite number > 0"),
+  ("adamw", "weight_decay", -0.1, ">= 0"),
+  ("adamw", "weight_decay", float("inf"), "finite number >= 0"),
+  ("adamw", "final_lr_fraction", -2.0, "in [0, 1]"),
+  ("adamw", "final_lr_fraction", 1.5, "in [0, 1]"),
+  ("adamw", "decay_fraction", 0.0, "in (0, 1]"),
+  ("adamw", "warmup_steps", -1, "an int >= 0"),
+  ("adamw", "warmup_steps", 2.5, "an int >= 0"),
+  ("adamw", "grad_clip_norm", -1.0, "or 0 to disable clipping"),
+  ("adamw", "schedule", "linear", "one of"),
+  ("adamw", "mu_dtype", "float77", "dtype name"),
+  ("adamw", "nesterov", 1, "True or False"),
+  ("lion", "b1", 1.0, "in [0, 1)"),
+  ("lion_k", "b2", 2.0, "in [0, 1)"),
+  ("lion_k", "ns_steps", 0, "an int >= 1"),
+  ("lion_k", "method", "qr", "one of"),
+  ("muon", "beta", 1.0, "in [0, 1)"),
+  ("muon", "ns_steps", 0, "an int >= 1"),
+  ("muon", "adam_eps", 0.0, "> 0"),
+  ("muon", "adam_learning_rate", -0.1, "None or a finite number > 0"),
+  ("muon", "scale", "huge", "one of"),
+  ("sgd", "momentum", 1.0, "in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("name,key,value,hint", BAD_VALUES)
+def test_values_outside_their_domain_are_refused(name, key, value, hint):
+  section = dict(optimizer_config(name), **{key: value})
+  with pytest.raises(ValueError) as e:
+    factory.check_optimizer_config(section)
+  message = str(e.value)
+  assert f"optimizer.{key}={value!r} is impossible" in message and hint in message
+  assert "\n" not in message
+
+
+def test_the_constructors_own_checks_run_before_training():
+  # Options that only the constructor can judge: one line, at validation.
+  with pytest.raises(ValueError, match="Unknown K 'l7'"):
+    factory.check_optimizer_config(dict(optimizer_config("lion_k"), k="l7"))
+  with pytest.raises(ValueError, match="Unknown Newton-Schulz preset 'septic'"):
+    factory.check_optimizer_config(dict(optimizer_config("muon"), ns_coeffs="septic"))
+  with pytest.raises(ValueError, match="schatten needs 1 < p < inf"):
+    factory.check_optimizer_config(dict(optimizer_config("lion_k"), k="schatten", p=1.0))
+
+
+def test_nexus_values_outside_their_domain_are_refused():
+  for key, value in (("inner_learning_rate", 0.0), ("inner_steps", 0), ("normalize", "l2")):
+    section = dict(optimizer_config("adamw"), nexus={"enabled": True, key: value})
+    with pytest.raises(ValueError, match=f"optimizer.nexus.{key}={value!r} is impossible"):
+      factory.check_optimizer_config(section)
 
 
 def test_sgd_has_no_ball_but_reports_l2():

@@ -112,3 +112,58 @@ def test_missing_inputs_fail_clearly(tmp_path):
   )
   with pytest.raises(ValueError, match="activation_function"):
     from_huggingface(str(tmp_path))
+
+
+def _saved_tiny(path):
+  model = GPT2(CONFIGS["tiny"])
+  params = jax.jit(init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
+  to_huggingface(params, model.config, str(path))
+  return json.loads((path / "config.json").read_text())
+
+
+def _edit_config(path, **changes):
+  config = json.loads((path / "config.json").read_text())
+  (path / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+# (what breaks the checkpoint, the one line's words): each names the file and the problem.
+BROKEN_CHECKPOINTS = [
+  ("truncated_weights", r"model.safetensors is not a readable safetensors file.*truncated"),
+  ("garbage_weights", r"model.safetensors is not a readable safetensors file"),
+  ("config_not_json", r"config.json is not valid JSON"),
+  ("config_a_list", r"config.json holds a list"),
+  ("config_missing_field", r"lacks the GPT-2 fields \['n_embd'\]"),
+  ("config_wider", r"has shape \(256, 64\) but its config.json implies \(256, 128\)"),
+  ("config_more_layers", r"lacks \d+ GPT-2 tensors"),
+  ("config_bad_heads", r"n_embd=64 is not divisible by n_head=5"),
+  ("config_zero_layers", r"non-positive or non-integer \[\('n_layer', 0\)\]"),
+]
+
+
+@pytest.mark.parametrize("case,words", BROKEN_CHECKPOINTS)
+def test_broken_checkpoints_fail_in_one_line_naming_the_file(tmp_path, case, words):
+  _saved_tiny(tmp_path)
+  weights = tmp_path / "model.safetensors"
+  if case == "truncated_weights":
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+  elif case == "garbage_weights":
+    weights.write_bytes(b"\x07" * 64)
+  elif case == "config_not_json":
+    (tmp_path / "config.json").write_text('{"n_embd": 64,')
+  elif case == "config_a_list":
+    (tmp_path / "config.json").write_text("[1, 2]")
+  elif case == "config_missing_field":
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["n_embd"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+  else:
+    changes = {
+      "config_wider": {"n_embd": 128},
+      "config_more_layers": {"n_layer": 3},
+      "config_bad_heads": {"n_head": 5},
+      "config_zero_layers": {"n_layer": 0},
+    }[case]
+    _edit_config(tmp_path, **changes)
+  with pytest.raises(ValueError, match=words) as info:
+    from_huggingface(str(tmp_path))
+  assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)

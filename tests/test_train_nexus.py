@@ -17,7 +17,7 @@ from models import gpt2
 from optimizers import factory
 from optimizers.nexus import normalize_gradient
 from tests.config_overrides import assert_params_close, config_with, unsafe_config_with
-from training import gpt2_steps, similarity, tasks
+from training import finite, gpt2_steps, similarity, tasks
 from training import workdir as wd
 
 logging.set_verbosity(logging.WARNING)
@@ -106,14 +106,15 @@ def test_one_source_one_inner_step_is_adamw_on_normalized_gradients():
     "first_nonfinite_step": jnp.int32(-1),
   }
   a, b = init(tx), init(ref_tx)
+  ra, rb = finite.empty_record(params), finite.empty_record(params)
   windows = text_pipeline.build_text_windows(
     ["prose"], "train", tok, config.data.seq_len, max_chars=config.data.max_chars
   )
   it = iter(text_pipeline.per_source_loader(windows, batch_size=4, seed=0))
   for _ in range(5):
     batch = next(it)
-    a, _ = nexus_step(a, *gpt2_steps.to_device_batch(batch, 1, nexus_sharding, ["prose"]))
-    b, _ = ref_step(b, *gpt2_steps.to_device_batch(batch["prose"], 1, ref_sharding))
+    a, ra, _ = nexus_step(a, ra, *gpt2_steps.to_device_batch(batch, 1, nexus_sharding, ["prose"]))
+    b, rb, _ = ref_step(b, rb, *gpt2_steps.to_device_batch(batch["prose"], 1, ref_sharding))
   moved = [np.abs(x - y).max() for x, y in zip(_leaves(a["params"]), start)]
   assert max(moved) > 1e-3  # The comparison is not vacuous.
   # Nexus hands AdamW (θ − (θ − γd))/γ = d up to float32 rounding.

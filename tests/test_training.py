@@ -24,7 +24,7 @@ from configs import gpt2 as gpt2_config
 from configs import relu2 as relu2_config
 from data import token_shards
 from tests.config_overrides import assert_params_close, config_with
-from training import metrics
+from training import finite, metrics
 from training import workdir as wd
 
 logging.set_verbosity(logging.WARNING)
@@ -132,11 +132,49 @@ def test_gpt2_nonfinite_loss_stops_in_one_line(tmp_path):
   with pytest.raises(training.NonFiniteError) as info:
     training.run(config, tmp_path)
   message = str(info.value)
-  assert "Non-finite loss or parameters at step" in message and "\n" not in message
+  assert "became NaN/inf first" in message and "\n" not in message
+  assert "lower optimizer.learning_rate (now 1000000.0)" in message
+  assert "set optimizer.grad_clip_norm (now 0: no clipping)" in message
   assert not (tmp_path / wd.SUMMARY_FILE).exists()
   for step in wd.checkpoint_steps(tmp_path):  # Whatever was saved is finite.
     _, params = wd.load_params(tmp_path, step)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def _record(loss=-1, grads=(-1, -1), params=(-1, -1)):
+  tree = lambda pair: {
+    "head": {"kernel": np.int32(pair[0])},
+    "hidden": {"kernel": np.int32(pair[1])},
+  }
+  return {"loss": np.int32(loss), "grads": tree(grads), "params": tree(params)}
+
+
+def test_nonfinite_record_names_the_first_culprits():
+  # Known answers: the earliest step wins, ties are all named, -1 is never.
+  assert finite.culprits(_record()) == (-1, [])
+  assert finite.culprits(_record(loss=7, grads=(5, 9))) == (5, ["the gradient of head/kernel"])
+  step, names = finite.culprits(_record(loss=3, grads=(3, -1), params=(4, 4)))
+  assert (step, names) == (3, ["the loss", "the gradient of head/kernel"])
+  config = _relu2("runlocal")
+  only_params = finite.advice(config, ["the parameter hidden/kernel"])
+  assert only_params.startswith("the update overflowed with finite gradients")
+  assert "grad_clip_norm" in finite.advice(config, ["the loss"])
+  # The seed that went bad first is the one described, with its config seed.
+  record_S = jax.tree.map(lambda a, b: np.stack([a, b]), _record(loss=9), _record(grads=(-1, 2)))
+  text = finite.describe(record_S, config, seed_offset=10)
+  assert text.startswith("at step 2 (seed 11) the gradient of hidden/kernel became NaN/inf first")
+
+
+def test_the_step_records_what_went_nonfinite():
+  params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+  record = finite.empty_record(params)
+  record = finite.update_record(record, 1, jnp.float32(1.0), params, params)
+  bad = {"a": jnp.array([1.0, jnp.inf]), "b": jnp.ones(2)}
+  record = finite.update_record(record, 2, jnp.float32(1.0), bad, params)
+  record = finite.update_record(record, 3, jnp.float32(jnp.nan), bad, bad)
+  host = jax.device_get(record)
+  assert int(host["loss"]) == 3 and int(host["grads"]["a"]) == 2 and int(host["grads"]["b"]) == -1
+  assert int(host["params"]["a"]) == 3 and finite.culprits(host) == (2, ["the gradient of a"])
 
 
 # ~55 s on 2 cores (`pytest -m slow`); the in-process GPT-2 resume test of
@@ -336,7 +374,12 @@ def test_checkpoint_of_another_model_is_one_line_and_nothing_moves(tmp_path):
   training.run(_relu2("runlocal,steps=20", checkpoint_every=20), tmp_path)
   (tmp_path / wd.SUMMARY_FILE).unlink()
   wider = _relu2("runlocal,steps=20", checkpoint_every=20, model__width=8)
-  with pytest.raises(training.ConfigError, match="No checkpoint in .* restores") as info:
+  before = (tmp_path / wd.CONFIG_FILE).read_text()
+  with pytest.raises(training.ConfigError, match="No checkpoint in .* fits this config") as info:
     training.run(wider, tmp_path, override_config=True)
-  assert "\n" not in str(info.value)
+  assert "\n" not in str(info.value) and "Nothing was changed" in str(info.value)
   assert wd.checkpoint_steps(tmp_path) == [20]
+  # The failed override left config.json as it was: the original command still resumes.
+  assert (tmp_path / wd.CONFIG_FILE).read_text() == before
+  assert not list(tmp_path.glob("config.replaced_*"))
+  assert wd.load_config(tmp_path).model.width == _relu2("runlocal,steps=20").model.width

@@ -8,6 +8,8 @@ The trainer's state is {"step": (), "seeds": {"params", ...}} with a seed axis
 on every leaf; GPT-2 keeps one seed and is stacked to that layout to save.
 """
 
+import errno
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from training import workdir as wd
-from training.errors import ConfigError, NonFiniteError, one_line
+from training.errors import ConfigError, DiskFullError, NonFiniteError, one_line
 
 
 def manager(workdir: Path, config) -> ocp.CheckpointManager:
@@ -47,10 +49,52 @@ def _split(state: dict) -> tuple[Any, dict]:
   return seeds.pop("params"), {"step": state["step"], "seeds": seeds}
 
 
+# Free space kept beyond a checkpoint's bytes: orbax's metadata, metrics.jsonl
+# and the TensorBoard events still have to be flushed after a refused save.
+SPACE_MARGIN_BYTES = 1 << 20
+
+
+def _bytes(tree) -> int:
+  return sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(tree))
+
+
+def disk_full(workdir: Path, what: str) -> DiskFullError:
+  """The one line of a full disk: what failed, the space left, the last good checkpoint."""
+  workdir = Path(workdir)
+  free = shutil.disk_usage(workdir).free
+  steps = wd.checkpoint_steps(workdir)
+  intact = (
+    f"the last good checkpoint, step {steps[-1]} in {workdir / wd.CHECKPOINT_DIR}, is intact"
+    if steps
+    else "there is no checkpoint yet"
+  )
+  return DiskFullError(
+    f"No space left on the device for {what} ({free / 2**20:.1f} MiB free in {workdir}); "
+    f"{intact}: free some space and rerun the same command to resume."
+  )
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """An OSError ENOSPC, or orbax/tensorstore's wrapping of one (a ValueError)."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(error) or "os_error_code='28'" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
 def save(mgr: ocp.CheckpointManager, state: dict, data_state: dict) -> None:
-  """Saves the stacked state and the data-iterator JSON at state["step"]."""
+  """Saves the stacked state and the data-iterator JSON at state["step"];
+  refuses (DiskFullError) before writing when the disk cannot hold it."""
   params, rest = _split(state)
   step = int(state["step"])
+  needed = _bytes(state) + SPACE_MARGIN_BYTES
+  if shutil.disk_usage(mgr.directory).free < needed:
+    raise disk_full(
+      Path(mgr.directory).parent, f"checkpoint {step} (about {needed / 2**20:.1f} MiB)"
+    )
   mgr.save(
     step,
     force=True,
@@ -120,9 +164,10 @@ def restore_latest(
   if failures:
     step, error = failures[0]
     raise ConfigError(
-      f"No checkpoint in {mgr.directory} restores under this config (step "
-      f"{step}: {one_line(error)[:300]}); resume with the config the run was "
-      "started with, or use a new --workdir."
+      f"No checkpoint in {mgr.directory} fits this config (step {step}: "
+      f"{one_line(error)[:300]}); a changed model or optimizer cannot resume these "
+      "weights (--override_config only changes what they allow). Nothing was changed: "
+      "resume with the run's config.json, or use a new --workdir."
     )
   return 0, None, None
 
@@ -153,15 +198,14 @@ def unstack_seed(stacked: dict) -> dict:
   return {"step": stacked["step"], **jax.tree.map(lambda x: x[0], stacked["seeds"])}
 
 
-def raise_if_nonfinite(first_bad_S, mgr: ocp.CheckpointManager, config) -> None:
+def raise_if_nonfinite(first_bad_S, mgr: ocp.CheckpointManager, detail) -> None:
   """Stops the run if any seed's state went non-finite (first_bad_S[i] ≥ 0 is
-  the step it did), naming the step, the seeds and the last good checkpoint."""
+  the step it did), with ``detail()`` (training.finite.describe: what went
+  NaN/inf first, and advice) and the last good checkpoint."""
   first_bad_S = np.asarray(first_bad_S)
   if (first_bad_S < 0).all():
     return
   mgr.wait_until_finished()
-  step = int(first_bad_S[first_bad_S >= 0].min())
-  bad_seeds = [config.seed + i for i in np.flatnonzero(first_bad_S >= 0)]
   last = mgr.latest_step()
   where = (
     f"the last good checkpoint is step {last} in {mgr.directory}"
@@ -169,7 +213,6 @@ def raise_if_nonfinite(first_bad_S, mgr: ocp.CheckpointManager, config) -> None:
     else "there is no checkpoint yet"
   )
   raise NonFiniteError(
-    f"Non-finite loss or parameters at step {step} (seeds {bad_seeds}); {where}. "
-    "Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then rerun "
+    f"Training stopped: {detail()}. {where[0].upper() + where[1:]}; rerun after the change "
     "(with --override_config to resume from that checkpoint)."
   )

@@ -2,6 +2,8 @@
 workdir or config.json exists, and fails with one line naming field and fix."""
 
 import json
+import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,86 +29,92 @@ class Field(NamedTuple):
   hint: str = ""
 
 
-def _positive(kind=int):
+def positive(kind=int):
   return Field(kind, lambda v: v >= 1, ">= 1")
 
 
-def _nonneg(kind=int):
+def nonnegative(kind=int):
+  if kind is float:  # inf and NaN are not numbers a run can use.
+    return Field(float, lambda v: math.isfinite(v) and v >= 0, "finite and >= 0")
   return Field(kind, lambda v: v >= 0, ">= 0")
 
 
-def _one_of(options):
+def one_of(options):
   options = tuple(options)
   return Field(str, lambda v: v in options, f"one of {options}")
 
 
 def _weights_ok(text: str) -> bool:
   try:
-    return all(float(w) > 0 for w in tasks.plus_list(text))
+    return all(math.isfinite(float(w)) and float(w) > 0 for w in tasks.plus_list(text))
   except ValueError:
     return False
 
 
+def _names_ok(text: str, known) -> bool:
+  """'+'-separated names, each known, none twice (a source twice would double its weight)."""
+  names = tasks.plus_list(text)
+  return all(n in known for n in names) and len(set(names)) == len(names)
+
+
 COMMON_FIELDS = {
-  "seed": _nonneg(),
-  "num_seeds": _positive(),
-  "num_steps": _positive(),
-  "batch_size": _nonneg(),
-  "log_every": _positive(),
-  "checkpoint_every": _positive(),
-  "keep_checkpoints": _positive(),
-  "optimizer.learning_rate": Field(float, lambda v: v > 0, "> 0"),
-  "optimizer.weight_decay": _nonneg(float),
-}
+  "seed": nonnegative(),
+  "num_seeds": positive(),
+  "num_steps": positive(),
+  "batch_size": nonnegative(),
+  "log_every": positive(),
+  "checkpoint_every": positive(),
+  "keep_checkpoints": positive(),
+}  # optimizer.*: optimizers.factory checks them against their domains.
 RELU2_FIELDS = {
-  "seed_chunk_size": _nonneg(),
+  "seed_chunk_size": nonnegative(),
   "model.name": Field(str),
-  "model.width": _positive(),
-  "model.out_dim": _positive(),
+  "model.width": positive(),
+  "model.out_dim": positive(),
   "model.use_bias": Field(bool),
-  "model.parametrization": _one_of(relu2.PARAMETRIZATIONS),
-  "model.bias_init_std": _nonneg(float),
-  "data.task": _one_of(synthetic.TASKS),
-  "data.loss": _one_of(synthetic.LOSSES),
-  "data.input_dim": _positive(),
-  "data.n_train": _positive(),
-  "data.n_test": _nonneg(),
-  "data.teacher_width": _positive(),
-  "data.input_dist": _one_of(synthetic.INPUT_DISTS),
-  "data.label_noise": _nonneg(float),
-  "data.seed": _nonneg(),
+  "model.parametrization": one_of(relu2.PARAMETRIZATIONS),
+  "model.bias_init_std": nonnegative(float),
+  "data.task": one_of(synthetic.TASKS),
+  "data.loss": one_of(synthetic.LOSSES),
+  "data.input_dim": positive(),
+  "data.n_train": positive(),
+  "data.n_test": nonnegative(),
+  "data.teacher_width": positive(),
+  "data.input_dist": one_of(synthetic.INPUT_DISTS),
+  "data.label_noise": nonnegative(float),
+  "data.seed": nonnegative(),
 }
 GPT2_FIELDS = {
   "model.name": Field(str),
-  "model.size": _one_of(sorted(gpt2.CONFIGS)),
+  "model.size": one_of(sorted(gpt2.CONFIGS)),
   "model.dropout": Field(float, lambda v: 0 <= v < 1, "in [0, 1)"),
-  "model.dtype": _one_of(("float32", "bfloat16")),
+  "model.dtype": one_of(("float32", "bfloat16")),
   "model.remat": Field(bool),
-  "grad_accum_steps": _positive(),
-  "eval_every": _positive(),
-  "similarity_every": _nonneg(),
-  "eval_batches": _positive(),
-  "eval_batch_size": _positive(),
-  "peak_flops": Field(float),
+  "grad_accum_steps": positive(),
+  "eval_every": positive(),
+  "similarity_every": nonnegative(),
+  "eval_batches": positive(),
+  "eval_batch_size": positive(),
+  "peak_flops": Field(
+    float, math.isfinite, "finite: FLOP/s > 0, 0 for no MFU, < 0 to measure the matmul rate"
+  ),
   "data.source": Field(str, lambda v: v.split(":")[0] in corpus.KINDS, corpus.USAGE),
   "data.data_dir": Field(str),
   "data.sources": Field(
     str,
-    lambda v: (
-      bool(tasks.plus_list(v)) and all(s in text_sources.SOURCES for s in tasks.plus_list(v))
-    ),
-    f"'+'-separated names of {text_sources.SOURCES}",
+    lambda v: bool(tasks.plus_list(v)) and _names_ok(v, text_sources.SOURCES),
+    f"'+'-separated names of {text_sources.SOURCES}, each once",
   ),
   "data.weights": Field(str, _weights_ok, "empty (uniform) or '+'-separated positive numbers"),
   "data.ood_sources": Field(
     str,
-    lambda v: all(s in text_sources.OOD_SOURCES for s in tasks.plus_list(v)),
-    f"empty or '+'-separated names of {text_sources.OOD_SOURCES}",
+    lambda v: _names_ok(v, text_sources.OOD_SOURCES),
+    f"empty or '+'-separated names of {text_sources.OOD_SOURCES}, each once",
   ),
-  "data.tokenizer": _one_of(("bytes", "bpe", "gpt2")),
-  "data.bpe_vocab_size": Field(int, lambda v: v > 256, "> 256"),
-  "data.seq_len": _positive(),
-  "data.max_chars": _nonneg(),
+  "data.tokenizer": one_of(("bytes", "bpe", "gpt2")),
+  "data.bpe_vocab_size": Field(int, lambda v: v > 257, "> 257 (256 bytes + <|endoftext|>)"),
+  "data.seq_len": positive(),
+  "data.max_chars": nonnegative(),
 }
 SCHEMAS = {"relu2": RELU2_FIELDS, "gpt2": GPT2_FIELDS}
 # Fields added after workdirs were written: absent in an old config.json means this.
@@ -129,6 +137,12 @@ def check_fields(flat: dict, schema: dict[str, Field], model: str) -> None:
         f"{sorted(k for k in schema if '.' not in k)} and the sections "
         "['data', 'model', 'optimizer']."
       )
+  check_values(flat, schema)
+
+
+def check_values(flat: dict, schema: dict[str, Field]) -> None:
+  """Every schema field present in ``flat`` ({"a.b": value}), of its type and
+  inside its domain; a ConfigError naming the first that is not."""
   for key, field in schema.items():
     if key not in flat:
       raise ConfigError(f"Config field {key!r} is missing; add it to the config file.")
@@ -232,6 +246,12 @@ def validate_config(config) -> None:
     factory.check_optimizer_config(config.optimizer)
   except ValueError as e:
     raise ConfigError(one_line(e)) from None
+  warmup = config.optimizer.get("warmup_steps", 0)
+  if warmup > config.num_steps:
+    raise ConfigError(
+      f"optimizer.warmup_steps={warmup} is longer than num_steps={config.num_steps}: the "
+      "learning rate would never reach its peak; lower warmup_steps or raise num_steps."
+    )
   tasks.check_buildable(config)  # The data files: before the checks that count sources.
   (check_relu2 if model == "relu2" else check_gpt2)(config)
 
@@ -272,19 +292,32 @@ def check_resume_config(workdir: Path, config, override: bool) -> list[str]:
       f"{path} is unreadable ({one_line(e)}); restore it or use a new --workdir."
     ) from None
   diffs = config_diffs(old, wd.config_json(config))
+  if diffs and not wd.checkpoint_steps(workdir):
+    # Nothing trained under the old config (it failed before its first
+    # checkpoint): the corrected command starts afresh.
+    logging.info("%s has no checkpoint; starting it under the new config.", workdir)
+    return diffs
   if diffs and not override:
     raise ConfigError(
       f"{workdir} was started with a different config ({'; '.join(diffs)}); "
       "use a new --workdir, or pass --override_config to resume anyway."
     )
-  if diffs:
-    logging.warning("Resuming %s with a changed config: %s", workdir, "; ".join(diffs))
   return diffs
 
 
 def write_config(workdir: Path, config, replaced: bool) -> None:
-  """config.json, atomically; a replaced one is kept as config.replaced_TIME.json."""
+  """config.json, atomically; a replaced one is kept as config.replaced_TIME.json.
+
+  The old file gets a second name first, then the new one is renamed over it:
+  at every moment (a full disk, a kill) config.json is one of the two."""
   path = workdir / wd.CONFIG_FILE
-  if replaced and path.exists():
-    path.rename(workdir / f"config.replaced_{int(time.time())}.json")
-  wd.write_json_atomic(path, wd.config_json(config))
+  backup = workdir / f"config.replaced_{int(time.time())}.json"
+  linked = replaced and path.exists()
+  if linked:
+    os.link(path, backup)
+  try:
+    wd.write_json_atomic(path, wd.config_json(config))
+  except OSError:
+    if linked:
+      backup.unlink(missing_ok=True)
+    raise

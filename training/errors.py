@@ -14,6 +14,11 @@ class NonFiniteError(UserError):
   """The loss or the parameters became NaN/inf; names the step and checkpoint."""
 
 
+class DiskFullError(UserError):
+  """A write failed for lack of space; names what, the space left and the
+  last good checkpoint (intact), so the same command resumes once freed."""
+
+
 def one_line(error: BaseException) -> str:
   """The message of a lower layer's error, folded to one line."""
   return " ".join(str(error).split())

@@ -8,6 +8,7 @@ K×K gradient-cosine matrix goes into metrics.jsonl.
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -17,7 +18,7 @@ from absl import logging
 
 from models import gpt2
 from optimizers import factory
-from training import checkpoints, loop, metrics, perf, tasks
+from training import checkpoints, finite, loop, metrics, perf, tasks
 from training import workdir as wd
 from training.gpt2_steps import batch_loss, make_data_mesh, make_steps, to_device_batch
 from training.similarity import make_similarity
@@ -34,7 +35,7 @@ def _throughput(config, use_nexus: bool, num_sources: int) -> tuple[int, int]:
   return tokens, config.optimizer.nexus.inner_steps * per_source * config.data.seq_len
 
 
-def train(config, workdir: Path) -> dict:
+def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> dict:
   """Trains (or resumes) a GPT-2 config in workdir; returns the summary."""
   mesh = make_data_mesh()
   use_nexus = factory.nexus_enabled(config.optimizer)
@@ -71,6 +72,7 @@ def train(config, workdir: Path) -> dict:
     iterator.set_state(data_state["grain"])
     state = jax.device_put(checkpoints.unstack_seed(stacked), replicated)
     logging.info("Resumed %s from step %d.", workdir, resume_step)
+  claim()  # The run starts: config.json may now be written.
 
   n_params = gpt2.count_params(state["params"])
   flops_tok = gpt2.flops_per_token(model.config, config.data.seq_len)
@@ -111,7 +113,8 @@ def train(config, workdir: Path) -> dict:
     return losses
 
   rate = metrics.Rate()
-  holder = {"state": state, "metrics": None, "last_val": {}}
+  record = jax.jit(finite.empty_record, out_shardings=replicated)(state["params"])
+  holder = {"state": state, "metrics": None, "last_val": {}, "record": record}
   writer = metrics.MetricWriter(workdir, resume_step)
 
   def advance(step, last):
@@ -121,12 +124,20 @@ def train(config, workdir: Path) -> dict:
     logged = loop.due(step, config.log_every, last)
     if use_nexus and logged:  # The loss at θ of this step's K source batches.
       nexus_loss = step_loss(holder["state"]["params"], inputs, targets)
-    holder["state"], out = train_step(holder["state"], inputs, targets)
+    holder["state"], holder["record"], out = train_step(
+      holder["state"], holder["record"], inputs, targets
+    )
     holder["metrics"] = {"train_loss": nexus_loss, **out} if use_nexus and logged else out
 
   def check_finite():
     bad = int(holder["state"]["first_nonfinite_step"])
-    checkpoints.raise_if_nonfinite(np.asarray([bad]), manager, config)
+    checkpoints.raise_if_nonfinite(
+      np.asarray([bad]),
+      manager,
+      lambda: finite.describe(
+        jax.tree.map(lambda x: x[None], holder["record"]), config, config.seed
+      ),
+    )
 
   def report(step, last):
     evaluated = loop.due(step, config.eval_every, last)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from models import gpt2
+from training import finite
 from training.relu2 import first_nonfinite
 
 
@@ -23,9 +24,9 @@ def make_data_mesh() -> jax.sharding.Mesh:
 def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: int = 0):
   """(train_step, eval_loss, batch sharding), jitted with shardings.
 
-  num_sources = 0: train_step(state, inputs_AxBxT, targets_AxBxT) -> (state,
-  metrics): the mean gradient over A microbatches of B sequences (lax.scan), one
-  update. num_sources = K ≥ 1 (tx is Nexus): train_step(state, inputs_KxAxBxT,
+  num_sources = 0: train_step(state, record, inputs_AxBxT, targets_AxBxT) ->
+  (state, record, metrics) (record: training.finite's, what went NaN first): the mean gradient over A microbatches of B sequences (lax.scan), one
+  update. num_sources = K ≥ 1 (tx is Nexus): train_step(state, record, inputs_KxAxBxT,
   targets_KxAxBxT) builds grad_fn(params, s), the mean gradient over source s's
   A microbatches, and calls tx.update(None, opt_state, params, grad_fn=grad_fn);
   Nexus's k inner steps each call it once. Its metrics are the update's norm
@@ -66,16 +67,17 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
       "first_nonfinite_step": first_bad,
     }
 
-  def train_step(state, inputs_AxBxT, targets_AxBxT):
+  def train_step(state, record, inputs_AxBxT, targets_AxBxT):
     rng, step_rng = jax.random.split(state["rng"])
     params = state["params"]
     grads, loss = accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     params = optax.apply_updates(params, updates)
     new_state = finish(state, rng, params, opt_state, loss)
-    return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
+    record = finite.update_record(record, new_state["step"], loss, grads, params)
+    return new_state, record, {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-  def nexus_step(state, inputs_KxAxBxT, targets_KxAxBxT):
+  def nexus_step(state, record, inputs_KxAxBxT, targets_KxAxBxT):
     rng, step_rng = jax.random.split(state["rng"])
     params = state["params"]
 
@@ -86,7 +88,9 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
     updates, opt_state = tx.update(None, state["opt_state"], params, grad_fn=grad_fn)
     params = optax.apply_updates(params, updates)
     new_state = finish(state, rng, params, opt_state, jnp.float32(0.0))
-    return new_state, {"update_norm": optax.tree.norm(updates)}
+    # The inner gradients stay inside Nexus: the record watches the params.
+    record = finite.update_record(record, new_state["step"], jnp.float32(0.0), None, params)
+    return new_state, record, {"update_norm": optax.tree.norm(updates)}
 
   def eval_loss(params, inputs_LxExT, targets_LxExT):
     losses_L = jax.lax.map(
@@ -96,9 +100,9 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
 
   train_step = jax.jit(
     nexus_step if num_sources else train_step,
-    in_shardings=(replicated, batched, batched),
-    out_shardings=(replicated, replicated),
-    donate_argnums=(0,),
+    in_shardings=(replicated, replicated, batched, batched),
+    out_shardings=(replicated, replicated, replicated),
+    donate_argnums=(0, 1),
   )
   eval_loss = jax.jit(
     eval_loss, in_shardings=(replicated, eval_batched, eval_batched), out_shardings=replicated

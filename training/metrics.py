@@ -44,7 +44,10 @@ class MetricWriter:
     self.path = workdir / wd.METRICS_FILE
     truncate_jsonl(self.path, resume_step)
     self.file = self.path.open("a")
-    self.tb = SummaryWriter(str(workdir / wd.TENSORBOARD_DIR))
+    # purge_step hides the events past the checkpoint, which are logged again.
+    self.tb = SummaryWriter(
+      str(workdir / wd.TENSORBOARD_DIR), purge_step=resume_step + 1 if resume_step else None
+    )
 
   def write(self, step: int, per_seed: dict[str, np.ndarray], extra: dict) -> dict:
     """One row: each per-seed metric's mean and its values, then ``extra``."""

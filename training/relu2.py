@@ -5,6 +5,7 @@ first_nonfinite_step}}, every seed leaf with a leading S axis; the data order
 is a function of each seed's data key and the step, computed inside the step.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -14,7 +15,7 @@ import optax
 from absl import logging
 
 from optimizers import factory
-from training import checkpoints, loop, metrics, tasks
+from training import checkpoints, finite, loop, metrics, tasks
 from training import workdir as wd
 
 
@@ -59,7 +60,7 @@ def make_train_step(
   asynchronous checkpoint may still be copying it.
   """
 
-  def step_one(seed_state, step):  # step: the update's number, 1-based.
+  def step_one(seed_state, record, step):  # step: the update's number, 1-based.
     rng, step_rng = jax.random.split(seed_state["rng"])
     batch = exp.get_batch(seed_state["data_key"], step - 1)
     (loss, aux), grads = jax.value_and_grad(exp.loss_fn, has_aux=True)(
@@ -75,18 +76,23 @@ def make_train_step(
       "data_key": seed_state["data_key"],
       "first_nonfinite_step": first_bad,
     }
-    return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+    record = finite.update_record(record, step, loss, grads, params)
+    return new_state, record, {"train_loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
   @jax.jit
-  def train_step(state):
+  def train_step(state, record_S):
+    """(state, non-finite record, metrics) after one step; the record
+    (training.finite) is carried beside the state, not checkpointed."""
     step = state["step"] + 1
     if seed_chunk_size:  # Chunks of seeds one after another, each chunk vmapped.
-      seeds, out = jax.lax.map(
-        lambda seed_state: step_one(seed_state, step), state["seeds"], batch_size=seed_chunk_size
+      seeds, record_S, out = jax.lax.map(
+        lambda xs: step_one(*xs, step), (state["seeds"], record_S), batch_size=seed_chunk_size
       )
     else:
-      seeds, out = jax.vmap(step_one, in_axes=(0, None))(state["seeds"], step)
-    return {"step": step, "seeds": seeds}, out
+      seeds, record_S, out = jax.vmap(step_one, in_axes=(0, 0, None))(
+        state["seeds"], record_S, step
+      )
+    return {"step": step, "seeds": seeds}, record_S, out
 
   return train_step
 
@@ -101,7 +107,7 @@ def make_summary(exp: tasks.Experiment, config, params_S) -> dict:
   }
 
 
-def train(config, workdir: Path) -> dict:
+def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> dict:
   """Trains (or resumes) a relu2 config in workdir; returns the summary."""
   exp = tasks.relu2_experiment(config)
   tx = factory.make_optimizer(config.optimizer, config.num_steps)
@@ -114,16 +120,22 @@ def train(config, workdir: Path) -> dict:
     state = restored
     checkpoints.check_data_state(resume_step, data_state, exp.iterator_state(resume_step))
     logging.info("Resumed %s from step %d.", workdir, resume_step)
+  claim()  # The run starts: config.json may now be written.
   writer = metrics.MetricWriter(workdir, resume_step)
   rate = metrics.Rate()
-  holder = {"state": state, "metrics": None}
+  record = jax.jit(jax.vmap(finite.empty_record))(state["seeds"]["params"])
+  holder = {"state": state, "metrics": None, "record": record}
 
   def advance(step, last):
-    holder["state"], holder["metrics"] = train_step(holder["state"])
+    holder["state"], holder["record"], holder["metrics"] = train_step(
+      holder["state"], holder["record"]
+    )
 
   def check_finite():
     checkpoints.raise_if_nonfinite(
-      holder["state"]["seeds"]["first_nonfinite_step"], manager, config
+      holder["state"]["seeds"]["first_nonfinite_step"],
+      manager,
+      lambda: finite.describe(holder["record"], config, config.seed),
     )
 
   def report(step, last):

@@ -2,14 +2,17 @@
 
 Everything that can be checked runs before the workdir or config.json is
 created; config.json is written (atomically) only once the run is known to
-start, so a refused command never leaves a workdir that refuses the fix.
+start (its checkpoint, if any, restored under the config), so a refused
+command never leaves a workdir that refuses the fix.
 """
 
+import shutil
 from pathlib import Path
 
 import ml_collections
+from absl import logging
 
-from training import config_checks, gpt2, relu2
+from training import checkpoints, config_checks, gpt2, relu2
 from training import workdir as wd
 from training.errors import UserError
 
@@ -30,19 +33,42 @@ def resolve_workdir(workdir) -> Path:
 def run(config: ml_collections.ConfigDict, workdir, override_config: bool = False) -> dict:
   """Trains config in workdir (resuming it if it has a checkpoint); returns the
   summary (also in WORKDIR/summary.json), or {"status": "preempted" |
-  "interrupted", "step": N} after a SIGTERM / SIGINT saved a checkpoint."""
+  "interrupted", "step": N} after a SIGTERM / SIGINT saved a checkpoint.
+
+  A workdir this call created is removed again if the run fails before it
+  starts (data that only building reveals as unusable, e.g. a BPE vocabulary
+  the corpus cannot fill): a refused command leaves nothing behind."""
   config_checks.validate_config(config)
   workdir = resolve_workdir(workdir)
   config_checks.check_resume_config(workdir, config, override_config)
+  created = not workdir.exists()
   workdir.mkdir(parents=True, exist_ok=True)
+  started = []
   try:
     with wd.locked(workdir):
       # Again under the lock: the config.json another process may have just written.
       diffs = config_checks.check_resume_config(workdir, config, override_config)
-      config_checks.write_config(workdir, config, replaced=bool(diffs))
-      return TRAINERS[config.model.name](config, workdir)
+      if diffs:
+        logging.warning("Resuming %s with a changed config: %s", workdir, "; ".join(diffs))
+
+      def claim():
+        # Called by the trainer once the newest checkpoint restored under this
+        # config (its shapes and tree fit): a refused --override_config changes nothing.
+        config_checks.write_config(workdir, config, replaced=bool(diffs))
+        started.append(True)
+
+      return TRAINERS[config.model.name](config, workdir, claim)
   except wd.WorkdirBusy as e:
     raise UserError(str(e)) from None
+  except Exception as e:
+    if created and not started:
+      shutil.rmtree(workdir, ignore_errors=True)
+    if isinstance(e, UserError):
+      raise
+    if checkpoints.is_disk_full(e):  # An OSError, or orbax's ValueError around one.
+      what = getattr(e, "filename", None) or "a checkpoint"
+      raise checkpoints.disk_full(workdir, f"writing {what}") from None
+    raise
 
 
 # The name the tests and notebooks have used since the first trainer.

@@ -275,8 +275,11 @@ class GPT2Data(NamedTuple):
 def gpt2_data(config, workdir: Path | None, nexus: bool = False) -> GPT2Data:
   """The tokenizer, the training loader (a mixture, or one batch per source
   for Nexus) and the fixed validation and OOD batches of a GPT-2 config."""
-  try:  # The data layers word their errors (offline tiktoken, an empty file): one line.
-    tok = gpt2_tokenizer(config, workdir)
+  try:  # The tokenizers word their errors (offline tiktoken, no tiktoken, a BPE
+    tok = gpt2_tokenizer(config, workdir)  # the corpus cannot fill): one line.
+  except (ValueError, OSError, ImportError, RuntimeError) as e:
+    raise UserError(one_line(e)) from None
+  try:  # The data layers word theirs (an empty file, a bad shard header).
     train = gpt2_windows(config, "train", tok)
   except (ValueError, OSError) as e:
     raise UserError(one_line(e)) from None

@@ -29,6 +29,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from training.errors import UserError
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -85,14 +87,18 @@ def config_json(config) -> dict:
 def write_json_atomic(path: Path, data: Any, sort_keys: bool = True) -> None:
   """Writes path via a temp file and a rename: a kill never leaves half a file."""
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+  try:
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+  except OSError:
+    tmp.unlink(missing_ok=True)  # A full disk: leave no half file behind.
+    raise
   os.replace(tmp, path)
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
   path = Path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise FileNotFoundError(f"{path} not found: is {workdir} a train.py workdir?")
+    raise UserError(f"{path} not found: is {workdir} a train.py workdir?")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
@@ -106,9 +112,9 @@ def checkpoint_steps(workdir) -> list[int]:
   directory = Path(workdir).resolve() / CHECKPOINT_DIR
   if not directory.exists():
     return []
-  options = ocp.CheckpointManagerOptions(read_only=True)
-  with ocp.CheckpointManager(directory, options=options) as manager:
-    return sorted(manager.all_steps())
+  # orbax's own listing (finalized steps only), without opening a manager,
+  # which logs three warnings per read-only open.
+  return sorted(ocp.path.step.checkpoint_steps(directory))
 
 
 def load_params(workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any]:
@@ -117,7 +123,7 @@ def load_params(workdir, step: int | None = None) -> tuple[ml_collections.Config
   config = load_config(workdir)
   steps = checkpoint_steps(workdir)
   if not steps:
-    raise FileNotFoundError(f"No checkpoint in {Path(workdir) / CHECKPOINT_DIR}.")
+    raise UserError(f"No checkpoint in {Path(workdir) / CHECKPOINT_DIR}.")
   step = steps[-1] if step is None else step
   if step not in steps:
     raise ValueError(f"No checkpoint at step {step} in {workdir}; have {steps}.")
