@@ -1,7 +1,7 @@
 """Step time of our Muon against optax.contrib.muon and optax.adamw on a
 GPT-2-124M-shaped parameter tree, beside the machine's plain f32 matmul rate.
 
-    python benchmarks/optimizer_step.py [--repeats=3] [--layers=12] [--out=FILE.json]
+    python benchmarks/optimizer_step.py [--repeats=3] [--layers=12] [--zoo=NAME,...] [--out=FILE.json]
 
 Both Muons get the same coefficients (quintic), 5 steps, Nesterov and routing
 (the block matrices; embeddings, LayerNorms and biases to AdamW). Each step is
@@ -22,7 +22,8 @@ import optax
 from absl import app, flags
 from optax.contrib import MuonDimensionNumbers
 
-from optimizers import muon, newton_schulz
+from configs.common import optimizer_config
+from optimizers import factory, muon, newton_schulz
 from optimizers.muon import default_muon_routing
 from optimizers.orthogonalization import matrix_flops_per_step
 from training import cli
@@ -36,6 +37,25 @@ flags.DEFINE_integer(
   "layers", 12, "Transformer blocks in the tree (GPT-2 124M has 12).", lower_bound=1
 )
 flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
+# The zoo members timed, with the settings that keep them matmul-only.
+ZOO_SETTINGS = {
+  "polargrad": {"method": "newton_schulz"},
+  "kaon": {},
+  "freon": {"method": "newton"},
+  "normuon": {},
+  "sf_normuon": {},
+  "mimuon": {"gap": "estimate"},
+  "dion": {"rank": 0.25},
+  "pion": {},
+  "scion": {},
+  "symmetric": {},
+}
+flags.DEFINE_list(
+  "zoo",
+  list(ZOO_SETTINGS),
+  "Zoo optimizers to time beside Muon (config defaults of configs/common.py, the "
+  "matmul-only variants: PolarGrad and Freon without SVD, MiMuon's estimated gap, Dion at d/4).",
+)
 
 D, VOCAB, CTX = 768, 50257, 1024
 
@@ -156,6 +176,11 @@ def main(argv):
     ),
     "optax.adamw": optax.adamw(0.001, weight_decay=0.01),
   }
+  for name in FLAGS.zoo:
+    if name not in ZOO_SETTINGS:
+      raise app.UsageError(f"--zoo: unknown {name!r}; known: {sorted(ZOO_SETTINGS)}.")
+    section = dict(optimizer_config(name, weight_decay=0.01), **ZOO_SETTINGS[name])
+    optimizers[name] = factory.make_optimizer(section, num_steps=1000)
   results = {
     "machine": f"{platform.processor() or platform.machine()}, "
     f"{jax.device_count()}x {jax.devices()[0].device_kind}",
@@ -178,6 +203,15 @@ def main(argv):
   results["ratio_ours_over_adamw"] = ours / results["step_s"]["optax.adamw"]
   results["ns_gflops_ours"] = ns_flops / ours / 1e9
   results["ns_gflops_optax"] = std_flops / theirs / 1e9
+  results["zoo_ratio_to_muon"] = {n: results["step_s"][n] / ours for n in FLAGS.zoo}
+  results["zoo_ratio_to_adamw"] = {
+    n: results["step_s"][n] / results["step_s"]["optax.adamw"] for n in FLAGS.zoo
+  }
+  for n in FLAGS.zoo:
+    print(
+      f"{n:12s} / optiscape.muon = {results['zoo_ratio_to_muon'][n]:.2f}   "
+      f"/ optax.adamw = {results['zoo_ratio_to_adamw'][n]:.2f}"
+    )
   print(f"ours / optax.contrib.muon = {ours / theirs:.3f}   (target <= 0.35)")
   print(f"ours / optax.adamw        = {results['ratio_ours_over_adamw']:.2f}")
   print(

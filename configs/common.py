@@ -1,5 +1,7 @@
 """Helpers shared by config files: variant parsing and optimizer sections."""
 
+import copy
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -51,6 +53,12 @@ def pack_arg(**kwargs) -> str:
   return ",".join(f"{k}={v}" for k, v in kwargs.items())
 
 
+# The AdamW side of a Muon-routed optimizer: its learning rate (None: the
+# section's) and, where the optimizer has one, its own weight decay.
+# (Functions: a placeholder is a shared reference, so each section needs its own.)
+_adam_lr = lambda: dict(adam_learning_rate=config_dict.placeholder(float))
+_adam_side = lambda: dict(_adam_lr(), adam_weight_decay=0.0)
+
 # Per optimizer: its hyperparameters (beyond SHARED_KEYS of optimizers.factory)
 # with defaults, and a learning rate that works on the small relu2 tasks.
 OPTIMIZER_DEFAULTS = {
@@ -70,6 +78,22 @@ OPTIMIZER_DEFAULTS = {
     adam_weight_decay=0.0,
   ),
   "sgd": dict(learning_rate=0.1, momentum=0.9, nesterov=False),
+  # The zoo: the matrix rule's own hyperparameters at the sheet's defaults
+  # (../shared/OPTIMIZERS.md); the AdamW side as Muon's (constructor defaults).
+  "polargrad": dict(learning_rate=0.02, beta=0.95, method="svd", polar_first=False, **_adam_side()),
+  "kaon": dict(learning_rate=0.02, beta=0.95, nesterov=True, steps=5, **_adam_side()),
+  "freon": dict(learning_rate=0.02, q=2 / 3, beta=0.95, method="svd", **_adam_side()),
+  "normuon": dict(
+    learning_rate=0.02, beta=0.95, beta2=0.95, nesterov=True, form="code", **_adam_side()
+  ),
+  "sf_normuon": dict(learning_rate=0.02, b1=0.9, b2=0.95, mu=0.8, **_adam_side()),
+  "mimuon": dict(learning_rate=0.02, beta=0.05, tau=1e-3, gap="svd", **_adam_side()),
+  "dion": dict(learning_rate=0.02, rank=0.25, mu=0.95, **_adam_side()),
+  "pion": dict(learning_rate=1e-2, b1=0.9, b2=0.999, rms=0.2, degree=2, side="both", **_adam_lr()),
+  "scion": dict(learning_rate=0.05, momentum=0.1, constrained=True, **_adam_lr()),
+  "symmetric": dict(
+    learning_rate=0.02, beta=0.95, embed="right_spectral", head="hybrid", **_adam_side()
+  ),
 }
 
 
@@ -89,6 +113,6 @@ def optimizer_config(name: str, **overrides) -> ml_collections.ConfigDict:
     final_lr_fraction=0.0,
     grad_clip_norm=0.0,
   )
-  section.update(OPTIMIZER_DEFAULTS[name])
+  section.update(copy.deepcopy(OPTIMIZER_DEFAULTS[name]))  # a placeholder is a reference
   section.update({k: v for k, v in overrides.items() if v is not None})
   return ml_collections.ConfigDict(section)

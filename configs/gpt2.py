@@ -4,7 +4,7 @@ r"""GPT-2 on the built-in text corpus (prose + code + math), data parallel.
     python train.py --config=configs/gpt2.py:size=tiny,nexus,similarity=100 --workdir=runs/gpt2_nexus
 
 Variants (after the ":", comma separated): size=tiny|small|124m|... (models/gpt2.py
-CONFIGS), optimizer=adamw|lion|lion_k|muon|sgd, lr=η, wd=λ, steps=N, batch=B
+CONFIGS), optimizer=NAME (adamw|lion|lion_k|muon|sgd or a zoo member: polargrad|kaon|freon|normuon|sf_normuon|mimuon|dion|pion|scion|symmetric), lr=η, wd=λ, steps=N, batch=B
 (sequences per optimizer step, over all devices), accum=k (B is split into k
 microbatches, accumulated inside the step), seq_len=T, tokenizer=bytes|bpe|gpt2, source=builtin|shards:PATTERN|tfds:NAME|text:GLOB,
 sources=prose+code+math, weights=5+3+2 (mixture proportions; empty = uniform),
@@ -23,8 +23,30 @@ import ml_collections
 from configs.common import optimizer_config, or_default, parse_arg
 
 # A learning rate per optimizer that trains the tiny/small models on bytes.
-_GPT2_LR = {"adamw": 3e-3, "lion": 3e-4, "lion_k": 3e-4, "muon": 0.02, "sgd": 0.3}
-_GPT2_WD = {"adamw": 0.1, "lion": 1.0, "lion_k": 1.0, "muon": 0.1, "sgd": 0.0}
+_GPT2_LR = {
+  "adamw": 3e-3,
+  "lion": 3e-4,
+  "lion_k": 3e-4,
+  "muon": 0.02,
+  "sgd": 0.3,
+  **dict.fromkeys(
+    ("polargrad", "kaon", "freon", "normuon", "sf_normuon", "mimuon", "dion", "symmetric"), 0.02
+  ),
+  "pion": 1e-3,  # the sheet's 1e-3 to 5e-4 (a multiplicative step)
+  "scion": 0.05,
+}
+_GPT2_WD = {
+  "adamw": 0.1,
+  "lion": 1.0,
+  "lion_k": 1.0,
+  "muon": 0.1,
+  "sgd": 0.0,
+  **dict.fromkeys(("polargrad", "kaon", "freon", "normuon", "mimuon", "symmetric"), 0.1),
+  "sf_normuon": 0.05,
+  "dion": 0.01,
+  "pion": 0.0,  # Pion matrices take none; this would be the AdamW leaves'
+  "scion": 0.0,  # Scion's ball is its radius; this would be the AdamW leaves'
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -106,9 +128,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 2 if arg.runlocal else min(50, config.num_steps // 10)
   config.optimizer.final_lr_fraction = 0.1
   config.optimizer.grad_clip_norm = 1.0
-  if arg.optimizer == "muon":  # embeddings, head and vectors: AdamW at its own rate
-    config.optimizer.adam_learning_rate = _GPT2_LR["adamw"]
-    config.optimizer.adam_weight_decay = 0.0
+  if "adam_learning_rate" in config.optimizer:  # Muon-routed: embeddings, head and
+    config.optimizer.adam_learning_rate = _GPT2_LR["adamw"]  # vectors get AdamW
+    if "adam_weight_decay" in config.optimizer:
+      config.optimizer.adam_weight_decay = 0.0
   if arg.optimizer == "adamw":
     config.optimizer.b2 = 0.95
   # Nexus (optimizers/factory.py NEXUS_DEFAULTS): with enabled=True the data

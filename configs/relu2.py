@@ -3,7 +3,7 @@ r"""Two-layer ReLU network on a synthetic task: the default trains in seconds on
     python train.py --config=configs/relu2.py:optimizer=muon,width=512 \
         --workdir=runs/muon512 --config.seed=3
 
-Variants (after the ":", comma separated): optimizer=adamw|lion|lion_k|muon|sgd,
+Variants (after the ":", comma separated): optimizer=NAME (adamw|lion|lion_k|muon|sgd or a zoo member: polargrad|kaon|freon|normuon|sf_normuon|mimuon|dion|pion|scion|symmetric),
 width=M, lr=η, wd=λ, task=teacher|teacher_sign|random_labels|random_regression,
 seeds=S (many networks in one program), chunk=k (seeds per vmapped chunk,
 0 = all; ~8 is fastest on a CPU), steps=N, runlocal (a tiny run for tests).

@@ -29,6 +29,7 @@ its constructor, its hyperparameter names (default: its signature) and its
 implicit bias (`optimizers.implicit_bias`), which `implicit_constraints` reads.
 """
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,11 +38,18 @@ import optax
 
 from optimizers import domains
 from optimizers import implicit_bias as bias
+from optimizers.dion import dion
+from optimizers.freon import freon
 from optimizers.implicit_bias import Constraint, implicit_constraints
+from optimizers.kaon import kaon
 from optimizers.lion_k import LION_DOMAINS, LION_K_DOMAINS, lion, lion_k
+from optimizers.mimuon import mimuon
 from optimizers.muon import DOMAINS as MUON_DOMAINS
 from optimizers.muon import muon
 from optimizers.nexus import NORMALIZATIONS, SOURCE_ORDERS, nexus
+from optimizers.normuon import normuon
+from optimizers.pion import pion
+from optimizers.polargrad import polargrad
 from optimizers.registry import (
   OPTIMIZERS,
   SHARED_KEYS,
@@ -54,6 +62,12 @@ from optimizers.registry import (
   leaf_decays,
   register_optimizer,
 )
+from optimizers.scion import scion
+from optimizers.sf_normuon import DOMAINS as SF_NORMUON_DOMAINS
+from optimizers.sf_normuon import evaluation_params as sf_evaluation_params
+from optimizers.sf_normuon import sf_normuon
+from optimizers.symmetric import DOMAINS as SYMMETRIC_DOMAINS
+from optimizers.symmetric import symmetric_stack
 
 # Re-exported: callers use factory.Constraint, factory.implicit_constraints, ...
 __all__ = [
@@ -66,6 +80,8 @@ __all__ = [
   "OptimizerEntry",
   "check_nexus_config",
   "check_optimizer_config",
+  "evaluated_at",
+  "evaluation_params",
   "hyperparameters",
   "implicit_constraints",
   "make_optimizer",
@@ -113,6 +129,45 @@ register_optimizer(
   scheduled=("adam_learning_rate",),
 )
 register_optimizer("sgd", _sgd, bias.SGD, SGD_DOMAINS)
+
+# The zoo (../shared/OPTIMIZERS.md): each a matrix rule on the leaves Muon's
+# routing selects and AdamW on the rest; adam_learning_rate follows the schedule.
+_ZOO = {
+  "polargrad": (polargrad, bias.POLARGRAD),
+  "kaon": (kaon, bias.KAON),
+  "freon": (freon, bias.FREON),
+  "normuon": (normuon, bias.NORMUON),
+  "mimuon": (mimuon, bias.MIMUON),
+  "dion": (dion, bias.DION),
+  "pion": (pion, bias.PION),
+  "scion": (scion, bias.SCION),
+}
+for _name, (_constructor, _bias) in _ZOO.items():
+  register_optimizer(
+    _name,
+    _constructor,
+    _bias,
+    sys.modules[_constructor.__module__].DOMAINS,
+    scheduled=("adam_learning_rate",),
+  )
+# Schedule-free: its warmup is the section's schedule (warmup_steps is a shared
+# key), and evaluation, checkpoints' reports and analysis read the average x.
+register_optimizer(
+  "sf_normuon",
+  sf_normuon,
+  bias.SF_NORMUON,
+  {k: v for k, v in SF_NORMUON_DOMAINS.items() if k != "warmup_steps"},
+  hyperparameters=keyword_names(sf_normuon, "warmup_steps"),
+  scheduled=("adam_learning_rate",),
+  evaluation_params=sf_evaluation_params,
+)
+register_optimizer(
+  "symmetric",
+  symmetric_stack,
+  bias.SYMMETRIC,
+  SYMMETRIC_DOMAINS,
+  scheduled=("adam_learning_rate", "embed_learning_rate", "head_learning_rate"),
+)
 
 SCHEDULES = ("constant", "warmup_cosine", "wsd")
 
@@ -287,3 +342,16 @@ def _make_outer(opt_config: Mapping[str, Any], num_steps: int) -> optax.Gradient
   )
   clip = cfg.get("grad_clip_norm", 0.0) or 0.0
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
+
+
+def evaluation_params(opt_config: Mapping[str, Any], params, opt_state):
+  """The params to evaluate and report: ``params`` themselves, or what the
+  optimizer names (schedule-free SF-NorMuon: its average iterate x)."""
+  fn = get_optimizer(dict(opt_config)["name"]).evaluation_params
+  return params if fn is None else fn(params, opt_state)
+
+
+def evaluated_at(opt_config: Mapping[str, Any]) -> str:
+  """Which iterate the summaries' numbers are of, in words."""
+  fn = get_optimizer(dict(opt_config)["name"]).evaluation_params
+  return "params" if fn is None else f"{fn.__module__}.{fn.__name__}(params, opt_state)"

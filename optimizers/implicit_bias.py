@@ -28,8 +28,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from optimizers.muon import default_muon_routing, muon_labels, shape_scale
+from optimizers import scion
+from optimizers.freon import lion_k_equivalent
+from optimizers.muon import default_muon_routing, muon_labels, path_names, shape_scale
 from optimizers.registry import get_optimizer, hyperparameters, leaf_decays
+from optimizers.symmetric import symmetric_labels
 
 KINDS = ("ball", "penalty", "none")
 
@@ -82,6 +85,12 @@ DUAL_NORM_NAMES = {
   "nuclear": "σ_max(W)",
   "spectral": "‖W‖_*",
   "schatten": "‖σ(W)‖_q",
+  "half_nuclear_sq": "σ_max(W)",
+  "right_spectral": "σ_max(W)",
+  "left_spectral": "σ_max(W)",
+  "centered_rownorm": "the rows' Chebyshev radius",
+  "hybrid_rownorm_spectral": "σ_max(W)",
+  "scion_ball": "the class norm",
 }
 
 
@@ -196,3 +205,173 @@ ELL_INF = uniform("l1")  # AdamW, Lion.
 LION_K = ImplicitBias(_lion_k_constraints, _lion_k_describe)
 MUON = ImplicitBias(_muon_constraints, _muon_describe)
 SGD = ImplicitBias(uniform("l2", kind="none").constraints, _sgd_describe)
+
+
+# ---------------------------------------------------------------------------
+# The zoo (optimizers/polargrad.py, ...): a matrix rule on the leaves
+# `default_muon_routing` selects (as Muon), AdamW's ℓ∞ ball on the others.
+
+
+def routed(
+  matrix: Callable[[dict, Any], Constraint],
+  text: Callable[[dict], str],
+  adam_key: str = "adam_weight_decay",
+) -> ImplicitBias:
+  """The spec of a Muon-routed optimizer: ``matrix(cfg, leaf)`` on its matrices,
+  ℓ∞ with λ = cfg[adam_key] on its AdamW leaves; ``text(cfg)`` the matrix part."""
+
+  def constraints(opt_config, params):
+    cfg = dict(opt_config)
+    adam_lam = _lam(cfg, adam_key)
+    labels = muon_labels(params, cfg.get("routing") or default_muon_routing)
+
+    def leaf(label, p):
+      if label == "muon":
+        return matrix(cfg, p)
+      return Constraint(k="l1", k_options={}, weight_decay=_decay(cfg, p, adam_lam), bound=1.0)
+
+    return jax.tree.map(leaf, labels, params)
+
+  def summary(opt_config):
+    cfg = dict(opt_config)
+    sym = "λ" if adam_key == "weight_decay" else "λ_adam"
+    adam_side = _clause(
+      "l1", _lam(cfg, adam_key), _matrices_only(cfg), "AdamW leaves", f"1/{sym}", sym
+    )
+    return f"{text(cfg)}; {adam_side}"
+
+  return ImplicitBias(constraints, summary)
+
+
+def none_known(name: str, why: str, decays: bool = True) -> ImplicitBias:
+  """No known ball on the matrices (kind "none"); σ_max(W) reported for comparison."""
+  return routed(
+    lambda cfg, p: Constraint(
+      "nuclear", {}, _decay(cfg, p, _lam(cfg)) if decays else 0.0, 1.0, kind="none"
+    ),
+    lambda cfg: f"{name}: no known ball ({why}); λ·σ_max(W) reported (λ = {_lam(cfg):g})",
+    adam_key="adam_weight_decay" if decays else "weight_decay",
+  )
+
+
+POLARGRAD = routed(
+  lambda cfg, p: Constraint("half_nuclear_sq", {}, _decay(cfg, p, _lam(cfg)), 1.0, kind="penalty"),
+  lambda cfg: f"K = ½‖·‖_*²: the penalty (λ/2)·σ_max(W)² on matrices, no ball (λ = {_lam(cfg):g})",
+)
+
+
+def _freon_matrix(cfg, p):
+  q = float(cfg.get("q", 2 / 3))
+  equivalent = lion_k_equivalent(q, np.shape(p), cfg.get("scale", "none"))
+  if equivalent is None:
+    return Constraint("nuclear", {}, _decay(cfg, p, _lam(cfg)), 1.0, kind="none")
+  k, options, bound = equivalent
+  return Constraint(k, options, _decay(cfg, p, _lam(cfg)), bound)
+
+
+def _freon_text(cfg):
+  q = float(cfg.get("q", 2 / 3))
+  if q < 1:
+    return f"Freon q = {q:g} < 1: K not convex, no known ball; λ·σ_max(W) reported"
+  return f"K = Schatten-{q:g} (Lion-K): λ·‖σ(W)‖_q* ≤ bound on matrices (λ = {_lam(cfg):g})"
+
+
+FREON = routed(_freon_matrix, _freon_text)
+KAON = none_known("Kaon", "a chaotic map of the singular values, no ∇K")
+NORMUON = none_known("NorMuon", "the row normalization depends on the state")
+SF_NORMUON = none_known("SF-NorMuon", "NorMuon's direction at the fast iterate")
+MIMUON = none_known("MiMuon", "switches between msign and momentum SGD")
+DION = none_known("Dion", "a low-rank power-iteration estimate with error feedback")
+PION = routed(
+  lambda cfg, p: Constraint("nuclear", {}, 0.0, 1.0, kind="none"),
+  lambda cfg: "Pion: spectrum preserved up to 4th-order drift, no ball, no decay on matrices",
+  adam_key="weight_decay",
+)
+
+
+def _scion_constraints(opt_config, params):
+  cfg = dict(opt_config)
+  flat = {
+    f"{kind}_{c}": cfg.get(f"{kind}_{c}")
+    for kind in ("radius", "norm")
+    for c in scion.SCION_CLASSES
+  }
+  radius, norm = scion.resolve_classes(cfg.get("radii"), cfg.get("norms"), **flat)
+  labels = scion.scion_labels(params, cfg.get("vectors", "bias"), cfg.get("tied_head"))
+  constrained = cfg.get("constrained", True)
+
+  def leaf(path, cls, p):
+    if cls == "adam":
+      return Constraint("l1", {}, _decay(cfg, p, _lam(cfg)), 1.0)
+    options = {
+      "norm": norm[cls],
+      "transpose": bool(scion.to_paper_layout(path, p, cls)),
+      "spectral_max": bool(cfg.get("spectral_max", False)),
+    }
+    # The ball norm(W) ≤ ρ as λ·K*(θ) ≤ 1 with λ = 1/ρ.
+    return Constraint(
+      "scion_ball", options, 1.0 / radius[cls], 1.0, "ball" if constrained else "none"
+    )
+
+  return jax.tree_util.tree_map_with_path(leaf, labels, params)
+
+
+def _scion_describe(opt_config):
+  cfg = dict(opt_config)
+  if not cfg.get("constrained", True):
+    return "unconstrained Scion: no ball; the class norms reported against ρ"
+  return "Scion (Frank–Wolfe): the explicit ball class-norm(W) ≤ ρ per class (radius ρ, not 1/λ)"
+
+
+SCION = ImplicitBias(_scion_constraints, _scion_describe)
+
+# The symmetric stack's classes: its rule's K, and whether decay makes a ball.
+_SYMMETRIC_K = {
+  "right_spectral": ("right_spectral", "penalty"),
+  "left_spectral": ("left_spectral", "penalty"),
+  "rownorm": ("rownorm", "ball"),
+  "centered_rownorm": ("centered_rownorm", "ball"),
+  "hybrid": ("hybrid_rownorm_spectral", "none"),
+}
+
+
+def _symmetric_constraints(opt_config, params):
+  cfg = dict(opt_config)
+  rules = {
+    "embed": cfg.get("embed", "right_spectral"),
+    "head": cfg.get("head", "hybrid"),
+    "matrices": cfg.get("matrices", "muon"),
+  }
+  labels = symmetric_labels(params, **rules, tied_head=cfg.get("tied_head"))
+  lam, adam_lam = _lam(cfg), _lam(cfg, "adam_weight_decay")
+
+  def leaf(path, cls, p):
+    if cls == "adam":
+      return Constraint("l1", {}, _decay(cfg, p, adam_lam), 1.0)
+    rule = rules[cls]
+    if rule == "muon":
+      return Constraint(
+        "nuclear", {}, _decay(cfg, p, lam), shape_scale(np.shape(p), cfg.get("scale", "shape"))
+      )
+    k, kind = _SYMMETRIC_K[rule]
+    # Row rules read the vocabulary/output axis as rows: a Dense kernel's columns.
+    options = {"axis": -2} if k == "rownorm" and path_names(path)[-1] == "kernel" else {}
+    return Constraint(k, options, _decay(cfg, p, lam), 1.0, kind)
+
+  return jax.tree_util.tree_map_with_path(leaf, labels, params)
+
+
+def _symmetric_describe(opt_config):
+  cfg = dict(opt_config)
+  parts = [
+    f"{c}: {cfg.get(c, d)}"
+    for c, d in (("embed", "right_spectral"), ("head", "hybrid"), ("matrices", "muon"))
+  ]
+  return (
+    f"per class its K ({', '.join(parts)}): spectral rules penalize (λ/2)·σ_max², row rules "
+    f"bound the rows by 1/λ, Muon σ_max ≤ s/λ (λ = {_lam(cfg):g}; λ_adam = "
+    f"{_lam(cfg, 'adam_weight_decay'):g})"
+  )
+
+
+SYMMETRIC = ImplicitBias(_symmetric_constraints, _symmetric_describe)

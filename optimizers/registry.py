@@ -54,6 +54,9 @@ class OptimizerEntry(NamedTuple):
   scheduled: tuple[str, ...] = ()
   # hyperparameter -> its Domain (optimizers.domains); every accepted name has one.
   domains: Mapping[str, Domain] = {}
+  # (params, opt_state) -> the params to evaluate, report and analyse, when they
+  # are not the ones the gradient is taken at (schedule-free: the average x).
+  evaluation_params: Callable[[Any, Any], Any] | None = None
 
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {}
@@ -76,6 +79,7 @@ def register_optimizer(
   domains: Mapping[str, Domain],
   hyperparameters: tuple[str, ...] | None = None,
   scheduled: tuple[str, ...] = (),
+  evaluation_params: Callable[[Any, Any], Any] | None = None,
 ) -> OptimizerEntry:
   """Registers ``name``; ``hyperparameters`` defaults to `keyword_names` of
   the constructor. ``domains`` must give every hyperparameter its `Domain`
@@ -87,7 +91,7 @@ def register_optimizer(
   if missing:
     raise ValueError(f"register_optimizer({name!r}): no domain for the hyperparameters {missing}.")
   entry = OptimizerEntry(
-    constructor, hyperparameters, implicit_bias, tuple(scheduled), dict(domains)
+    constructor, hyperparameters, implicit_bias, tuple(scheduled), dict(domains), evaluation_params
   )
   OPTIMIZERS[name] = entry
   return entry

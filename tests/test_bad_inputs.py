@@ -349,6 +349,19 @@ def _commands(tmp: Path):
 
 
 CASE_NAMES = [c[0] for c in _commands(Path("/tmp"))]
+# One or two per command in the default run (a subprocess each, ~3 s); the
+# whole table with `pytest -m slow`.
+DEFAULT_CASES = {
+  "train_syntax",
+  "train_domain",
+  "train_workdir_file",
+  "sweep_run_config",
+  "spectra_seeds",
+  "nexus_arms_twice",
+  "connectivity_out_file",
+  "demo_out_dir",
+  "bench_gpt2_sizes",
+}
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +369,9 @@ def command_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("commands")
 
 
-@pytest.mark.parametrize("case", CASE_NAMES)
+@pytest.mark.parametrize(
+  "case", [c if c in DEFAULT_CASES else pytest.param(c, marks=pytest.mark.slow) for c in CASE_NAMES]
+)
 def test_every_command_refuses_bad_input_in_one_line(command_dir, case):
   _, argv, words, kept = {c[0]: c for c in _commands(command_dir)}[case]
   before = _snapshot(kept)

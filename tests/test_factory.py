@@ -24,7 +24,7 @@ def _one_step(tx, params, grads):
 
 
 def test_unknown_optimizer_lists_known_ones():
-  with pytest.raises(ValueError, match=r"Unknown optimizer 'adamm'; known: \['adamw', 'lion'"):
+  with pytest.raises(ValueError, match=r"Unknown optimizer 'adamm'; known: \['adamw', 'dion'"):
     factory.make_optimizer({"name": "adamm", "learning_rate": 0.1}, 10)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from analysis import gpt2_spectra, gpt2_spectra_report
 from analysis.spectra import STAT_NAMES
@@ -43,6 +44,8 @@ def test_deviation_metrics_flag_a_spike_and_a_dip():
   assert dip["max_rel_drop_below_endpoints"] == 0.5
 
 
+# ~55 s on 2 cores: `pytest -m slow` (the spectra pieces are tested above).
+@pytest.mark.slow
 def test_command_writes_report_json_and_plots(tmp_path):
   cmd = [
     sys.executable,

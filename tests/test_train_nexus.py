@@ -122,6 +122,7 @@ def test_one_source_one_inner_step_is_adamw_on_normalized_gradients():
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # ~18 s: `pytest -m slow`
 def test_nexus_grad_accumulation_matches_one_batch(tmp_path):
   common = dict(
     log_every=1, eval_every=3, checkpoint_every=3, optimizer__nexus__source_order="cyclic"

@@ -231,6 +231,7 @@ def test_bpe_tokenizer_through_the_trainer(tmp_path):
   assert np.isfinite(losses).all() and losses[0] < np.log(300) + 1.0
 
 
+@pytest.mark.slow  # ~17 s: `pytest -m slow`
 def test_dropout_with_grad_accumulation_is_deterministic_and_acts(tmp_path):
   common = dict(log_every=1, eval_every=4, checkpoint_every=4)
   runs = {}

@@ -106,6 +106,12 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     else None
   )
 
+  # The params evaluated and reported (schedule-free optimizers: their average x).
+  eval_params = jax.jit(lambda p, s: factory.evaluation_params(config.optimizer, p, s))
+
+  def at(state):
+    return eval_params(state["params"], state["opt_state"])
+
   def evaluate(params, batches) -> dict[str, float]:
     losses = {n: float(eval_loss(params, *b)) for n, b in batches.items()}
     if losses:
@@ -158,10 +164,10 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
         extra["mfu"] = extra["model_flops_per_sec"] / peak
     t_eval = time.perf_counter()
     if evaluated:
-      holder["last_val"] = evaluate(holder["state"]["params"], val)
+      holder["last_val"] = evaluate(at(holder["state"]), val)
       extra.update({f"val_loss/{n}": v for n, v in holder["last_val"].items()})
     if measured:
-      extra.update(similarity(holder["state"]["params"]))
+      extra.update(similarity(at(holder["state"])))
     rate.exclude(time.perf_counter() - t_eval)
     rate.tick(step)  # The next rate starts after the evaluation.
     row = writer.write(step, {k: np.asarray([v]) for k, v in out.items()}, extra)
@@ -189,9 +195,10 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
   if status != loop.STATUS_FINISHED:
     return {"status": status, "step": int(state["step"])}
   # The last step always evaluates; a rerun of a finished run evaluates here.
-  final_val = holder["last_val"] or evaluate(state["params"], val)
-  final_ood = evaluate(state["params"], on_device(data.ood))
-  params_S = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(state["params"]))
+  final_params = at(state)
+  final_val = holder["last_val"] or evaluate(final_params, val)
+  final_ood = evaluate(final_params, on_device(data.ood))
+  params_S = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(final_params))
   summary = {
     "status": status,
     "num_steps": config.num_steps,
@@ -209,10 +216,11 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     "tokens_per_step": tokens_per_step,
     "grad_tokens_per_step": grad_tokens_per_step,
     "nexus": use_nexus,
+    "evaluated_at": factory.evaluated_at(config.optimizer),
     **metrics.constraint_summary(config.optimizer, params_S),
   }
   if similarity:
-    final_sim = similarity(state["params"])
+    final_sim = similarity(final_params)
     summary.update(
       final_grad_cosine=final_sim["grad_cosine"],
       final_grad_cosine_mean_pairwise=final_sim["grad_cosine/mean_pairwise"],

@@ -97,10 +97,16 @@ def make_train_step(
   return train_step
 
 
-def make_summary(exp: tasks.Experiment, config, params_S) -> dict:
-  """Final losses per seed, λ·K*(θ) per layer for the optimizer's own K, norms."""
+def make_summary(exp: tasks.Experiment, config, params_S, opt_state_S=None) -> dict:
+  """Final losses per seed, λ·K*(θ) per layer for the optimizer's own K, norms;
+  of the optimizer's evaluation params (schedule-free: the average x)."""
+  if opt_state_S is not None:
+    params_S = jax.jit(jax.vmap(lambda p, s: factory.evaluation_params(config.optimizer, p, s)))(
+      params_S, opt_state_S
+    )
   final = jax.device_get(jax.jit(jax.vmap(exp.evaluate))(params_S))
   return {
+    "evaluated_at": factory.evaluated_at(config.optimizer),
     "final": {k: np.asarray(v).tolist() for k, v in final.items()},
     **{f"final_{k}": float(np.mean(v)) for k, v in final.items()},
     **metrics.constraint_summary(config.optimizer, params_S),
@@ -174,7 +180,7 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     "num_seeds": config.num_seeds,
     "seeds": wd.seeds(config),
     "resumed_from_step": resume_step,
-    **make_summary(exp, config, state["seeds"]["params"]),
+    **make_summary(exp, config, state["seeds"]["params"], state["seeds"]["opt_state"]),
   }
   steps_per_sec = rate.total(int(state["step"]))
   if steps_per_sec is not None:
