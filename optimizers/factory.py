@@ -43,7 +43,7 @@ from optimizers.freon import freon
 from optimizers.implicit_bias import Constraint, implicit_constraints
 from optimizers.kaon import kaon
 from optimizers.lion_k import LION_DOMAINS, LION_K_DOMAINS, lion, lion_k
-from optimizers.mimuon import mimuon
+from optimizers.mimuon import mimuon, muon_branch_fraction
 from optimizers.muon import DOMAINS as MUON_DOMAINS
 from optimizers.muon import muon
 from optimizers.nexus import NORMALIZATIONS, SOURCE_ORDERS, nexus
@@ -137,7 +137,6 @@ _ZOO = {
   "kaon": (kaon, bias.KAON),
   "freon": (freon, bias.FREON),
   "normuon": (normuon, bias.NORMUON),
-  "mimuon": (mimuon, bias.MIMUON),
   "dion": (dion, bias.DION),
   "pion": (pion, bias.PION),
   "scion": (scion, bias.SCION),
@@ -150,6 +149,14 @@ for _name, (_constructor, _bias) in _ZOO.items():
     sys.modules[_constructor.__module__].DOMAINS,
     scheduled=("adam_learning_rate",),
   )
+register_optimizer(
+  "mimuon",
+  mimuon,
+  bias.MIMUON,
+  sys.modules[mimuon.__module__].DOMAINS,
+  scheduled=("adam_learning_rate",),
+  state_metrics={"muon_branch_fraction": muon_branch_fraction},
+)
 # Schedule-free: its warmup is the section's schedule (warmup_steps is a shared
 # key), and evaluation, checkpoints' reports and analysis read the average x.
 register_optimizer(

@@ -57,6 +57,9 @@ class OptimizerEntry(NamedTuple):
   # (params, opt_state) -> the params to evaluate, report and analyse, when they
   # are not the ones the gradient is taken at (schedule-free: the average x).
   evaluation_params: Callable[[Any, Any], Any] | None = None
+  # {name: opt_state -> pytree of per-leaf values} the trainer logs and
+  # summarizes (MiMuon: the fraction of Muon-branch steps per matrix).
+  state_metrics: Mapping[str, Callable[[Any], Any]] = {}
 
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {}
@@ -80,6 +83,7 @@ def register_optimizer(
   hyperparameters: tuple[str, ...] | None = None,
   scheduled: tuple[str, ...] = (),
   evaluation_params: Callable[[Any, Any], Any] | None = None,
+  state_metrics: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> OptimizerEntry:
   """Registers ``name``; ``hyperparameters`` defaults to `keyword_names` of
   the constructor. ``domains`` must give every hyperparameter its `Domain`
@@ -91,7 +95,13 @@ def register_optimizer(
   if missing:
     raise ValueError(f"register_optimizer({name!r}): no domain for the hyperparameters {missing}.")
   entry = OptimizerEntry(
-    constructor, hyperparameters, implicit_bias, tuple(scheduled), dict(domains), evaluation_params
+    constructor,
+    hyperparameters,
+    implicit_bias,
+    tuple(scheduled),
+    dict(domains),
+    evaluation_params,
+    dict(state_metrics or {}),
   )
   OPTIMIZERS[name] = entry
   return entry

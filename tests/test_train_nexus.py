@@ -73,6 +73,7 @@ def test_nexus_trains_logs_similarity_and_resumes_bitwise(tmp_path):
     ], key
 
 
+@pytest.mark.slow  # ~21 s; tests/test_nexus.py checks the same identity on the optimizer
 def test_one_source_one_inner_step_is_adamw_on_normalized_gradients():
   # γ drops out with k = 1, (θ − (θ − γd))/γ = d, but float32 rounds θ − γd to
   # θ's precision: a large γ keeps that rounding far below Adam's sensitivity.

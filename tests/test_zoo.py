@@ -168,3 +168,13 @@ def test_schedule_free_state_resumes_bitwise(tmp_path):
 @pytest.mark.parametrize("name", [n for n in ZOO if n != "sf_normuon"])
 def test_every_member_resumes_bitwise(tmp_path, name):
   _resume_is_bitwise(tmp_path, name)
+
+
+def test_mimuon_logs_its_muon_branch_fraction(tmp_path):
+  # τ = 0 (every gap is ≥ 0): always the Muon branch; τ huge: never.
+  for tau, expected in ((0.0, 1.0), (1e9, 0.0)):
+    run = tmp_path / f"tau{tau}"
+    summary = training.run(_relu2("runlocal,optimizer=mimuon,steps=20", optimizer__tau=tau), run)
+    assert summary["optimizer_state"] == {"muon_branch_fraction/hidden/kernel": [expected]}
+    assert wd.read_metrics(run)[-1]["muon_branch_fraction/hidden/kernel"] == expected
+  assert training.run(_relu2("runlocal,steps=20"), tmp_path / "adamw")["optimizer_state"] == {}

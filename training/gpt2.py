@@ -35,6 +35,11 @@ def _throughput(config, use_nexus: bool, num_sources: int) -> tuple[int, int]:
   return tokens, config.optimizer.nexus.inner_steps * per_source * config.data.seq_len
 
 
+def _seed_axis(tree):
+  """One seed's tree with the leading seed axis the relu2 layout has."""
+  return jax.tree.map(lambda x: x[None], tree)
+
+
 def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> dict:
   """Trains (or resumes) a GPT-2 config in workdir; returns the summary."""
   mesh = make_data_mesh()
@@ -153,6 +158,10 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     out = jax.device_get(holder["metrics"])
     check_finite()
     extra = {"learning_rate": float(schedule(step - 1))}
+    state_metrics = metrics.optimizer_state_metrics(
+      config.optimizer, _seed_axis(holder["state"]["opt_state"])
+    )
+    extra.update({k: v[0] for k, v in state_metrics.items()})
     steps_per_sec = rate.tick(step)
     if steps_per_sec is not None:
       extra.update(
@@ -218,6 +227,9 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     "nexus": use_nexus,
     "evaluated_at": factory.evaluated_at(config.optimizer),
     **metrics.constraint_summary(config.optimizer, params_S),
+    "optimizer_state": metrics.optimizer_state_metrics(
+      config.optimizer, _seed_axis(state["opt_state"])
+    ),
   }
   if similarity:
     final_sim = similarity(final_params)

@@ -147,5 +147,20 @@ def constraint_summary(opt_config, params_S) -> dict:
   return {"constraints": layers, "param_norms": norms}
 
 
+def optimizer_state_metrics(opt_config, opt_state_S) -> dict[str, list]:
+  """{"NAME/leaf": per-seed mean over the leaf's stacked matrices} of the
+  optimizer's registered state metrics (MiMuon's Muon-branch fraction); {} for most."""
+  out = {}
+  for name, fn in factory.OPTIMIZERS[opt_config["name"]].state_metrics.items():
+    tree = jax.device_get(fn(opt_state_S))
+    for path, value_S in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      value_S = np.asarray(value_S, np.float64)
+      per_seed = (
+        value_S.reshape(value_S.shape[0], -1).mean(axis=1) if value_S.ndim else value_S[None]
+      )
+      out[f"{name}/{leaf_name(path)}"] = per_seed.tolist()
+  return out
+
+
 def write_summary(workdir: Path, summary: dict) -> None:
   wd.write_json_atomic(workdir / wd.SUMMARY_FILE, summary, sort_keys=False)

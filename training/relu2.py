@@ -110,6 +110,9 @@ def make_summary(exp: tasks.Experiment, config, params_S, opt_state_S=None) -> d
     "final": {k: np.asarray(v).tolist() for k, v in final.items()},
     **{f"final_{k}": float(np.mean(v)) for k, v in final.items()},
     **metrics.constraint_summary(config.optimizer, params_S),
+    "optimizer_state": {}
+    if opt_state_S is None
+    else metrics.optimizer_state_metrics(config.optimizer, opt_state_S),
   }
 
 
@@ -150,6 +153,10 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     out = jax.device_get(holder["metrics"])
     check_finite()
     extra = {"learning_rate": float(schedule(step - 1))}
+    state_metrics = metrics.optimizer_state_metrics(
+      config.optimizer, holder["state"]["seeds"]["opt_state"]
+    )
+    extra.update({k: float(np.mean(v)) for k, v in state_metrics.items()})
     steps_per_sec = rate.tick(step)
     if steps_per_sec is not None:
       extra["steps_per_sec"] = steps_per_sec
