@@ -1,0 +1,247 @@
+"""Seed-resampled intervals and verdicts: the statistics every experiment's claims use.
+
+Runs of one experiment share seeds: seed s of AdamW and seed s of Muon start
+from the same initialization and see the same data, and one endpoint enters
+every pair it belongs to. Pairs are therefore not independent draws, and an
+interval computed over pairs is too narrow. The unit of resampling is the
+seed (a cluster bootstrap): draw n seeds with replacement, keep every pair
+whose two endpoints' seeds were drawn (with multiplicity), recompute the
+statistic. A same-optimizer pair needs two different draws: a seed drawn
+twice gives no pair with itself (its barrier would be 0 by construction).
+
+`bootstrap` is the engine: any statistic of a seed-index vector. The pair
+helpers build the usual statistics of barrier tables (`seed_median`, the
+default, and `pair_median`; `ratio_of_medians`, `trend_slope`) as such functions, and `verdict` turns an
+interval into held / did not hold / inconclusive by the rule declared below,
+never by the point estimate alone.
+
+Percentile intervals (Efron & Tibshirani 1993, ch. 13) at 95% by default;
+the coverage test in tests/test_stats.py checks them in simulation.
+"""
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+HELD, NOT_HELD, INCONCLUSIVE = "held", "did not hold", "inconclusive"
+VERDICT_KEYS = (
+  "claim",
+  "verdict",
+  "statistic",
+  "ci_low",
+  "ci_high",
+  "n_seeds",
+  "n_pairs_used",
+  "n_pairs_excluded",
+  "condition",
+  "width",
+)
+
+
+def resample_indices(n_seeds: int, n_resamples: int, seed: int = 0) -> np.ndarray:
+  """[R, n] seed indices drawn with replacement; row 0 is the identity (the point estimate)."""
+  rng = np.random.default_rng(seed)
+  draws = rng.integers(0, n_seeds, size=(n_resamples + 1, n_seeds))
+  draws[0] = np.arange(n_seeds)
+  return draws
+
+
+def bootstrap(
+  statistic: Callable[[np.ndarray], float],
+  n_seeds: int,
+  n_resamples: int = 2000,
+  level: float = 0.95,
+  seed: int = 0,
+) -> dict:
+  """{"statistic", "ci_low", "ci_high", "n_resamples"}: statistic(arange(n)) and its
+  percentile interval over seed resamples. Resamples where the statistic is
+  undefined (NaN: e.g. no pair left) are dropped and counted in "n_undefined";
+  an interval from fewer than half the resamples is reported as NaN."""
+  draws = resample_indices(n_seeds, n_resamples, seed)
+  values = np.array([statistic(idx) for idx in draws], dtype=np.float64)
+  point, rest = values[0], values[1:]
+  finite = rest[np.isfinite(rest)]
+  alpha = (1.0 - level) / 2
+  if n_seeds < 2 or finite.size < max(1, n_resamples // 2):
+    low = high = float("nan")
+  else:
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+  return {
+    "statistic": float(point),
+    "ci_low": float(low),
+    "ci_high": float(high),
+    "n_resamples": int(n_resamples),
+    "n_undefined": int(rest.size - finite.size),
+  }
+
+
+def pair_values(table_SxS: np.ndarray, idx: np.ndarray, same: bool) -> np.ndarray:
+  """The pair values of one resample: table[idx_a, idx_b] for every pair of draws
+  (a < b for a same-optimizer table, all (a, b) for a cross one), without pairs
+  of a seed with itself in a same-optimizer table and without NaN (excluded) entries.
+
+  table_SxS[i, j] is the value of the pair (seed i of the first optimizer, seed j
+  of the second); for a same-optimizer table it is symmetric and its diagonal unused.
+  """
+  sub = np.asarray(table_SxS, dtype=np.float64)[np.ix_(idx, idx)]
+  if same:
+    a, b = np.triu_indices(len(idx), k=1)
+    keep = idx[a] != idx[b]
+    values = sub[a[keep], b[keep]]
+  else:
+    values = sub.ravel()
+  return values[np.isfinite(values)]
+
+
+def pair_median(table_SxS: np.ndarray, same: bool) -> Callable[[np.ndarray], float]:
+  """The median over a resample's pairs (NaN when none is left)."""
+
+  def statistic(idx):
+    values = pair_values(table_SxS, idx, same)
+    return float(np.median(values)) if values.size else float("nan")
+
+  return statistic
+
+
+def seed_median(table_SxS: np.ndarray, same: bool) -> Callable[[np.ndarray], float]:
+  """The median over the drawn seeds of each seed's median pair value (its pairs with
+  the other draws: row and column of a cross table). Robust to one bad seed: a seed
+  is in n−1 of the n(n−1)/2 same-optimizer pairs, so a resample that draws an
+  outlier seed 3 times out of 8 already gives it most pairs and moves
+  `pair_median`, while this one moves only when about half the draws are that
+  seed (tests/test_stats.py: one outlier in 10 seeds). NaN when no seed has a pair."""
+  table = np.asarray(table_SxS, dtype=np.float64)
+
+  def statistic(idx):
+    sub = table[np.ix_(idx, idx)]
+    per_seed = []
+    for a in range(len(idx)):
+      if same:
+        values = sub[a][idx != idx[a]]
+      else:
+        values = np.concatenate([sub[a], sub[:, a]])
+      values = values[np.isfinite(values)]
+      if values.size:
+        per_seed.append(np.median(values))
+    return float(np.median(per_seed)) if per_seed else float("nan")
+
+  return statistic
+
+
+def ratio_of_medians(
+  numerator: tuple[np.ndarray, bool],
+  denominators: list[tuple[np.ndarray, bool]],
+  summary: Callable = seed_median,
+) -> Callable[[np.ndarray], float]:
+  """summary(numerator) / max over denominators of summary(each), all from the same
+  seed draw (so the comparison is paired by seed). Each argument is (table_SxS,
+  same); summary is `seed_median` (default) or `pair_median`. NaN when a summary is
+  undefined or the denominator is ≤ 0."""
+  num = summary(*numerator)
+  dens = [summary(*d) for d in denominators]
+
+  def statistic(idx):
+    top, bottom = num(idx), max(d(idx) for d in dens)
+    if not (np.isfinite(top) and np.isfinite(bottom)) or bottom <= 0:
+      return float("nan")
+    return top / bottom
+
+  return statistic
+
+
+def trend_slope(
+  xs: np.ndarray, tables: list[np.ndarray], same: bool, floor: float, summary: Callable = None
+) -> Callable[[np.ndarray], float]:
+  """The least-squares slope of log(max(summary barrier, floor)) against log(x)
+  over the widths xs (one table per width, seeds shared across widths, so one
+  draw resamples every width alike). Negative: the barrier decreases with x.
+  floor (> 0) keeps barriers at or below 0 from dominating the log."""
+  log_x = np.log(np.asarray(xs, dtype=np.float64))
+  medians = [(summary or seed_median)(t, same) for t in tables]
+
+  def statistic(idx):
+    ys = np.array([m(idx) for m in medians])
+    ok = np.isfinite(ys)
+    if ok.sum() < 2:
+      return float("nan")
+    ys = np.log(np.maximum(ys[ok], floor))
+    return float(np.polyfit(log_x[ok], ys, 1)[0])
+
+  return statistic
+
+
+def verdict(interval: Mapping, null: float, direction: str, n_pairs_used: int, min_pairs: int):
+  """held / did not hold / inconclusive from an interval, by the declared rule:
+
+  direction "greater": held when ci_low > null; did not hold when ci_high < null.
+  direction "less": held when ci_high < null; did not hold when ci_low > null.
+  Otherwise (the interval contains the null), or when fewer than min_pairs
+  pairs were used or the interval is undefined: inconclusive.
+  """
+  low, high = interval["ci_low"], interval["ci_high"]
+  if n_pairs_used < min_pairs or not (np.isfinite(low) and np.isfinite(high)):
+    return INCONCLUSIVE
+  if direction == "greater":
+    return HELD if low > null else NOT_HELD if high < null else INCONCLUSIVE
+  if direction == "less":
+    return HELD if high < null else NOT_HELD if low > null else INCONCLUSIVE
+  raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}")
+
+
+def verdict_record(
+  claim: str,
+  interval: Mapping,
+  null: float,
+  direction: str,
+  *,
+  n_seeds: int,
+  n_pairs_used: int,
+  n_pairs_excluded: int,
+  condition: str,
+  width: int | None,
+  min_pairs: int,
+  **extra,
+) -> dict:
+  """The machine-readable verdict of one claim (keys VERDICT_KEYS, then "null",
+  "direction" and any extra fields)."""
+  record = {
+    "claim": claim,
+    "verdict": verdict(interval, null, direction, n_pairs_used, min_pairs),
+    "statistic": interval["statistic"],
+    "ci_low": interval["ci_low"],
+    "ci_high": interval["ci_high"],
+    "n_seeds": int(n_seeds),
+    "n_pairs_used": int(n_pairs_used),
+    "n_pairs_excluded": int(n_pairs_excluded),
+    "condition": condition,
+    "width": width,
+    "null": null,
+    "direction": direction,
+  }
+  record.update(extra)
+  return record
+
+
+def describe(record: Mapping) -> str:
+  """One sentence: the claim, the verdict, the statistic with its interval and the counts."""
+  where = f" at width {record['width']}" if record.get("width") is not None else ""
+  side = ">" if record["direction"] == "greater" else "<"
+  return (
+    f"{record['claim']}{where}: {record['verdict'].upper()} — statistic {record['statistic']:.3g}, "
+    f"95% interval [{record['ci_low']:.3g}, {record['ci_high']:.3g}] (held needs the interval "
+    f"{side} {record['null']:.3g}); condition {record['condition']}, {record['n_seeds']} seeds, "
+    f"{record['n_pairs_used']} pairs used, {record['n_pairs_excluded']} excluded."
+  )
+
+
+def paired_difference(a_S: np.ndarray, b_S: np.ndarray) -> Callable[[np.ndarray], float]:
+  """mean(a − b) over a resample of seeds, for two arms run on the same seeds
+  (NaN entries, e.g. unconverged runs, dropped pairwise)."""
+  diff = np.asarray(a_S, dtype=np.float64) - np.asarray(b_S, dtype=np.float64)
+
+  def statistic(idx):
+    values = diff[idx]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+  return statistic
