@@ -24,6 +24,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "did not hold", "inconclusive"
+# Fewer seeds than this give no interval: 2 seeds have 3 distinct resamples,
+# whose "percentiles" say nothing about the population.
+MIN_SEEDS = 3
 VERDICT_KEYS = (
   "claim",
   "verdict",
@@ -56,13 +59,14 @@ def bootstrap(
   """{"statistic", "ci_low", "ci_high", "n_resamples"}: statistic(arange(n)) and its
   percentile interval over seed resamples. Resamples where the statistic is
   undefined (NaN: e.g. no pair left) are dropped and counted in "n_undefined";
-  an interval from fewer than half the resamples is reported as NaN."""
+  an interval from fewer than half the resamples, or from fewer than MIN_SEEDS
+  seeds, is reported as NaN (its verdict: inconclusive)."""
   draws = resample_indices(n_seeds, n_resamples, seed)
   values = np.array([statistic(idx) for idx in draws], dtype=np.float64)
   point, rest = values[0], values[1:]
   finite = rest[np.isfinite(rest)]
   alpha = (1.0 - level) / 2
-  if n_seeds < 2 or finite.size < max(1, n_resamples // 2):
+  if n_seeds < MIN_SEEDS or finite.size < max(1, n_resamples // 2):
     low = high = float("nan")
   else:
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])

@@ -93,9 +93,10 @@ def test_one_outlier_seed_does_not_decide_the_median_verdict():
 def test_too_few_pairs_or_seeds_is_inconclusive():
   interval = {"statistic": 3.0, "ci_low": 2.0, "ci_high": 4.0}
   assert stats.verdict(interval, 1.0, "greater", n_pairs_used=2, min_pairs=3) == "inconclusive"
-  one_seed = stats.bootstrap(lambda idx: 1.0, n_seeds=1)
-  assert np.isnan(one_seed["ci_low"])
-  assert stats.verdict(one_seed, 0.0, "greater", 10, 3) == "inconclusive"
+  for n in (1, 2):  # no interval from one or two seeds, however large the effect
+    few = stats.bootstrap(lambda idx: 1.0, n_seeds=n)
+    assert np.isnan(few["ci_low"]) and few["statistic"] == 1.0
+    assert stats.verdict(few, 0.0, "greater", 10, 3) == "inconclusive"
   with pytest.raises(ValueError, match="direction"):
     stats.verdict(interval, 1.0, "sideways", 10, 3)
 
