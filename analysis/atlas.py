@@ -151,6 +151,12 @@ def analyze(config, workdir: Path) -> dict:
     ("contrast", contrast_pairs, "Ball distance predicts the cross barrier (member vs non-member)"),
   ):
     pair_set = [(int(i), int(j)) for i, j in pair_set]
+    # An entry pair without one converged cross pair, or without a ball value, drops out.
+    excluded = [
+      p
+      for p in pair_set
+      if not np.isfinite(tables[p]).any() or (ball_index[p[0]] is None and ball_index[p[1]] is None)
+    ]
     interval = atlas_maps.ball_distance_correlation(tables, values, ball_index, pair_set, S, **boot)
     hypothesis[key] = stats.verdict_record(
       claim,
@@ -158,8 +164,8 @@ def analyze(config, workdir: Path) -> dict:
       0.0,
       "greater",
       n_seeds=S,
-      n_pairs_used=len(pair_set),
-      n_pairs_excluded=0,
+      n_pairs_used=len(pair_set) - len(excluded),
+      n_pairs_excluded=len(excluded),
       condition="linear+align, train loss; Spearman over entry pairs",
       width=int(config.width),
       min_pairs=max(3, int(config.min_pairs)),
