@@ -3,18 +3,27 @@ r"""Do linear paths between GPT-2 solutions keep the weight spectrum?
     python -m analysis.gpt2_spectra --config=configs/gpt2_spectra.py --workdir=DIR
 
 1. Trains GPT-2 with each optimizer × seed of the config (`python train.py
-   --config=configs/gpt2.py:...`, one workdir each under DIR/runs/; a run with
-   a summary.json is finished and skipped).
+   --config=configs/gpt2.py:...`, one workdir each under DIR/runs/GROUP/; a run
+   with a summary.json is finished and skipped), for each protocol of
+   config.protocols: "shared_start" (group shared/: every run's init from
+   config.init_seed, its data order and dropout from its seed: the standard
+   linear-mode-connectivity setup), "aligned" (group independent/: inits from
+   the seeds, and each pair's b weight-matched onto a by
+   `analysis.gpt2_alignment` before interpolating) and "unaligned" (the same
+   independent runs as they are: the permutation-symmetric baseline).
 2. For every pair of runs, kind "same" (one optimizer, two seeds), "cross"
    (two optimizers, one seed each) or "self" (a run and itself, a control):
    on the linear path φ(t) = (1 − t)·a + t·b at `points` values of t,
    the mean validation loss over the sources, and the singular values, σ_max,
    stable rank and effective rank of every attention and MLP matrix
    (h_i/attn/c_attn, h_i/attn/c_proj, h_i/mlp/c_fc, h_i/mlp/c_proj).
-3. Writes DIR/spectra.json (everything), DIR/report.md (the verdicts, with
-   numbers) and plots DIR/loss_along_path.png, DIR/spectra_STAT.png.
+3. Writes DIR/spectra.json (everything, and "verdicts": one `stats.verdict_record`
+   per claim, optimizer and protocol, `analysis.gpt2_spectra_stats`), DIR/report.md
+   (one sentence per verdict, then the tables) and plots
+   DIR/PROTOCOL_loss_along_path.png, DIR/PROTOCOL_spectra_STAT.png.
 
-Verdicts, per pair and statistic s(t) of a matrix:
+Worst cases (no interval; the interval verdicts are gpt2_spectra_stats'), per
+pair and statistic s(t) of a matrix:
 - preservation (same pairs): max_t |s(t) − s_lin(t)| / s_lin(t), where
   s_lin(t) = (1 − t)·s(0) + t·s(1) is the endpoints' interpolation; also the
   largest drop below the smaller endpoint value, relative to it.
@@ -34,7 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from analysis import experiment_cli, run_reader, train_runs
+from analysis import (
+  experiment_cli,
+  gpt2_alignment,
+  gpt2_spectra_stats,
+  run_reader,
+  train_runs,
+)
 from analysis.gpt2_spectra_report import (
   LAYER_TYPES,
   deviation_metrics,
@@ -56,7 +71,12 @@ def run_names(config) -> list[tuple[str, int]]:
   return [(o, int(s)) for o in tasks.plus_list(config.optimizers) for s in seeds]
 
 
-def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]:
+PROTOCOLS = ("shared_start", "aligned", "unaligned")
+
+
+def train_command(
+  config, optimizer: str, seed: int, run_dir: Path, protocol: str = "unaligned"
+) -> list[str]:
   variant = pack_arg(
     size=config.size,
     optimizer=optimizer,
@@ -70,6 +90,8 @@ def train_command(config, optimizer: str, seed: int, run_dir: Path) -> list[str]
     "train.py",
     f"--config=configs/gpt2.py:{variant}",
     f"--config.seed={seed}",
+    # Shared start: every run's parameters from one init, its data order from seed.
+    *([f"--config.init_seed={config.init_seed}"] if protocol == "shared_start" else []),
     f"--workdir={run_dir}",
     *config.train_flags.split(),
   ]
@@ -85,15 +107,36 @@ FIELDS = {
   "eval_batches": config_checks.positive(),
   "eval_batch_size": config_checks.positive(),
   "monotone_tolerance": config_checks.nonnegative(float),
+  "init_seed": config_checks.nonnegative(),
+  "preserve_tolerance": config_checks.nonnegative(float),
+  "spike_tolerance": config_checks.nonnegative(float),
+  "barrier_tolerance": config_checks.nonnegative(float),
 }
 
 
-def run_commands(config, workdir: Path) -> dict[tuple[str, int], tuple[Path, list[str]]]:
-  """{(optimizer, seed): (run dir, train.py command)} of every run."""
+def protocols_of(config) -> list[str]:
+  """config.protocols, checked: '+'-separated names of PROTOCOLS."""
+  names = tasks.plus_list(config.protocols)
+  if not names or any(n not in PROTOCOLS for n in names) or len(set(names)) != len(names):
+    raise UserError(
+      f"Config field protocols={config.protocols!r}: '+'-separated, each once, of {PROTOCOLS}."
+    )
+  return names
+
+
+def run_group(protocol: str) -> str:
+  """The runs' folder: aligned and unaligned paths share the independent-init runs."""
+  return "shared" if protocol == "shared_start" else "independent"
+
+
+def run_commands(config, workdir: Path) -> dict[tuple[str, str, int], tuple[Path, list[str]]]:
+  """{(run group, optimizer, seed): (run dir, train.py command)} of every run."""
   out = {}
-  for o, s in run_names(config):
-    d = workdir / "runs" / f"{o}_s{s}"
-    out[(o, s)] = (d, train_command(config, o, s, d))
+  for protocol in protocols_of(config):
+    group = run_group(protocol)
+    for o, s in run_names(config):
+      d = workdir / "runs" / group / f"{o}_s{s}"
+      out[(group, o, s)] = (d, train_command(config, o, s, d, protocol))
   return out
 
 
@@ -101,6 +144,7 @@ def check_config(config, workdir: Path) -> None:
   """The fields, the optimizer and seed lists and every run's train.py config,
   before anything is created (a UserError, one line)."""
   config_checks.check_values(wd.flatten(config), FIELDS)
+  protocols_of(config)
   optimizers, seeds = tasks.plus_list(config.optimizers), tasks.plus_list(config.seeds)
   if len(optimizers) < 1 or len(set(optimizers)) != len(optimizers):
     raise UserError(f"Config field optimizers={config.optimizers!r}: name each optimizer once.")
@@ -111,9 +155,9 @@ def check_config(config, workdir: Path) -> None:
   train_runs.check_commands(list(run_commands(config, workdir).values()))
 
 
-def train_all(config, workdir: Path) -> dict[str, Path]:
+def train_all(config, workdir: Path) -> dict[str, dict[str, Path]]:
   """Trains every run that has no summary.json yet, config.parallel_runs at a
-  time (each a `python train.py` process); returns {name: run dir}."""
+  time (each a `python train.py` process); returns {group: {name: run dir}}."""
   commands = run_commands(config, workdir)
   runs = {key: d for key, (d, _) in commands.items()}
   expected = {
@@ -125,14 +169,18 @@ def train_all(config, workdir: Path) -> dict[str, Path]:
       "model.size": config.size,
       "optimizer.name": o,
     }
-    for (o, s), d in runs.items()
+    | ({"init_seed": config.init_seed} if g == "shared" else {})
+    for (g, o, s), d in runs.items()
   }
   train_runs.train_runs(
     list(commands.values()),
     config.parallel_runs,
     expected,
   )
-  return {d.name: d for d in runs.values()}
+  out = {}
+  for (g, _, _), d in runs.items():
+    out.setdefault(g, {})[d.name] = d
+  return out
 
 
 def pairs_of(names: list[str], include_self: bool) -> list[tuple[str, str, str]]:
@@ -203,12 +251,18 @@ def make_path_losses(model, ts):
   return lambda a, b, val: np.asarray(fn(a, b, val))
 
 
-def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
+def _plain(tree):
+  """Nested plain dicts of numpy arrays (aligned and loaded trees then match)."""
+  return {k: _plain(v) for k, v in tree.items()} if hasattr(tree, "items") else np.asarray(tree)
+
+
+def analyze(config, protocol: str, runs: dict[str, Path]) -> dict:
+  """One protocol's paths; "aligned" permutes each pair's b onto its a first."""
   ts = np.linspace(0.0, 1.0, config.points)
   params, model, val = {}, None, None
   for name, run_dir in runs.items():
     _, p = wd.load_params(run_dir)
-    params[name] = wd.seed_params(p, 0)
+    params[name] = _plain(wd.seed_params(p, 0))
     if model is None:
       model, _ = run_reader.model_for(run_dir)
       val = validation_batches(run_dir, config)
@@ -217,8 +271,11 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
   path_losses = make_path_losses(model, ts)
   for kind, a, b in pairs_of(list(runs), config.include_self):
     t0 = time.time()
-    losses = path_losses(params[a], params[b], val)
-    spectra = path_spectra(params[a], params[b], ts)
+    end_b = params[b]
+    if protocol == "aligned" and a != b:
+      end_b = _plain(gpt2_alignment.align_gpt2(params[a], end_b, model.config.n_head)[0])
+    losses = path_losses(params[a], end_b, val)
+    spectra = path_spectra(params[a], end_b, ts)
     barrier = float(np.max(losses - ((1 - ts) * losses[0] + ts * losses[-1])))
     matrices = {}
     for name, s in spectra.items():
@@ -245,8 +302,8 @@ def analyze(config, workdir: Path, runs: dict[str, Path]) -> dict:
     )
     logging.info("%s %s-%s: barrier %.3f (%.1f s)", kind, a, b, barrier, time.time() - t0)
   return {
+    "protocol": protocol,
     "ts": ts.tolist(),
-    "config": config.to_dict(),
     "runs": {
       n: {
         "workdir": str(d),
@@ -271,11 +328,17 @@ def run(config, workdir) -> dict:
   check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   runs = train_all(config, workdir)
-  result = analyze(config, workdir, runs)
-  plots = write_plots(result, workdir)
+  train_s = time.time() - t
+  result = {"config": config.to_dict(), "protocols": {}, "verdicts": []}
+  plots = []
+  for protocol in protocols_of(config):
+    out = analyze(config, protocol, runs[run_group(protocol)])
+    out["verdicts"] = verdicts(out)
+    result["protocols"][protocol] = out
+    result["verdicts"] += gpt2_spectra_stats.interval_verdicts(out, config)
+    plots += write_plots(out, workdir, prefix=f"{protocol}_")
   runtime = time.time() - t
-  result["runtime_s"] = runtime
-  result["verdicts"] = verdicts(result)
+  result["runtime_s"], result["train_s"] = runtime, train_s
   experiment_cli.write_results(
     workdir, "spectra.json", result, render_report(result, runtime, plots)
   )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import stats
 from analysis.plots import new_figure, palette, save_figure
 from analysis.spectra import STAT_NAMES
 
@@ -79,7 +80,7 @@ def summarize(pairs_out: list[dict], tolerance: float) -> dict:
   return groups
 
 
-def write_plots(result: dict, out: Path) -> list[Path]:
+def write_plots(result: dict, out: Path, prefix: str = "") -> list[Path]:
   ts = np.asarray(result["ts"])
   kinds = sorted({p["kind"] for p in result["pairs"]})
   colors = dict(zip(kinds, palette(len(kinds))))
@@ -96,7 +97,7 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     seen.add(p["kind"])
   ax.set(xlabel="t", ylabel="validation loss (nats/token)", title="loss along linear paths")
   ax.legend(fontsize=7)
-  paths = [save_figure(fig, out / "loss_along_path.png", dpi=100)]
+  paths = [save_figure(fig, out / f"{prefix}loss_along_path.png", dpi=100)]
   for stat in STAT_NAMES:
     fig, axes = new_figure(1, len(LAYER_TYPES), (4 * len(LAYER_TYPES), 3.3))
     for ax, ltype in zip(axes, LAYER_TYPES):
@@ -113,22 +114,54 @@ def write_plots(result: dict, out: Path) -> list[Path]:
         seen.add(p["kind"])
       ax.set(xlabel="t", title=f"{ltype} (mean over layers)", ylabel=stat)
     axes[0].legend(fontsize=7)
-    paths.append(save_figure(fig, out / f"spectra_{stat}.png", dpi=100))
+    paths.append(save_figure(fig, out / f"{prefix}spectra_{stat}.png", dpi=100))
   return paths
 
 
 def render_report(result: dict, runtime_s: float, plots: list[Path]) -> str:
-  s, tol = result["summary"], result["config"]["monotone_tolerance"]
+  """report.md: the interval verdicts (one sentence each), then each protocol's tables."""
+  config = result["config"]
   lines = [
     "# GPT-2 spectra along linear paths",
     "",
-    f"Runs ({result['config']['size']}, {result['config']['steps']} steps): "
+    f"Protocols {config['protocols']}; {config['size']}, {config['steps']} steps, optimizers "
+    f"{config['optimizers']}, seeds {config['seeds']}; runtime {runtime_s:.0f} s "
+    f"(training {result['train_s']:.0f} s).",
+    "",
+    "## Verdicts (95% cluster-bootstrap intervals over seeds)",
+    "",
+    f"Declared before the run: spectrum preserved when max_t |s(t) − s_lin(t)| ≤ "
+    f"{config['preserve_tolerance']} × the spread (std over seeds) of s at the optimizer's "
+    f"endpoints (worst matrix and statistic of a pair); cross paths smooth when the overshoot "
+    f"outside the endpoints ≤ {config['spike_tolerance']} × |end − start|; barrier ≈ 0 when "
+    f"≤ {config['barrier_tolerance']} nats.",
+    "",
+    *(f"- {stats.describe(v)}{_why(v)}" for v in result["verdicts"]),
+    "",
+  ]
+  for protocol, out in result["protocols"].items():
+    lines += [f"# Protocol {protocol}", ""] + _protocol_section(out, config)
+  lines += ["Plots: " + ", ".join(f"`{p.name}`" for p in plots), ""]
+  return "\n".join(lines)
+
+
+def _why(record: dict) -> str:
+  """Why a verdict is inconclusive when no interval could be computed."""
+  if record["n_seeds"] < stats.MIN_SEEDS:
+    return f" Inconclusive: {record['n_seeds']} seeds give no interval (need {stats.MIN_SEEDS})."
+  return ""
+
+
+def _protocol_section(result: dict, config: dict) -> list[str]:
+  s, tol = result["summary"], config["monotone_tolerance"]
+  lines = [
+    f"Runs ({config['size']}, {config['steps']} steps): "
     + ", ".join(
       f"{n} val loss {r['final_val_loss']['mean']:.3f}" for n, r in result["runs"].items()
     )
     + ".",
     "",
-    f"{len(result['ts'])} points on t ∈ [0, 1]; runtime {runtime_s:.0f} s.",
+    f"{len(result['ts'])} points on t ∈ [0, 1].",
     "",
   ]
   for group in ("same", "cross", "cross_shared_init", "self"):
@@ -155,18 +188,16 @@ def render_report(result: dict, runtime_s: float, plots: list[Path]) -> str:
       f"{s[group]['max_loss_barrier']:.4f} nats.",
       "",
     ]
-  lines += ["## Verdicts", ""]
-  for v in verdicts(result):
+  lines += ["## Worst cases (no interval)", ""]
+  for v in result["verdicts"]:
     lines.append(f"- {v}")
   lines += [
-    "",
-    "Plots: " + ", ".join(f"`{p.name}`" for p in plots),
     "",
     f"Monotone: no step against the overall direction larger than {tol} × |end − start|; "
     "spike: overshoot outside the endpoints' range > 0.1 × |end − start|.",
     "",
   ]
-  return "\n".join(lines)
+  return lines
 
 
 def verdicts(result: dict) -> list[str]:

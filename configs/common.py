@@ -94,6 +94,8 @@ OPTIMIZER_DEFAULTS = {
   "symmetric": dict(
     learning_rate=0.02, beta=0.95, embed="right_spectral", head="hybrid", **_adam_side()
   ),
+  # Every mode but std needs per-microbatch gradients: GPT-2 with accum >= 2 (even for cf/full).
+  "crossfit_adamw": dict(learning_rate=1e-2, mode="full", b1=0.9, b2=0.999, eps=1e-8, jensen=True),
 }
 
 

@@ -34,6 +34,7 @@ _GPT2_LR = {
   ),
   "pion": 1e-3,  # the sheet's 1e-3 to 5e-4 (a multiplicative step)
   "scion": 0.05,
+  "crossfit_adamw": 3e-3,  # AdamW's
 }
 _GPT2_WD = {
   "adamw": 0.1,
@@ -46,6 +47,7 @@ _GPT2_WD = {
   "dion": 0.01,
   "pion": 0.0,  # Pion matrices take none; this would be the AdamW leaves'
   "scion": 0.0,  # Scion's ball is its radius; this would be the AdamW leaves'
+  "crossfit_adamw": 0.1,
 }
 
 
@@ -72,6 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   config = ml_collections.ConfigDict()
   config.seed = 0  # init, dropout and data order
+  config.init_seed = -1  # >= 0: the parameters' init from it instead (a shared start)
   config.num_seeds = 1  # GPT-2: one seed per workdir
   config.num_steps = or_default(arg.steps, 40 if arg.runlocal else 1000)
   config.batch_size = or_default(arg.batch, 8 if arg.runlocal else 32)  # sequences per step
@@ -79,6 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     k = len([x for x in arg.sources.split("+") if x.strip()])
     config.batch_size = -(-config.batch_size // k) * k
   config.grad_accum_steps = arg.accum
+  # The ("data", "fsdp") device mesh (-1: the rest); fsdp = 1 is plain data parallelism.
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   config.log_every = 10 if arg.runlocal else 50
   config.eval_every = 20 if arg.runlocal else 200
   config.eval_batches = 2 if arg.runlocal else 8  # fixed validation batches per source

@@ -4,14 +4,16 @@ r"""Spectra along linear paths between GPT-2 solutions of AdamW and Muon.
 
 Trains the tiny GPT-2 (configs/gpt2.py, bytes tokenizer, the built-in prose +
 code + math corpus) with each optimizer and seed as its own workdir
-(DIR/runs/OPT_sSEED, by `python train.py`; finished runs are skipped on a
-rerun), then evaluates linear paths between same-optimizer, cross-optimizer
-and (as a control) self pairs: validation loss, and σ_max, stable rank and
-effective rank of every attention and MLP matrix along the path. Writes
-DIR/report.md, DIR/spectra.json and DIR/*.png. The default takes a few minutes
-on a 2-core CPU.
+(DIR/runs/{shared,independent}/OPT_sSEED, by `python train.py`; finished runs
+are skipped on a rerun), then, per protocol (shared start; independent inits
+aligned by weight matching), evaluates linear paths between same-optimizer,
+cross-optimizer and (as a control) self pairs: validation loss, and σ_max,
+stable rank, effective rank and the singular values of every attention and MLP
+matrix along the path, with interval verdicts over seeds (tolerances declared
+below). Writes DIR/report.md, DIR/spectra.json and DIR/*.png. The default (12
+runs of 600 steps) takes about 15 minutes on a 2-core CPU.
 
-Variants: size=tiny|small, steps=N, points=P (path points), runlocal (a few
+Variants: size=tiny|small (`:size=small` runs the small GPT-2), steps=N, points=P (path points), runlocal (a few
 steps, for tests). Fields can be overridden: --config.optimizers=adamw+muon+lion.
 """
 
@@ -24,7 +26,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = parse_arg(arg, size="tiny", steps=int, points=int, runlocal=False)
   config = ml_collections.ConfigDict()
   config.optimizers = "adamw+muon"  # '+'-separated; every pair of them is compared
-  config.seeds = "0+1"  # config.seed of the runs of each optimizer
+  # shared_start: every run from one init (init_seed), data order from its seed;
+  # aligned: independent inits, b weight-matched onto a (analysis.gpt2_alignment)
+  # before interpolating; unaligned: independent inits as they are.
+  config.protocols = "shared_start+aligned"
+  config.init_seed = 0  # the shared start's initialization
+  config.seeds = "0+1" if arg.runlocal else "0+1+2"  # >= 3 for an interval
   config.size = arg.size
   config.steps = or_default(arg.steps, 8 if arg.runlocal else 600)
   config.batch = 8 if arg.runlocal else 16
@@ -32,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.runlocal = arg.runlocal  # the runs use configs/gpt2.py:runlocal (small corpus)
   # Extra train.py flags for every run, e.g. "--config.optimizer.weight_decay=0.0".
   config.train_flags = ""
-  config.parallel_runs = 2 if arg.runlocal else 1  # train.py processes at once
+  config.parallel_runs = 2  # train.py processes at once
   config.points = or_default(arg.points, 5 if arg.runlocal else 17)
   config.include_self = True  # the path from a run to itself: constant spectra
   config.eval_batches = 1 if arg.runlocal else 4  # validation batches per source
@@ -40,4 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "Near-monotone": a cross path's statistic may step against its overall
   # direction by at most this fraction of |end − start| (or of the endpoint value).
   config.monotone_tolerance = 0.02
+  # Declared before the run (analysis/gpt2_spectra_stats.py): "preserved" when a same
+  # pair's worst |s(t) − s_lin(t)| is at most this many endpoint spreads (std over seeds);
+  config.preserve_tolerance = 1.0
+  # "smooth" when a cross pair's worst overshoot is at most this × |end − start|;
+  config.spike_tolerance = 0.1
+  # "low barrier" at most this many nats above the endpoints' interpolation.
+  config.barrier_tolerance = 0.05
   return config

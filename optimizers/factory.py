@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import optax
 
-from optimizers import domains
+from optimizers import crossfit, domains
 from optimizers import implicit_bias as bias
 from optimizers.dion import dion
 from optimizers.freon import freon
@@ -78,6 +78,7 @@ __all__ = [
   "WEIGHT_DECAY_MASKS",
   "Constraint",
   "OptimizerEntry",
+  "check_microbatches",
   "check_nexus_config",
   "check_optimizer_config",
   "evaluated_at",
@@ -86,7 +87,9 @@ __all__ = [
   "implicit_constraints",
   "make_optimizer",
   "make_schedule",
+  "needs_microbatch_grads",
   "nexus_enabled",
+  "wants_microbatch_grads",
   "register_optimizer",
 ]
 
@@ -174,6 +177,16 @@ register_optimizer(
   bias.SYMMETRIC,
   SYMMETRIC_DOMAINS,
   scheduled=("adam_learning_rate", "embed_learning_rate", "head_learning_rate"),
+)
+
+# Cross-fitted AdamW: every mode but std reads the step's per-microbatch
+# gradients (update(..., microbatch_grads=...)); the GPT-2 trainer gives them.
+register_optimizer(
+  "crossfit_adamw",
+  crossfit.crossfit_adamw,
+  bias.CROSSFIT,
+  crossfit.DOMAINS,
+  needs_microbatch_grads=lambda cfg: crossfit.needs_microbatches(cfg.get("mode", "full")),
 )
 
 SCHEDULES = ("constant", "warmup_cosine", "wsd")
@@ -362,3 +375,33 @@ def evaluated_at(opt_config: Mapping[str, Any]) -> str:
   """Which iterate the summaries' numbers are of, in words."""
   fn = get_optimizer(dict(opt_config)["name"]).evaluation_params
   return "params" if fn is None else f"{fn.__module__}.{fn.__name__}(params, opt_state)"
+
+
+def needs_microbatch_grads(opt_config: Mapping[str, Any]) -> bool:
+  """Whether the section's optimizer reads the step's per-microbatch gradients."""
+  fn = get_optimizer(dict(opt_config)["name"]).needs_microbatch_grads
+  return fn is not None and bool(fn(dict(opt_config)))
+
+
+def check_microbatches(opt_config: Mapping[str, Any], num_microbatches: int | None) -> None:
+  """A ValueError (one line) when the section needs per-microbatch gradients and
+  the trainer cannot give them: ``num_microbatches`` None (relu2: full batch;
+  GPT-2 with Nexus) or too few for the mode."""
+  cfg = dict(opt_config)
+  if not needs_microbatch_grads(cfg):
+    return
+  if nexus_enabled(cfg):
+    num_microbatches = None
+  if cfg["name"] == "crossfit_adamw":
+    crossfit.check_microbatches(cfg.get("mode", "full"), num_microbatches)
+  elif num_microbatches is None or num_microbatches < 2:
+    raise ValueError(
+      f"optimizer {cfg['name']!r} needs per-microbatch gradients: a GPT-2 run with "
+      "grad_accum_steps >= 2."
+    )
+
+
+def wants_microbatch_grads(opt_state) -> bool:
+  """Whether a built optimizer's state asks the trainer for ``microbatch_grads``
+  (decided at trace time from the state's types, so any wrapper works)."""
+  return crossfit.wants_microbatch_grads(opt_state)

@@ -375,3 +375,25 @@ def _symmetric_describe(opt_config):
 
 
 SYMMETRIC = ImplicitBias(_symmetric_constraints, _symmetric_describe)
+
+# Cross-fitted AdamW (optimizers/crossfit.py): std is optax.adamw (its ℓ∞ ball);
+# the corrected modes have none known, ‖θ‖_∞ reported against 1/λ for comparison.
+_ELL_INF_NONE = uniform("l1", kind="none")
+
+
+def _crossfit_constraints(opt_config, params):
+  std = dict(opt_config).get("mode", "full") == "std"
+  return (ELL_INF if std else _ELL_INF_NONE).constraints(opt_config, params)
+
+
+def _crossfit_describe(opt_config):
+  cfg = dict(opt_config)
+  if cfg.get("mode", "full") == "std":
+    return f"crossfit_adamw mode=std is AdamW: {ELL_INF.describe(cfg)}"
+  return (
+    f"crossfit_adamw mode={cfg.get('mode', 'full')}: no known ball (the source gives none); "
+    f"λ·‖θ‖_∞ reported (λ = {_lam(cfg):g})"
+  )
+
+
+CROSSFIT = ImplicitBias(_crossfit_constraints, _crossfit_describe)

@@ -60,6 +60,9 @@ class OptimizerEntry(NamedTuple):
   # {name: opt_state -> pytree of per-leaf values} the trainer logs and
   # summarizes (MiMuon: the fraction of Muon-branch steps per matrix).
   state_metrics: Mapping[str, Callable[[Any], Any]] = {}
+  # opt_config -> whether update needs microbatch_grads= (the step's gradient per
+  # microbatch, a leading axis); None: never (cross-fitted AdamW's modes do).
+  needs_microbatch_grads: Callable[[Mapping[str, Any]], bool] | None = None
 
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {}
@@ -84,6 +87,7 @@ def register_optimizer(
   scheduled: tuple[str, ...] = (),
   evaluation_params: Callable[[Any, Any], Any] | None = None,
   state_metrics: Mapping[str, Callable[[Any], Any]] | None = None,
+  needs_microbatch_grads: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> OptimizerEntry:
   """Registers ``name``; ``hyperparameters`` defaults to `keyword_names` of
   the constructor. ``domains`` must give every hyperparameter its `Domain`
@@ -102,6 +106,7 @@ def register_optimizer(
     dict(domains),
     evaluation_params,
     dict(state_metrics or {}),
+    needs_microbatch_grads,
   )
   OPTIMIZERS[name] = entry
   return entry

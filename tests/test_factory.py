@@ -19,12 +19,18 @@ def _params():
 
 
 def _one_step(tx, params, grads):
-  updates, _ = tx.update(grads, tx.init(params), params)
+  state = tx.init(params)
+  extra = {}
+  if factory.wants_microbatch_grads(state):  # Two microbatches that average to grads.
+    extra["microbatch_grads"] = jax.tree.map(lambda g: jnp.stack([0.5 * g, 1.5 * g]), grads)
+  updates, _ = tx.update(grads, state, params, **extra)
   return optax.apply_updates(params, updates)
 
 
 def test_unknown_optimizer_lists_known_ones():
-  with pytest.raises(ValueError, match=r"Unknown optimizer 'adamm'; known: \['adamw', 'dion'"):
+  with pytest.raises(
+    ValueError, match=r"Unknown optimizer 'adamm'; known: \['adamw', 'crossfit_adamw', 'dion'"
+  ):
     factory.make_optimizer({"name": "adamm", "learning_rate": 0.1}, 10)
 
 

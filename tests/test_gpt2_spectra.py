@@ -11,9 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from analysis import gpt2_spectra, gpt2_spectra_report
+from analysis import gpt2_spectra, gpt2_spectra_report, gpt2_spectra_stats
 from analysis.spectra import STAT_NAMES
+from configs import gpt2_spectra as gpt2_spectra_config
 from models import gpt2
+from training.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,7 @@ def test_deviation_metrics_flag_a_spike_and_a_dip():
   assert dip["max_rel_drop_below_endpoints"] == 0.5
 
 
-# ~55 s on 2 cores: `pytest -m slow` (the spectra pieces are tested above).
+# ~80 s on 2 cores (8 runs: two protocols): `pytest -m slow` (the spectra pieces are tested above).
 @pytest.mark.slow
 def test_command_writes_report_json_and_plots(tmp_path):
   cmd = [
@@ -67,7 +69,14 @@ def test_command_writes_report_json_and_plots(tmp_path):
     "sigma_max",
   ):
     assert text in report
-  out = json.loads((tmp_path / "spectra.json").read_text())
+  full = json.loads((tmp_path / "spectra.json").read_text())
+  assert set(full["protocols"]) == {"shared_start", "aligned"}
+  # 2 seeds: no interval, every verdict inconclusive.
+  assert full["verdicts"] and all(v["verdict"] == "inconclusive" for v in full["verdicts"])
+  assert "Inconclusive: 2 seeds give no interval" in report
+  shared = [tmp_path / "runs" / "shared" / f"{o}_s{s}" for o in ("adamw", "muon") for s in (0, 1)]
+  assert all(json.loads((d / "config.json").read_text())["init_seed"] == 0 for d in shared)
+  out = full["protocols"]["aligned"]
   assert len(out["ts"]) == 3 and set(out["runs"]) == {"adamw_s0", "adamw_s1", "muon_s0", "muon_s1"}
   assert set(out["summary"]) >= {"same", "cross", "cross_shared_init", "self"}
   for group in out["summary"].values():
@@ -82,7 +91,55 @@ def test_command_writes_report_json_and_plots(tmp_path):
       for m in p["matrices"].values():
         assert all(m[stat]["max_rel_dev_from_interp"] < 1e-5 for stat in STAT_NAMES)
   for name in ("loss_along_path.png", *(f"spectra_{s}.png" for s in STAT_NAMES)):
-    assert (tmp_path / name).stat().st_size > 1000
+    assert (tmp_path / f"aligned_{name}").stat().st_size > 1000
   # A rerun skips the finished runs.
   again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 4
+  assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 8
+
+
+def _fake_result(same_bump: float, cross_bump: float) -> dict:
+  """3 seeds of adamw and muon; statistics linear in t plus a bump at the midpoint."""
+  ts = np.linspace(0, 1, 5)
+  value = {"adamw": lambda s: 1.0 + 0.1 * s, "muon": lambda s: 2.0 + 0.1 * s}
+  runs = [f"{o}_s{s}" for o in value for s in range(3)]
+  pairs = []
+  for i, a in enumerate(runs):
+    for b in runs[i + 1 :]:
+      (oa, sa), (ob, sb) = a.split("_s"), b.split("_s")
+      v0, v1 = value[oa](int(sa)), value[ob](int(sb))
+      bump = same_bump if oa == ob else cross_bump
+      s_T = (1 - ts) * v0 + ts * v1 + bump * np.sin(np.pi * ts)
+      metrics = gpt2_spectra_report.deviation_metrics(s_T, ts, 0.02)
+      stat = {**metrics, "values": s_T.tolist()}
+      kind = "same" if oa == ob else "cross"
+      pairs.append(
+        {
+          "kind": f"{kind}:{oa}-{ob}",
+          "a": a,
+          "b": b,
+          "loss_barrier": 0.0,
+          "matrices": {"h_0/mlp/c_fc/kernel": dict.fromkeys(STAT_NAMES, stat)},
+        }
+      )
+  return {"protocol": "aligned", "runs": dict.fromkeys(runs), "pairs": pairs}
+
+
+def test_interval_verdicts_known_answers():
+  config = gpt2_spectra_config.get_config()
+  held = gpt2_spectra_stats.interval_verdicts(_fake_result(0.0, 0.0), config)
+  assert {v["verdict"] for v in held} == {"held"} and len(held) == 6
+  assert all(v["n_seeds"] == 3 for v in held)
+  # A same-path bump of 0.5 is 5 endpoint spreads (0.1), a cross bump 0.5 of |Δ| ≈ 1.
+  bad = gpt2_spectra_stats.interval_verdicts(_fake_result(0.5, 0.5), config)
+  by_claim = {v["claim"]: v["verdict"] for v in bad}
+  assert [k for k, v in by_claim.items() if v == "did not hold"] == [
+    k for k in by_claim if "barrier" not in k
+  ]
+
+
+def test_bad_protocol_is_one_line_error(tmp_path):
+  config = gpt2_spectra_config.get_config("runlocal")
+  config.protocols = "shared_start+nope"
+  with pytest.raises(UserError, match="protocols="):
+    gpt2_spectra.check_config(config, tmp_path)
+  assert not list(tmp_path.iterdir())

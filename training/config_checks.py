@@ -85,12 +85,15 @@ RELU2_FIELDS = {
   "data.seed": nonnegative(),
 }
 GPT2_FIELDS = {
+  "init_seed": Field(int, lambda v: v >= -1, ">= -1 (-1: the init from seed)"),
   "model.name": Field(str),
   "model.size": one_of(sorted(gpt2.CONFIGS)),
   "model.dropout": Field(float, lambda v: 0 <= v < 1, "in [0, 1)"),
   "model.dtype": one_of(("float32", "bfloat16")),
   "model.remat": Field(bool),
   "grad_accum_steps": positive(),
+  "mesh.data": Field(int, lambda v: v == -1 or v > 0, "> 0, or -1 for the rest of the devices"),
+  "mesh.fsdp": Field(int, lambda v: v == -1 or v > 0, "> 0, or -1 for the rest of the devices"),
   "eval_every": positive(),
   "similarity_every": nonnegative(),
   "eval_batches": positive(),
@@ -118,7 +121,7 @@ GPT2_FIELDS = {
 }
 SCHEMAS = {"relu2": RELU2_FIELDS, "gpt2": GPT2_FIELDS}
 # Fields added after workdirs were written: absent in an old config.json means this.
-ADDED_FIELDS = {"data.source": "builtin", "data.data_dir": ""}
+ADDED_FIELDS = {"data.source": "builtin", "data.data_dir": "", "init_seed": -1}
 # Logging/checkpoint cadence does not change the trajectory.
 CADENCE_FIELDS = {"log_every", "checkpoint_every", "keep_checkpoints", "similarity_every"}
 
@@ -244,6 +247,10 @@ def validate_config(config) -> None:
   check_fields(flat, {**COMMON_FIELDS, **SCHEMAS[model]}, model)
   try:
     factory.check_optimizer_config(config.optimizer)
+    # Per-microbatch gradients (crossfit_adamw): GPT-2's accumulation gives them, relu2 none.
+    factory.check_microbatches(
+      config.optimizer, config.get("grad_accum_steps") if model == "gpt2" else None
+    )
   except ValueError as e:
     raise ConfigError(one_line(e)) from None
   warmup = config.optimizer.get("warmup_steps", 0)

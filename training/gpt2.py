@@ -18,7 +18,7 @@ from absl import logging
 
 from models import gpt2
 from optimizers import factory
-from training import checkpoints, finite, loop, metrics, perf, tasks
+from training import checkpoints, finite, loop, metrics, perf, sharding, tasks
 from training import workdir as wd
 from training.gpt2_steps import batch_loss, make_data_mesh, make_steps, to_device_batch
 from training.similarity import make_similarity
@@ -40,23 +40,35 @@ def _seed_axis(tree):
   return jax.tree.map(lambda x: x[None], tree)
 
 
+def _state_sharding(init, seed: int, tx, mesh):
+  """The train state's shardings on a ("data", "fsdp") mesh: params by the FSDP path rule, the
+  optimizer state like its params (training.sharding), step, RNG and counters replicated."""
+  abstract = jax.eval_shape(init, seed)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  out = jax.tree.map(lambda _: replicated, abstract)
+  out["params"] = sharding.param_shardings(abstract["params"], mesh)
+  out["opt_state"] = sharding.state_shardings(tx, abstract["params"], out["params"], mesh)
+  return out
+
+
 def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> dict:
   """Trains (or resumes) a GPT-2 config in workdir; returns the summary."""
-  mesh = make_data_mesh()
+  mesh_config = config.get("mesh")
+  mesh = make_data_mesh() if mesh_config is None else sharding.make_mesh(**mesh_config.to_dict())
   use_nexus = factory.nexus_enabled(config.optimizer)
   data = tasks.gpt2_data(config, workdir, nexus=use_nexus)
   sources = tasks.source_names(config)
   model = tasks.gpt2_model(config, data.tokenizer.vocab_size)
   tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=len(sources))
   schedule = metrics.learning_rate_schedule(config.optimizer, config.num_steps)
-  train_step, eval_loss, batched = make_steps(
-    model, tx, mesh, config.grad_accum_steps, len(sources) if use_nexus else 0
-  )
   step_loss = batch_loss(model) if use_nexus else None
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def init(seed):
     init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+    if config.get("init_seed", -1) >= 0:
+      # Shared start: the parameters from init_seed, dropout and data from seed.
+      init_key = jax.random.split(jax.random.PRNGKey(config.init_seed))[0]
     params = gpt2.init_params(model, init_key, config.data.seq_len)
     return {
       "step": jnp.int32(0),
@@ -66,7 +78,17 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
       "first_nonfinite_step": jnp.int32(-1),
     }
 
-  state = jax.jit(init, static_argnums=0, out_shardings=replicated)(config.seed)
+  # Under Auto axis types jit(tx.init) would replicate the optimizer state: set it explicitly.
+  state_sh = replicated if mesh_config is None else _state_sharding(init, config.seed, tx, mesh)
+  train_step, eval_loss, batched = make_steps(
+    model,
+    tx,
+    mesh,
+    config.grad_accum_steps,
+    len(sources) if use_nexus else 0,
+    state_sharding=None if mesh_config is None else state_sh,
+  )
+  state = jax.jit(init, static_argnums=0, out_shardings=state_sh)(config.seed)
   iterator = iter(data.loader)
   manager = checkpoints.manager(workdir, config)
   resume_step, stacked, data_state = checkpoints.restore_latest(
@@ -75,7 +97,7 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
   if resume_step:
     checkpoints.check_data_state(resume_step, data_state, None)
     iterator.set_state(data_state["grain"])
-    state = jax.device_put(checkpoints.unstack_seed(stacked), replicated)
+    state = jax.device_put(checkpoints.unstack_seed(stacked), state_sh)
     logging.info("Resumed %s from step %d.", workdir, resume_step)
   claim()  # The run starts: config.json may now be written.
 
@@ -96,7 +118,9 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     else "",
     f", peak {peak:.3g} FLOP/s" if peak > 0 else "",
   )
-  eval_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  eval_sharding = jax.sharding.NamedSharding(
+    mesh, jax.sharding.PartitionSpec(None, tuple(mesh.axis_names))
+  )
 
   def on_device(batches):
     return {

@@ -21,7 +21,9 @@ def make_data_mesh() -> jax.sharding.Mesh:
   return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: int = 0):
+def make_steps(
+  model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: int = 0, state_sharding=None
+):
   """(train_step, eval_loss, batch sharding), jitted with shardings.
 
   num_sources = 0: train_step(state, record, inputs_AxBxT, targets_AxBxT) ->
@@ -36,9 +38,13 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
   eval_loss(params, inputs_LxExT, targets_LxExT) -> the mean loss of L batches.
   """
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  # state_sharding (training.sharding's FSDP rule) or replicated; the batch over all mesh axes.
+  state_sh = replicated if state_sharding is None else state_sharding
+  params_sh = replicated if state_sharding is None else state_sharding["params"]
+  axes = tuple(mesh.axis_names) if len(mesh.axis_names) > 1 else "data"
   lead = (None,) * (2 if num_sources else 1)
-  batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*lead, "data"))
-  eval_batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*lead, axes))
+  eval_batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, axes))
   dropout = model.config.dropout > 0
 
   def accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng):
@@ -100,12 +106,12 @@ def make_steps(model: gpt2.GPT2, tx, mesh, grad_accum_steps: int, num_sources: i
 
   train_step = jax.jit(
     nexus_step if num_sources else train_step,
-    in_shardings=(replicated, replicated, batched, batched),
-    out_shardings=(replicated, replicated, replicated),
+    in_shardings=(state_sh, replicated, batched, batched),
+    out_shardings=(state_sh, replicated, replicated),
     donate_argnums=(0, 1),
   )
   eval_loss = jax.jit(
-    eval_loss, in_shardings=(replicated, eval_batched, eval_batched), out_shardings=replicated
+    eval_loss, in_shardings=(params_sh, eval_batched, eval_batched), out_shardings=replicated
   )
   return train_step, eval_loss, batched
 
