@@ -31,7 +31,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis import atlas_maps, atlas_report, atlas_runs, experiment_cli, spectra, stats
+from analysis import (
+  atlas_maps,
+  atlas_report,
+  atlas_runs,
+  experiment_cli,
+  spectra,
+  stats,
+  update_geometry,
+)
 from optimizers import get_k, implicit_constraints
 from training import config_checks, tasks
 from training import workdir as wd
@@ -48,16 +56,27 @@ FIELDS = {
   "converged_fraction": config_checks.Field(float, lambda v: v > 0, "a float > 0"),
   "connected_tol": config_checks.Field(float, lambda v: v > 0, "a float > 0"),
   "weight_decay": config_checks.Field(float, lambda v: v >= 0, "a float ≥ 0"),
+  "geometry_batch": config_checks.Field(int, lambda v: v >= 1, "an int ≥ 1 (≤ task.n_train)"),
+  "geometry_minibatches": config_checks.Field(int, lambda v: v >= 1, "an int ≥ 1"),
 }
 
 
 def check_config(config, workdir: Path) -> None:
   """Every field and every run's train.py config, before anything is created."""
+  if config.get("model") == "gpt2":
+    from analysis import atlas_gpt2  # here: atlas_gpt2 imports this module
+
+    return atlas_gpt2.check_config(config, workdir)
   config_checks.check_values(wd.flatten(config), FIELDS)
   if not config.entries:
     raise UserError("The atlas config has no entries: add --config.entries or use the default.")
   if not config.lr_multipliers or any(m <= 0 for m in config.lr_multipliers):
     raise UserError(f"lr_multipliers must be positive, got {list(config.lr_multipliers)}.")
+  if config.geometry_batch > config.task.n_train:
+    raise UserError(
+      f"geometry_batch={config.geometry_batch} is more than task.n_train="
+      f"{config.task.n_train} rows; set --config.geometry_batch to at most that."
+    )
   commands = atlas_runs.run_commands(config, workdir)
   atlas_runs.train_runs.check_commands([(d, cmd) for d, cmd, _ in commands.values()])
 
@@ -91,6 +110,43 @@ def ball_of(opt_config, params) -> tuple[str, object | None]:
     return jnp.max(jnp.stack(jax.tree.leaves(values)))
 
   return kind, fn
+
+
+def hypothesis_tests(names, kinds, tables, values, ball_index, S, boot, min_pairs, **extra) -> dict:
+  """{"members", "contrast"}: verdict records of Spearman ρ(ball distance, cross
+  barrier) over the pairs of entries whose kind is "ball" (the Lion-K-type
+  members), and over the member × non-member pairs; ``extra`` goes into each record."""
+  E = len(names)
+  members = [i for i in range(E) if kinds[i] == "ball"]
+  others = [i for i in range(E) if i not in members]
+  member_pairs = [(i, j) for i, j in zip(*np.triu_indices(E, 1)) if i in members and j in members]
+  contrast_pairs = [tuple(sorted((i, j))) for i in members for j in others]
+  hypothesis = {}
+  for key, pair_set, claim in (
+    ("members", member_pairs, "Ball distance predicts the cross barrier (Lion-K-type members)"),
+    ("contrast", contrast_pairs, "Ball distance predicts the cross barrier (member vs non-member)"),
+  ):
+    pair_set = [(int(i), int(j)) for i, j in pair_set]
+    # An entry pair without one converged cross pair, or without a ball value, drops out.
+    excluded = [
+      p
+      for p in pair_set
+      if not np.isfinite(tables[p]).any() or (ball_index[p[0]] is None and ball_index[p[1]] is None)
+    ]
+    interval = atlas_maps.ball_distance_correlation(tables, values, ball_index, pair_set, S, **boot)
+    hypothesis[key] = stats.verdict_record(
+      claim,
+      interval,
+      0.0,
+      "greater",
+      n_seeds=S,
+      n_pairs_used=len(pair_set) - len(excluded),
+      n_pairs_excluded=len(excluded),
+      min_pairs=min_pairs,
+      entry_pairs=[[names[i], names[j]] for i, j in pair_set],
+      **extra,
+    )
+  return hypothesis
 
 
 def analyze(config, workdir: Path) -> dict:
@@ -141,36 +197,28 @@ def analyze(config, workdir: Path) -> dict:
   membership = atlas_maps.membership_matrix(values, E, S, valid_N)
   ball_index = [with_ball.index(e) if e in with_ball else None for e in names]
 
-  members = [i for i, e in enumerate(names) if balls[e][0] == "ball"]
-  others = [i for i in range(E) if i not in members]
-  member_pairs = [(i, j) for i, j in zip(*np.triu_indices(E, 1)) if i in members and j in members]
-  contrast_pairs = [tuple(sorted((i, j))) for i in members for j in others]
-  hypothesis = {}
-  for key, pair_set, claim in (
-    ("members", member_pairs, "Ball distance predicts the cross barrier (Lion-K-type members)"),
-    ("contrast", contrast_pairs, "Ball distance predicts the cross barrier (member vs non-member)"),
-  ):
-    pair_set = [(int(i), int(j)) for i, j in pair_set]
-    # An entry pair without one converged cross pair, or without a ball value, drops out.
-    excluded = [
-      p
-      for p in pair_set
-      if not np.isfinite(tables[p]).any() or (ball_index[p[0]] is None and ball_index[p[1]] is None)
-    ]
-    interval = atlas_maps.ball_distance_correlation(tables, values, ball_index, pair_set, S, **boot)
-    hypothesis[key] = stats.verdict_record(
-      claim,
-      interval,
-      0.0,
-      "greater",
-      n_seeds=S,
-      n_pairs_used=len(pair_set) - len(excluded),
-      n_pairs_excluded=len(excluded),
-      condition="linear+align, train loss; Spearman over entry pairs",
-      width=int(config.width),
-      min_pairs=max(3, int(config.min_pairs)),
-      entry_pairs=[[names[i], names[j]] for i, j in pair_set],
-    )
+  hypothesis = hypothesis_tests(
+    names,
+    [balls[e][0] for e in names],
+    tables,
+    values,
+    ball_index,
+    S,
+    boot,
+    min_pairs=max(3, int(config.min_pairs)),
+    condition="linear+align, train loss; Spearman over entry pairs",
+    width=int(config.width),
+  )
+
+  t0 = time.time()
+  geometry = update_geometry.atlas_geometry(
+    {e: selection[e]["run_dir"] for e in names},
+    {e: point[e]["converged"] for e in names},
+    int(config.geometry_batch),
+    int(config.geometry_minibatches),
+    int(config.n_resamples),
+  )
+  t_geometry = time.time() - t0
 
   return {
     "config": config.to_dict(),
@@ -205,7 +253,9 @@ def analyze(config, workdir: Path) -> dict:
     "ball_entries": with_ball,
     "membership": membership.tolist(),
     "hypothesis": hypothesis,
+    "update_geometry": geometry,
     "timings_s": {
+      "update_geometry": t_geometry,
       "barriers": t_barriers,
       "path_points": int(len(pairs) * len(ts)),
       "seconds_per_1000_points": 1000 * t_barriers / max(1, len(pairs) * len(ts)),
@@ -214,6 +264,10 @@ def analyze(config, workdir: Path) -> dict:
 
 
 def run(config, workdir) -> dict:
+  if config.get("model") == "gpt2":  # configs/atlas.py:gpt2: the GPT-2 atlas
+    from analysis import atlas_gpt2  # here: atlas_gpt2 imports this module
+
+    return atlas_gpt2.run(config, workdir)
   t = time.time()
   workdir = Path(workdir).resolve()
   check_config(config, workdir)

@@ -42,7 +42,8 @@ def write_plots(result: dict, workdir) -> list[Path]:
   ax_tree.set_title("Regions (average linkage on the excess barrier)", fontsize=9)
   median = np.asarray(result["barrier"]["median"])[np.ix_(order, order)]
   labels = [names[i] for i in order]
-  fig.colorbar(_heatmap(ax_map, median, (labels, labels), "Aligned barrier (train, median)"))
+  title = f"Aligned barrier ({result.get('barrier_loss', 'train')} loss, median)"
+  fig.colorbar(_heatmap(ax_map, median, (labels, labels), title))
   written.append(save_figure(fig, out / "barriers.png"))
 
   if result["ball_entries"]:
@@ -53,16 +54,21 @@ def write_plots(result: dict, workdir) -> list[Path]:
     written.append(save_figure(fig, out / "membership.png"))
 
   sigmas = result["spectra"]["singular_values"]
-  fig, axes = new_figure(1, len(sigmas), (5 * len(sigmas), 3.8), squeeze=False)
+  # At most 4 panels a row: GPT-2 has a dozen matrices.
+  cols = min(4, len(sigmas))
+  rows = -(-len(sigmas) // cols)
+  fig, axes = new_figure(rows, cols, (5 * cols, 3.8 * rows), squeeze=False)
   colors = palette(len(names))
   S = result["config"]["seeds"]
-  for ax, (leaf, values) in zip(axes[0], sorted(sigmas.items()), strict=True):
+  for ax in axes.ravel()[len(sigmas) :]:
+    ax.set_visible(False)
+  for ax, (leaf, values) in zip(axes.ravel(), sorted(sigmas.items())):
     v = np.asarray(values)
     for e, name in enumerate(names):
       ax.hist(v[e * S : (e + 1) * S].ravel(), bins=20, histtype="step", color=colors[e], label=name)
     ax.set_title(f"Singular values of {leaf}", fontsize=9)
     ax.set_xlabel("σ")
-  axes[0][-1].legend(fontsize=6)
+  axes.ravel()[len(sigmas) - 1].legend(fontsize=6)
   written.append(save_figure(fig, out / "spectra.png"))
 
   fig, ax = new_figure(1, 1, (7, 4.5))
@@ -103,9 +109,9 @@ def _ball_barrier_points(result: dict, key: str) -> tuple[list, list]:
   return xs, ys
 
 
-def render(result: dict, plots: list[Path]) -> str:
-  names, cfg = result["entries"], result["config"]
-  lines = [
+def _relu2_header(result: dict) -> list[str]:
+  cfg = result["config"]
+  return [
     "# The optimizer atlas",
     "",
     f"relu2 width {cfg['width']}, teacher width {cfg['task']['teacher_width']}, "
@@ -117,11 +123,53 @@ def render(result: dict, plots: list[Path]) -> str:
     "the straight path after weight matching (the one declared condition). Intervals: 95%, "
     f"{cfg['n_resamples']} seed resamples.",
     "",
-    "## Verdicts",
+  ]
+
+
+def _gpt2_header(result: dict) -> list[str]:
+  cfg = result["config"]
+  return [
+    "# The optimizer atlas on GPT-2",
+    "",
+    f"GPT-2 {cfg['size']} on the built-in {result.get('sources', '')} mixture, "
+    f"{cfg['num_steps']} steps of {cfg['batch']} × {cfg['seq_len']} tokens, each optimizer's "
+    "configs/gpt2.py learning rate × "
+    f"{', '.join(f'{m:.3g}' for m in cfg['lr_multipliers'])} at seed 0, chosen on the "
+    f"validation loss, then seeds 1..{cfg['seeds'] - 1} at the chosen rate (seed s: one init and "
+    "data order for every entry). A run counts below a validation loss of "
+    f"{result['convergence_threshold']:.3g} ({cfg['converged_fraction']} × ln V); a barrier is "
+    f"≈ 0 below {result['connected_tolerance']:.3g} nats. Barriers: linear (Entezari) on the mean "
+    "validation loss over sources along the straight path after weight matching, "
+    f"{cfg['points']} points, cross pairs {cfg['cross_pairs']}. Function distance: "
+    f"{result['function_distance_kind']}. Intervals: 95%, {cfg['n_resamples']} seed resamples.",
     "",
   ]
-  lines += [f"- {stats.describe(r)}" for r in result["hypothesis"].values()]
-  lines += ["", "## Learning-rate sweeps (chosen on the validation half, never the train loss)", ""]
+
+
+def _gpt2_sections(result: dict) -> list[str]:
+  """The sources' gradient cosines and the function distances (GPT-2 only)."""
+  names, lines = result["entries"], []
+  if result.get("grad_cosine"):
+    sources = str(result.get("sources", "")).split("+")
+    lines += [
+      "",
+      f"## Sources' gradient cosines at the end ({', '.join(sources)}; median over seeds)",
+    ]
+    lines += ["", "| entry | mean pairwise | matrix (rows) |", "|---|---|---|"]
+    for e, g in result["grad_cosine"].items():
+      rows = "; ".join(" ".join(f"{v:+.2f}" for v in row) for row in g["matrix"])
+      lines.append(f"| {e} | {_fmt(g['mean_pairwise'])} | {rows} |")
+  fd = result["function_distance"]["median"]
+  lines += ["", f"## Function distance ({result['function_distance_kind']}, median)", ""]
+  lines += ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  for i, e in enumerate(names):
+    lines.append(f"| {e} | " + " | ".join(_fmt(v) for v in fd[i]) + " |")
+  return lines
+
+
+def _sweep_and_runs(result: dict) -> list[str]:
+  names = result["entries"]
+  lines = ["", "## Learning-rate sweeps (chosen on the validation half, never the train loss)", ""]
   lines += ["| entry | learning rate | converged seeds | median validation loss | chosen |"]
   lines += ["|---|---|---|---|---|"]
   for entry, item in result["selection"].items():
@@ -136,14 +184,25 @@ def render(result: dict, plots: list[Path]) -> str:
       "",
       f"No converged seed at any learning rate: {', '.join(result['dropped_entries'])}.",
     ]
-  lines += ["", "## Chosen runs", "", "| entry | bias | train | validation | test | region |"]
-  lines += ["|---|---|---|---|---|---|"]
+  columns = list(result["final"][names[0]])  # train, validation, test (GPT-2: ood)
+  lines += ["", "## Chosen runs", "", f"| entry | bias | {' | '.join(columns)} | region |"]
+  lines += ["|---" * (len(columns) + 3) + "|"]
   for i, e in enumerate(names):
     f = result["final"][e]
     lines.append(
-      f"| {e} | {result['implicit_bias'][e]} | {_fmt(f['train'])} | {_fmt(f['validation'])} | "
-      f"{_fmt(f['test'])} | {result['regions'][i]} (spectra {result['spectra']['regions'][i]}) |"
+      f"| {e} | {result['implicit_bias'][e]} | "
+      + " | ".join(_fmt(f[c]) for c in columns)
+      + f" | {result['regions'][i]} (spectra {result['spectra']['regions'][i]}) |"
     )
+  return lines
+
+
+def render(result: dict, plots: list[Path]) -> str:
+  names = result["entries"]
+  lines = _gpt2_header(result) if result.get("model") == "gpt2" else _relu2_header(result)
+  lines += ["## Verdicts", ""]
+  lines += [f"- {stats.describe(r)}" for r in result["hypothesis"].values()]
+  lines += _sweep_and_runs(result)
   b = result["barrier"]
   lines += ["", "## Aligned barriers: median [95% interval] (n pairs)", ""]
   lines += ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -160,6 +219,8 @@ def render(result: dict, plots: list[Path]) -> str:
     lines += ["|---" * (len(result["ball_entries"]) + 1) + "|"]
     for i, e in enumerate(names):
       lines.append(f"| {e} | " + " | ".join(_fmt(v) for v in result["membership"][i]) + " |")
+  lines += _geometry_table(result)
+  lines += _gpt2_sections(result) if result.get("model") == "gpt2" else []
   regions = {}
   for e, r in zip(names, result["regions"], strict=True):
     regions.setdefault(r, []).append(e)
@@ -172,6 +233,33 @@ def render(result: dict, plots: list[Path]) -> str:
     "Plots: " + ", ".join(f"`{p.name}`" for p in plots),
   ]
   return "\n".join(lines) + "\n"
+
+
+def _geometry_table(result: dict) -> list[str]:
+  """γ and Φ per entry and kept checkpoint: median over seeds [95% interval]."""
+  geometry = result.get("update_geometry") or {}
+  if not geometry:
+    return []
+  c = result["config"]
+  lines = [
+    "",
+    f"## Update geometry at the kept checkpoints (minibatches of {c['geometry_batch']} rows)",
+    "",
+    "γ = ⟨G, D⟩/⟨G̃, D⟩ (1: the minibatch update descends the full batch as much as the",
+    "minibatch), Φ = ⟨G̃, D⟩²/⟨D, HD⟩ (the quadratic model's best decrease along D, ×2);",
+    "median over converged seeds [95% interval]; Φ undefined where ⟨D, HD⟩ ≤ 0 (counted).",
+    "",
+    "| entry | step | γ | Φ | Φ undefined |",
+    "|---|---|---|---|---|",
+  ]
+  cell = lambda r: f"{_fmt(r['statistic'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+  for entry, steps in geometry.items():
+    for step, g in steps.items():
+      lines.append(
+        f"| {entry} | {step} | {cell(g['gamma'])} | {cell(g['phi'])} | "
+        f"{g['undefined_phi']}/{g['minibatches']} |"
+      )
+  return lines
 
 
 def _summary(result: dict, regions: dict) -> str:

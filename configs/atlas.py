@@ -2,6 +2,7 @@ r"""The optimizer atlas: where every optimizer's solutions land, on one relu2 ta
 
     python -m analysis.atlas --config=configs/atlas.py --workdir=runs/atlas
     python -m analysis.atlas --config=configs/atlas.py:full --workdir=runs/atlas_full
+    python -m analysis.atlas --config=configs/atlas.py:gpt2 --workdir=runs/atlas_gpt2
 
 Every entry of ``entries`` is trained (train.py, configs/relu2.py, ``seeds``
 vmapped seeds per run) at each learning rate of its grid, the same steps and
@@ -13,7 +14,9 @@ clusters, and whether ball distance predicts the cross barrier
 (analysis/atlas.py).
 
 Variants: (none) the default, ≤ 15 minutes on 2 CPU cores; full (more seeds,
-steps and learning rates); runlocal (a tiny atlas for tests). Fields can be
+steps and learning rates); runlocal (a tiny atlas for tests); gpt2 (the atlas
+on the tiny GPT-2 and the built-in prose + code + math mixture, `gpt2_config`
+below; with full or runlocal too). Fields can be
 overridden, e.g. --config.seeds=8 or --config.entries.adamw.lr_multipliers=...
 
 Entries: a name, an optimizer of configs/common.py's OPTIMIZER_DEFAULTS and
@@ -49,7 +52,9 @@ ENTRIES = (
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, full=False, runlocal=False)
+  arg = parse_arg(arg, full=False, runlocal=False, gpt2=False)
+  if arg.gpt2:
+    return gpt2_config(arg)
   c = ml_collections.ConfigDict()
   c.train_config = "configs/relu2.py"
   c.width = 16  # Teacher width 4: over-parametrized, so zero train loss is reachable.
@@ -76,6 +81,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.points = 17  # Path points per pair (aligned linear paths).
   c.n_resamples = 1000  # Seed resamples for every interval.
   c.min_pairs = 3  # Fewer converged pairs than this: inconclusive.
+  # Alignment γ and descent potential Φ of each chosen run's update at every kept
+  # checkpoint (analysis/update_geometry.py), on minibatches of this many train
+  # rows (the runs themselves are full-batch), the same minibatches for every entry.
+  c.geometry_batch = 32
+  c.geometry_minibatches = 8
   if arg.full:
     c.seeds = 8
     c.num_steps = 4000
@@ -90,8 +100,95 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.points = 5
     c.n_resamples = 50
     c.min_pairs = 1
+    c.geometry_batch = 16
+    c.geometry_minibatches = 2
     c.converged_fraction = 1.0  # A few steps cannot converge: the gate is tested on its own.
     keep = ("adamw", "muon", "freon_q2_3")
     c.entries = ml_collections.ConfigDict({k: v for k, v in c.entries.items() if k in keep})
     c.task.update(dict(input_dim=4, n_train=64, n_test=64))
+  return c
+
+
+# The GPT-2 entries: (entry name, optimizer of configs/gpt2.py or nexus_OPT for
+# Nexus around OPT, train.py overrides as full config paths). Each optimizer's
+# learning rate and λ are configs/gpt2.py's (_GPT2_LR, _GPT2_WD): the grid is
+# centred on the rate that trains the tiny model, and λ sets each ball.
+GPT2_ENTRIES = (
+  ("adamw", "adamw", {}),
+  ("lion", "lion", {}),
+  ("lion_k_nuclear", "lion_k", {"optimizer.k": "nuclear"}),
+  ("lion_k_rownorm", "lion_k", {"optimizer.k": "rownorm"}),
+  ("muon", "muon", {}),
+  ("normuon", "normuon", {}),
+  ("polargrad", "polargrad", {}),
+  ("kaon", "kaon", {}),
+  ("freon_q2/3", "freon", {"optimizer.q": 2 / 3}),
+  ("freon_q2", "freon", {"optimizer.q": 2.0}),
+  ("pion", "pion", {}),
+  ("sf_normuon", "sf_normuon", {}),
+  ("mimuon", "mimuon", {}),
+  # Cross-fitting needs two microbatches per step (optimizers/crossfit.py).
+  ("crossfit_adamw", "crossfit_adamw", {"grad_accum_steps": 2}),
+  ("symmetric", "symmetric", {}),
+  ("scion", "scion", {}),
+  ("dion", "dion", {}),
+  ("nexus_adamw", "nexus_adamw", {}),
+  ("nexus_muon", "nexus_muon", {}),
+)
+
+
+def gpt2_config(arg) -> ml_collections.ConfigDict:
+  """The GPT-2 atlas (analysis/atlas_gpt2.py). Every run is one train.py
+  workdir of configs/gpt2.py (one seed each); the learning-rate grid is
+  trained at seed 0 only, the chosen rate at seeds 1..seeds−1 as well (the
+  grid at every seed would triple the budget). Default: 19 entries × 3
+  learning rates + 2 more seeds each = 95 runs of 250 steps, about an hour on
+  2 CPU cores (the report states the measured time); full: 5 rates, 5 seeds,
+  1000 steps of the 128-token windows."""
+  c = ml_collections.ConfigDict()
+  c.model = "gpt2"
+  c.train_config = "configs/gpt2.py"
+  c.size = "tiny"
+  c.seeds = 3  # ≥ 3 for an interval; seed s is one init and data order for every entry
+  c.num_steps = 250
+  c.batch = 12  # sequences per step: a multiple of the 3 sources (Nexus reads batch/3 of each)
+  c.seq_len = 64
+  c.parallel = 2  # train.py processes at once
+  c.runlocal = False  # the runs use configs/gpt2.py:runlocal (a small corpus)
+  c.lr_multipliers = [1 / 3, 1.0, 3.0]  # × each optimizer's configs/gpt2.py learning rate
+  c.similarity_every = 125  # the sources' gradient-cosine matrix (the final one is in the summary)
+  c.inner_learning_rate = 0.02  # Nexus's γ and k (configs/nexus_mixture.py's)
+  c.inner_steps = 3
+  c.entries = ml_collections.ConfigDict(
+    {
+      name.replace("/", "_"): {"optimizer": opt, "overrides": dict(o)}
+      for name, opt, o in GPT2_ENTRIES
+    }
+  )
+  # A run counts (is "converged") when its validation loss is finite and below
+  # this fraction of the uniform predictor's ln(vocab): a diverged or untrained
+  # run enters no comparison.
+  c.converged_fraction = 0.8
+  # A barrier is ≈ 0 below this many nats (configs/gpt2_spectra.py's barrier_tolerance).
+  c.connected_tol = 0.05
+  # Cross-entry pairs: "same_seed" (seed s of e with seed s of f: one init and
+  # data order, S pairs) or "all" (S² pairs; same-entry pairs are always all).
+  c.cross_pairs = "same_seed"
+  c.points = 5  # path points per pair (aligned linear paths)
+  c.eval_batches = 2  # validation batches per source for barriers and function distances
+  c.eval_batch_size = 8
+  c.n_resamples = 1000
+  c.min_pairs = 3
+  if arg.full:
+    c.seeds, c.num_steps, c.batch, c.seq_len = 5, 1000, 24, 128
+    c.lr_multipliers = [0.1, 1 / 3, 1.0, 3.0, 10.0]
+    c.similarity_every, c.cross_pairs, c.points, c.eval_batches = 200, "all", 9, 4
+  if arg.runlocal:
+    c.seeds, c.num_steps, c.batch, c.seq_len, c.runlocal = 2, 6, 6, 32, True
+    c.lr_multipliers = [1.0, 3.0]
+    c.similarity_every, c.points, c.eval_batches, c.eval_batch_size = 3, 3, 1, 4
+    c.n_resamples, c.min_pairs = 50, 1
+    c.converged_fraction = 1.0  # six steps: every finite run counts
+    keep = ("adamw", "muon", "nexus_adamw")
+    c.entries = ml_collections.ConfigDict({k: v for k, v in c.entries.items() if k in keep})
   return c

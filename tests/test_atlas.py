@@ -213,5 +213,10 @@ def test_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
     assert (tmp_path / "plots" / f"{png}.png").stat().st_size > 0
   report = (tmp_path / "report.md").read_text()
   assert "Learning-rate sweeps" in report and report.count("| adamw |") >= 2
+  # γ and Φ at every kept checkpoint of every chosen entry, with intervals.
+  for entry in saved["entries"]:
+    steps = saved["update_geometry"][entry]
+    assert steps and all(np.isfinite(g["gamma"]["statistic"]) for g in steps.values())
+  assert "Update geometry" in report
   again = atlas.run(config, tmp_path)
   assert set(again["trained"].values()) == {"skipped"}
