@@ -25,6 +25,7 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from analysis import executors
 from training import cli
 
 
@@ -68,15 +69,51 @@ def config_command(name: str, config_hint: str, workdir_help: str, run: Callable
       f"Experiment config: {config_hint}; override fields with --config.a.b=V.",
       lock_config=True,
     )
-    return config, flags.DEFINE_string("workdir", None, workdir_help)
+    return config, flags.DEFINE_string("workdir", None, workdir_help), define_executor_flags()
 
   def main(holders):
-    config, workdir = holders
+    config, workdir, executor = holders
     if config.value is None or workdir.value is None:
       raise app.UsageError(f"--config={config_hint} and --workdir=DIR are required; see --help.")
+    configure_executor(executor)
     run(config.value, cli.output_dir(workdir.value))
 
   command(name, define_flags, main)
+
+
+def define_executor_flags() -> dict:
+  """--executor and the SLURM job's resources (analysis/executors.py)."""
+  return {
+    "kind": flags.DEFINE_enum(
+      "executor",
+      "local",
+      list(executors.KINDS),
+      "Where the train.py runs execute: local (subprocesses here), slurm (one SLURM job "
+      "per run, through submitit), submitit_local (submitit's local executor: the SLURM "
+      "code path on this machine).",
+    ),
+    "folder": flags.DEFINE_string(
+      "executor_folder",
+      "",
+      "submitit's job folder (logs, pickles); default submitit/ beside the run directories.",
+    ),
+    "slurm_partition": flags.DEFINE_string("slurm_partition", "", "SLURM partition of the jobs."),
+    "slurm_account": flags.DEFINE_string("slurm_account", "", "SLURM account to charge."),
+    "timeout_min": flags.DEFINE_integer(
+      "slurm_timeout_min", 0, "Job time limit in minutes (0: the partition's default)."
+    ),
+    "nodes": flags.DEFINE_integer(
+      "slurm_nodes", 0, "Nodes per job (a multi-host GPT-2 run: one task per node)."
+    ),
+    "gpus_per_node": flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per node."),
+    "cpus_per_task": flags.DEFINE_integer("slurm_cpus_per_task", 0, "CPUs per task."),
+    "mem_gb": flags.DEFINE_integer("slurm_mem_gb", 0, "Memory per node in GB."),
+  }
+
+
+def configure_executor(holders: dict) -> None:
+  values = {k: h.value for k, h in holders.items()}
+  executors.configure(values.pop("kind"), values.pop("folder"), **values)
 
 
 def define_positive_float(name: str, default: float, help_text: str) -> flags.FlagHolder:

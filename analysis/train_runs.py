@@ -8,7 +8,6 @@ train.py: its absl flags would clash with theirs.
 """
 
 import os
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from absl import logging
 
+from analysis import executors
 from training import cli, config_checks
 from training import workdir as wd
 from training.errors import UserError
@@ -83,28 +83,31 @@ def train_runs(
     ),
   )
   running, finished, total = [], 0, len(todo)
+  # The runs go through the experiment's executor (analysis.executors: local
+  # subprocesses, or SLURM / submitit's local executor); the loop is the same.
+  launch = executors.launcher(
+    executors.current(), Path(todo[0][0]).parent / "submitit" if todo else REPO
+  )
   while todo or running:
     while todo and len(running) < max(1, parallel):
       out, cmd = todo.pop(0)
       out.mkdir(parents=True, exist_ok=True)
-      log = open(out.parent / f"{out.name}.log", "w")
-      log.write(" ".join(cmd) + "\n")
-      log.flush()
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-      running.append((out, proc, log, time.time()))
+      log_path = out.parent / f"{out.name}.log"
+      log_path.write_text(" ".join(cmd) + "\n")
+      running.append((out, launch(cmd, env, str(REPO), str(log_path)), log_path, time.time()))
     time.sleep(0.2)
     for item in list(running):
-      out, proc, log, start = item
-      if proc.poll() is None:
+      out, run, log_path, start = item
+      code = run.poll()
+      if code is None:
         continue
       running.remove(item)
-      log.close()
-      if proc.returncode != 0 or not (out / wd.SUMMARY_FILE).exists():
+      if code != 0 or not (out / wd.SUMMARY_FILE).exists():
         for _, other, _, _ in running:
-          other.terminate()
-        tail = Path(log.name).read_text().strip().splitlines()[-5:]
+          other.stop()
+        tail = log_path.read_text().strip().splitlines()[-5:]
         raise TrainingFailed(
-          f"Training {out} failed (exit {proc.returncode}); log {log.name}:\n  " + "\n  ".join(tail)
+          f"Training {out} failed (exit {code}); log {log_path}:\n  " + "\n  ".join(tail)
         )
       finished += 1
       done[out.name] = time.time() - start
