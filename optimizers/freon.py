@@ -74,6 +74,7 @@ from optimizers.muon import (
   scale_by_shape,
   shape_scale,
 )
+from optimizers.orthogonalization import frobenius_inner
 from optimizers.zoo_common import ADAM_DOMAINS, ROUTING_DOMAIN, adamw_side, routed
 
 FREON_METHODS = ("svd", "newton")
@@ -87,7 +88,7 @@ def _f32(x):
 def _divide_by_power_mean(o_MxN, x_MxN, q):
   """O_raw / (mean σ^q)^{(q−1)/q}, with mean σ^q = ⟨O_raw, X⟩/r (O_raw = X's σ^{q−1})."""
   r = min(x_MxN.shape[-2:])
-  mean_q = jnp.sum(o_MxN * x_MxN, axis=(-2, -1), keepdims=True) / r
+  mean_q = frobenius_inner(o_MxN, x_MxN) / r  # not jnp.sum: see frobenius_inner
   safe = jnp.where(mean_q > 0, mean_q, 1.0)
   return jnp.where(mean_q > 0, o_MxN / safe ** ((q - 1) / q), 0.0)
 
@@ -145,11 +146,11 @@ def _matrix_power(x_MxM, k: int):
 def inverse_root(a_MxM, p: int, steps, eps: float = 1e-7):
   """(A + δI)^{−1/p} of symmetric PSD matrices A (..., m, m), δ = eps·‖A‖_F, by the
   coupled Newton iteration (module docstring); ``steps`` may be traced."""
-  fro = jnp.sqrt(jnp.sum(jnp.square(a_MxM), axis=(-2, -1), keepdims=True))
+  fro = jnp.sqrt(frobenius_inner(a_MxM, a_MxM))
   eye_MxM = jnp.eye(a_MxM.shape[-1], dtype=a_MxM.dtype)
   # A zero matrix becomes I, so R stays finite (it then multiplies a zero X).
   a_MxM = a_MxM + jnp.where(fro > 0, eps * fro, 1.0) * eye_MxM
-  z = 1 / jnp.sqrt(jnp.sum(jnp.square(a_MxM), axis=(-2, -1), keepdims=True))
+  z = 1 / jnp.sqrt(frobenius_inner(a_MxM, a_MxM))
 
   def step(_, carry):
     r_MxM, m_MxM = carry

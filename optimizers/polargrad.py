@@ -73,7 +73,7 @@ def _f32(x):
 
 def _inner(x_MxN, y_MxN):
   """⟨X, Y⟩ per matrix, kept as (..., 1, 1) to scale the batch of matrices."""
-  return jnp.sum(x_MxN * y_MxN, axis=(-2, -1), keepdims=True)
+  return ortho.frobenius_inner(x_MxN, y_MxN)
 
 
 def polar_scaled(x: jax.Array, method: str = "svd", ns_steps: int = 5, ns_coeffs="quintic"):

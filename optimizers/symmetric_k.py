@@ -41,7 +41,7 @@ def row_normalize(x_RxC, eps: float = 1e-8):
 
 
 def _inner(x, y):
-  return jnp.sum(x * y, axis=(-2, -1), keepdims=True)
+  return ortho.frobenius_inner(x, y)  # not jnp.sum: see its docstring (XLA:CPU)
 
 
 def chebyshev_radius(x_RxC, iters: int = 500):
