@@ -212,6 +212,24 @@ def main(argv):
       f"{n:12s} / optiscape.muon = {results['zoo_ratio_to_muon'][n]:.2f}   "
       f"/ optax.adamw = {results['zoo_ratio_to_adamw'][n]:.2f}"
     )
+  if "pion" in FLAGS.zoo:
+    # Pion's own work: per matrix (out × in) the two generators, W·Â_in and Â_out·W
+    # (computed once, reused for the RMS scale), and the degree-2 exponentials on
+    # both sides: about 6·out·in·(in + out) FLOPs (issue 13).
+    matrices = [x.shape for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m]
+    pion_flops = sum(6 * o * i * (i + o) for o, i in matrices)
+    rate_pion = pion_flops / results["step_s"]["pion"]
+    results["pion"] = {
+      "tflop_per_step": pion_flops / 1e12,
+      "gflops": rate_pion / 1e9,
+      "share_of_matmul_rate": rate_pion / rate,
+      "flops_over_muon_ns": pion_flops / ns_flops,
+    }
+    print(
+      f"pion: {pion_flops / 1e12:.3f} TFLOP/step ({pion_flops / ns_flops:.2f}x our Muon's "
+      f"Newton-Schulz), {rate_pion / 1e9:.0f} GFLOP/s = {rate_pion / rate:.0%} of the matmul "
+      "rate (whole step time: a lower bound; target >= 80%)"
+    )
   print(f"ours / optax.contrib.muon = {ours / theirs:.3f}   (target <= 0.35)")
   print(f"ours / optax.adamw        = {results['ratio_ours_over_adamw']:.2f}")
   print(
