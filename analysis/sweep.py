@@ -6,22 +6,22 @@ For every optimizer and width of the sweep config (configs/relu2_sweep.py) it
 trains ``seeds`` networks with train.py, run as a subprocess (nothing imports
 train.py), into WORKDIR/train/OPT_wWIDTH; a run whose summary.json exists is
 skipped, an interrupted one resumes (train.py does that), so rerunning the
-command picks up where it stopped. Then, per width, `analysis.connectivity`
-measures the barrier between every pair of solutions for each path condition
-(linear, aligned linear, fitted curve, aligned fitted curve) into
-WORKDIR/connectivity/wWIDTH/CONDITION/, and WORKDIR/sweep.json, WORKDIR/report.md
-and WORKDIR/plots/*.png summarize it: barrier vs width per optimizer pair,
-the constraint values λ·K*(θ) that show each ball is active, and whether the
-two claims held (`analysis.sweep_report`).
+command picks up where it stopped. Then, per width: the convergence gate
+(`analysis.sweep_endpoints`: unconverged seeds are excluded and counted),
+`analysis.connectivity` on every pair of solutions for each path condition
+(linear, aligned linear, fitted curves) into WORKDIR/connectivity/wWIDTH/CONDITION/,
+every endpoint in every optimizer's ball, function distances, and Muon's
+effective radius. The claims are decided on the declared primary condition
+with seed-resampled intervals (`analysis.sweep_claims`); WORKDIR/sweep.json,
+WORKDIR/report.md and WORKDIR/plots/*.png hold the result
+(`analysis.sweep_report`, `analysis.sweep_plots`).
 """
 
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from absl import logging
 
 from analysis import (
@@ -30,6 +30,9 @@ from analysis import (
   connectivity_report,
   experiment_cli,
   run_reader,
+  stats,
+  sweep_claims,
+  sweep_endpoints,
   sweep_plots,
   sweep_report,
   train_runs,
@@ -42,10 +45,11 @@ from training.errors import UserError
 REPO = train_runs.REPO
 
 
-def weight_decay(config, optimizer: str, width: int, base: float) -> float:
-  """λ(m) = base·max(1, m/ref)^power (configs/relu2_sweep.py)."""
-  power = config.width_power.get(optimizer, 0.0)
-  return float(base * max(1.0, width / config.weight_decay_ref_width) ** power)
+def weight_decay(config, optimizer: str, key: str, width: int) -> float:
+  """λ(m) = base·(m/ref)^power, capped at cap when cap > 0 (configs/relu2_sweep.py)."""
+  base, power, cap = (float(v) for v in config.weight_decay[optimizer][key])
+  value = base * (width / config.weight_decay_ref_width) ** power
+  return float(f"{min(value, cap) if cap > 0 else value:.6g}")
 
 
 def run_dir(workdir: Path, optimizer: str, width: int) -> Path:
@@ -54,11 +58,16 @@ def run_dir(workdir: Path, optimizer: str, width: int) -> Path:
 
 def overrides(config, optimizer: str, width: int) -> dict:
   """{"optimizer.KEY" | "data.KEY": value}: what the sweep sets beyond the variant."""
-  out = {}
-  for key, value in config.optimizers[optimizer].items():
-    if key in ("weight_decay", "adam_weight_decay"):
-      value = weight_decay(config, optimizer, width, value)
-    out[f"optimizer.{key}"] = value
+  out = {f"optimizer.{k}": v for k, v in config.optimizers[optimizer].items()}
+  out.update(
+    {
+      "optimizer.schedule": config.schedule,
+      "optimizer.warmup_steps": int(config.warmup_steps),
+      "optimizer.final_lr_fraction": float(config.final_lr_fraction),
+    }
+  )
+  for key in config.weight_decay[optimizer]:
+    out[f"optimizer.{key}"] = weight_decay(config, optimizer, key, width)
   out.update({f"data.{key}": value for key, value in config.task.items()})
   return out
 
@@ -80,20 +89,27 @@ def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
   ] + [f"--config.{k}={v}" for k, v in overrides(config, optimizer, width).items()]
 
 
+_fraction = config_checks.Field(float, lambda v: math.isfinite(v) and v > 0, "finite and > 0")
 FIELDS = {
-  "seeds": config_checks.positive(),
+  "seeds": config_checks.Field(int, lambda v: v >= 2, "an int ≥ 2 (pairs of seeds)"),
   "num_steps": config_checks.positive(),
   "seed_chunk_size": config_checks.nonnegative(),
   "parallel": config_checks.positive(),
+  "warmup_steps": config_checks.nonnegative(),
+  "final_lr_fraction": config_checks.nonnegative(float),
   "weight_decay_ref_width": config_checks.positive(),
   "points": config_checks.Field(int, lambda v: v >= 2, ">= 2 (the ends of the path)"),
   "num_bends": config_checks.positive(),
   "fit_steps": config_checks.positive(),
-  "fit_lr": config_checks.Field(float, lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
+  "fit_lr": _fraction,
   "project": config_checks.Field(bool),
   "barrier_kind": config_checks.one_of(barriers.BARRIER_KINDS),
-  "connected_tol": config_checks.nonnegative(float),
+  "connected_tol": _fraction,
+  "converged_fraction": _fraction,
+  "active_fraction": _fraction,
   "connectivity_plots": config_checks.one_of(("all", "extremes", "none")),
+  "min_pairs": config_checks.positive(),
+  "n_resamples": config_checks.Field(int, lambda v: v >= 10, "an int ≥ 10"),
 }
 
 
@@ -108,17 +124,36 @@ def run_commands(config, workdir: Path) -> dict[Path, tuple[list[str], str, int]
 
 def check_config(config, workdir: Path) -> None:
   """Everything the sweep will use, before anything is created: its fields,
-  its conditions and every run's train.py config (a UserError, one line)."""
+  its declared claims and every run's train.py config (a UserError, one line)."""
   config_checks.check_values(wd.flatten(config), FIELDS)
   widths = list(config.widths)
   if not widths or not all(
     isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
   ):
     raise UserError(f"Config field widths={widths!r} must be a non-empty list of ints >= 1.")
-  if not config.optimizers:
-    raise UserError("Config field optimizers is empty; name at least two optimizers.")
+  if len(config.optimizers) < 2:
+    raise UserError("Config field optimizers needs at least two optimizers (cross pairs).")
+  for o in config.optimizers:
+    rules = config.weight_decay.get(o)
+    if not rules or any(len(r) != 3 or float(r[0]) < 0 for r in rules.values()):
+      raise UserError(f"weight_decay.{o} must map each λ key to [base >= 0, power, cap].")
   for condition in config.conditions:
     parse_condition(condition)
+  if config.primary_condition not in config.conditions:
+    raise UserError(
+      f"primary_condition={config.primary_condition!r} is not in conditions "
+      f"{list(config.conditions)}; declare one of them."
+    )
+  for name in ("small_width", "large_width"):
+    if config[name] not in widths:
+      raise UserError(f"{name}={config[name]} is not one of the widths {widths}.")
+  if sorted(config.cross_pair.split("-")) != config.cross_pair.split("-") or not set(
+    config.cross_pair.split("-")
+  ) <= set(config.optimizers):
+    raise UserError(
+      f"cross_pair={config.cross_pair!r} must be two sorted optimizer names of the "
+      f"sweep joined by '-', e.g. adamw-muon."
+    )
   train_runs.check_commands([(d, cmd) for d, (cmd, _, _) in run_commands(config, workdir).items()])
 
 
@@ -154,16 +189,15 @@ def parse_condition(condition: str) -> tuple[str, bool]:
 
 def _plots_for(config, width: int) -> bool:
   mode = config.connectivity_plots
-  if mode not in ("all", "extremes", "none"):
-    raise UserError(f"connectivity_plots must be all|extremes|none, got {mode!r}.")
   return mode == "all" or (mode == "extremes" and width in (min(config.widths), max(config.widths)))
 
 
-def analyze_width(config, workdir: Path, width: int) -> dict:
-  """Every condition at one width: {condition: connectivity result (pairs dropped)},
-  plus the per-pair barriers of each condition for the best-path summary."""
+def analyze_width(config, workdir: Path, width: int, zero_loss: float) -> tuple[dict, dict]:
+  """(endpoints, {condition: {group: S×S barrier table}}) of one width; the
+  barrier of a pair with an unconverged end is NaN (excluded)."""
   runs = run_reader.load_runs([str(run_dir(workdir, o, width)) for o in config.optimizers])
-  out = {}
+  ends, valid_N = sweep_endpoints.endpoints(runs, zero_loss, config)
+  tables = {}
   for condition in config.conditions:
     path, align = parse_condition(condition)
     start = time.time()
@@ -185,98 +219,39 @@ def analyze_width(config, workdir: Path, width: int) -> dict:
       plot=_plots_for(config, width),
       barrier_kind=config.barrier_kind,
     )
-    out[condition] = result
+    tables[condition] = sweep_endpoints.barrier_tables(result, runs, valid_N, config.barrier_kind)
     logging.info(
-      "Width %4d %-13s %3d pairs in %5.1fs: %s",
+      "Width %4d %-13s %3d pairs in %5.1fs (%d of %d endpoints converged).",
       width,
       condition,
       len(result["pairs"]),
       time.time() - start,
-      ", ".join(
-        f"{g} {s['train_' + config.barrier_kind]['mean']:.2e}" for g, s in result["groups"].items()
-      ),
+      int(valid_N.sum()),
+      valid_N.size,
     )
-  return out
+  return ends, tables
 
 
-def summarize_width(config, results: dict) -> dict:
-  """Barrier statistics per condition and optimizer pair, plus "best": per pair
-  the smallest barrier over the conditions, then the statistics, and
-  "best_linear": the same over the straight-line conditions only."""
-  kind = config.barrier_kind
-  per_condition = {
-    c: {
-      g: s[f"train_{kind}"] | {"num_pairs": s["num_pairs"], "test": s[f"test_{kind}"]}
-      for g, s in r["groups"].items()
-    }
-    for c, r in results.items()
+def claim_settings(config, zero_loss: float) -> dict:
+  """The declared decision rule of analysis.sweep_claims.decide."""
+  tol = float(config.connected_tol * zero_loss)
+  return {
+    "tol": tol,
+    "primary_condition": config.primary_condition,
+    "small_width": int(config.small_width),
+    "large_width": int(config.large_width),
+    "cross_pair": config.cross_pair,
+    "min_pairs": int(config.min_pairs),
+    "n_resamples": int(config.n_resamples),
+    "trend_floor": tol / 100,  # Barriers ≪ tol count alike in the slope's log.
   }
-  any_result = next(iter(results.values()))
-  groups = [e["group"] for e in any_result["pairs"]]
-  names = list(results)
-  heights_CxP = np.array(
-    [[e["train_barrier"][kind]["height"] for e in r["pairs"]] for r in results.values()]
-  )
-  per_condition["best"] = best_over(heights_CxP, names, groups)
-  linear = [i for i, c in enumerate(names) if parse_condition(c)[0] == "linear"]
-  if linear:
-    per_condition["best_linear"] = best_over(
-      heights_CxP[linear], [names[i] for i in linear], groups
-    )
-  return per_condition
-
-
-def best_over(heights_CxP, names, groups) -> dict:
-  """Per group: statistics of the pair-by-pair minimum over the conditions, and
-  how often each condition gave it."""
-  best_P, argbest_P = heights_CxP.min(axis=0), heights_CxP.argmin(axis=0)
-  out = {}
-  for g in sorted(set(groups)):
-    idx = [p for p, gp in enumerate(groups) if gp == g]
-    h = best_P[idx]
-    out[g] = {
-      "mean": float(h.mean()),
-      "std": float(h.std()),
-      "min": float(h.min()),
-      "max": float(h.max()),
-      "num_pairs": len(idx),
-      "conditions": {c: int(np.sum(argbest_P[idx] == i)) for i, c in enumerate(names)},
-    }
-  return out
-
-
-def run_summaries(config, workdir: Path) -> dict:
-  """Per width and optimizer: final losses and the constraint values per leaf."""
-  out = {}
-  for width in config.widths:
-    out[str(width)] = {}
-    for optimizer in config.optimizers:
-      s = wd.read_summary(run_dir(workdir, optimizer, width))
-      cons = {}
-      for leaf, c in s["constraints"].items():
-        if c["weight_decay"]:
-          v = np.asarray(c["lambda_dual_norm"]) / c["bound"]
-          cons[leaf] = {
-            "k": c["k"],
-            "weight_decay": c["weight_decay"],
-            "mean": float(v.mean()),
-            "min": float(v.min()),
-            "max": float(v.max()),
-          }
-      out[str(width)][optimizer] = {
-        "final_train_loss": s["final_train_loss"],
-        "final_test_loss": s.get("final_test_loss"),
-        "train_loss_per_seed": s["final"]["train_loss"],
-        "constraints": cons,
-      }
-  return out
 
 
 def zero_predictor_loss(config, workdir: Path) -> float:
   """The train loss of f ≡ 0 on the task the runs were trained on (read from a
   run's config.json, so its input distribution, noise and loss are the ones
   trained; the runs share them, analysis.run_reader.check_compatible): the
-  scale barriers are read on."""
+  scale barriers and the convergence gate are read on."""
   first = run_dir(workdir, next(iter(config.optimizers)), config.widths[0])
   return tasks.zero_predictor_loss(wd.load_config(first))
 
@@ -288,38 +263,41 @@ def run_sweep(config, workdir) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
   trained = train_all(config, workdir)
-  t_train = time.time() - t0
-  logging.info("Training done in %.1fs.", t_train)
-  barriers, timings = {}, {"train": t_train}
+  timings = {"train": time.time() - t0}
+  logging.info("Training done in %.1fs.", timings["train"])
+  zero_loss = zero_predictor_loss(config, workdir)
+  endpoints, tables = {}, {}
   for width in config.widths:
     start = time.time()
-    barriers[str(width)] = summarize_width(config, analyze_width(config, workdir, width))
+    endpoints[str(width)], tables[str(width)] = analyze_width(config, workdir, width, zero_loss)
     timings[f"analyze_w{width}"] = time.time() - start
+  start = time.time()
+  settings = claim_settings(config, zero_loss)
+  medians = sweep_claims.SeedMedians(int(config.seeds), int(config.n_resamples))
+  records = sweep_claims.decide(tables, list(config.optimizers), settings, medians)
   sweep = {
     "config": config.to_dict(),
     "workdir": str(workdir),
     "trained": trained,
-    "zero_predictor_loss": zero_predictor_loss(config, workdir),
-    "runs": run_summaries(config, workdir),
-    "barriers": barriers,
+    "zero_predictor_loss": zero_loss,
+    "convergence_threshold": float(config.converged_fraction * zero_loss),
+    "settings": settings,
+    "ns_unit_value": sweep_endpoints.ns_unit_value(),
+    "endpoints": endpoints,
+    "barriers": sweep_claims.summarize_all(tables, int(config.n_resamples), medians),
+    "barrier_tables": {
+      w: {c: {g: t.tolist() for g, t in b.items()} for c, b in by.items()}
+      for w, by in tables.items()
+    },
     "barrier_kind": config.barrier_kind,
+    "claims": records,
   }
-  sweep["claims"] = sweep_report.evaluate_claims(sweep)
-  start = time.time()
+  sweep["verdicts"] = [stats.describe(r) for r in sweep_claims.headline(records)]
   sweep["plots"] = [str(p.relative_to(workdir)) for p in sweep_plots.write_plots(sweep, workdir)]
-  timings["report"] = time.time() - start
+  timings["claims_report"] = time.time() - start
   timings["total"] = time.time() - t0
-  sweep["timings_s"] = timings
-  (workdir / "sweep.json").write_text(json.dumps(sweep, indent=1, default=str) + "\n")
-  (workdir / "report.md").write_text(sweep_report.render(sweep))
-  logging.info(
-    "Wrote %s and %s (%.1fs in all).",
-    workdir / "report.md",
-    workdir / "sweep.json",
-    timings["total"],
-  )
-  for claim in sweep["claims"].values():
-    logging.info("%s", claim["verdict"])
+  sweep["timings_s"], sweep["runtime_s"] = timings, timings["total"]
+  experiment_cli.write_results(workdir, "sweep.json", sweep, sweep_report.render(sweep))
   return sweep
 
 

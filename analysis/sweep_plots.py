@@ -1,5 +1,6 @@
-"""The sweep's PNGs (WORKDIR/plots/): barrier vs width per optimizer pair, the
-constraint values λ·K*(θ) vs width, and the endpoint losses vs width."""
+"""The sweep's PNGs (WORKDIR/plots/): the primary condition's barrier vs width
+per optimizer pair and the cross/same ratio vs width (seed medians with their
+95% intervals as bands), the constraint values λ·K*(θ) and the train losses vs width."""
 
 from pathlib import Path
 
@@ -13,73 +14,85 @@ def _figure(cols, size):
   return fig, axes[0]
 
 
+def _band(ax, widths, stats, label, **style):
+  """Median line with its interval as a shaded band (NaN where undefined)."""
+  get = lambda k: np.array([s[k] if s else np.nan for s in stats], dtype=np.float64)
+  (line,) = ax.plot(widths, get("statistic"), marker="o", label=label, **style)
+  ax.fill_between(widths, get("ci_low"), get("ci_high"), color=line.get_color(), alpha=0.2)
+
+
 def write_plots(sweep: dict, workdir) -> list[Path]:
-  """plots/barrier_vs_width.png (a panel per condition), plots/constraints_vs_width.png,
-  plots/loss_vs_width.png."""
+  """plots/barrier_vs_width.png, plots/ratio_vs_width.png,
+  plots/constraints_vs_width.png, plots/loss_vs_width.png."""
   out = Path(workdir) / "plots"
+  primary = sweep["config"]["primary_condition"]
   widths = sorted(int(w) for w in sweep["barriers"])
-  conditions = list(sweep["barriers"][str(widths[0])])
-  groups = sorted({g for w in widths for c in conditions for g in sweep["barriers"][str(w)][c]})
-  tol = sweep["claims"]["a"]["tolerance"]
-  fig, axes = _figure(len(conditions), (3.6 * len(conditions), 3.6))
-  for ax, condition in zip(axes, conditions):
-    for g in groups:
-      stats = [sweep["barriers"][str(w)][condition].get(g) for w in widths]
-      mean = np.array([s["mean"] if s else np.nan for s in stats])
-      std = np.array([s["std"] if s else np.nan for s in stats])
-      same = g.split("-")[0] == g.split("-")[1]
-      ax.errorbar(
-        widths,
-        np.maximum(mean, 1e-7),
-        yerr=std,
-        marker="o" if same else "s",
-        ls="-" if same else "--",
-        capsize=2,
-        label=g,
-      )
-    ax.axhline(tol, color="k", ls=":", lw=1, label="≈ 0 tolerance")
-    ax.set(xscale="log", yscale="log", xlabel="width", title=condition)
-  axes[0].set_ylabel(f"train barrier ({sweep['barrier_kind']}), mean ± std over pairs")
-  axes[-1].legend(fontsize=7)
+  groups = sorted(sweep["barriers"][str(widths[0])][primary])
+  tol = sweep["settings"]["tol"]
+
+  fig, axes = _figure(1, (5.0, 3.8))
+  for g in groups:
+    a, b = g.split("-")
+    stats = [sweep["barriers"][str(w)][primary][g] for w in widths]
+    floor = [dict(s, statistic=max(s["statistic"], tol / 100)) for s in stats]
+    _band(axes[0], widths, floor, g, ls="-" if a == b else "--")
+  axes[0].axhline(tol, color="k", ls=":", lw=1, label="≈ 0 tolerance")
+  axes[0].set(xscale="log", xlabel="width", title=f"{primary}, train loss")
+  axes[0].set_yscale("symlog", linthresh=tol / 10)
+  axes[0].set_ylim(bottom=0)  # Barriers are ≥ 0; symlog would show a negative decade.
+  axes[0].set_ylabel("barrier: seed median, 95% band")
+  axes[0].legend(fontsize=7)
   written = [save_figure(fig, out / "barrier_vs_width.png")]
+
+  fig, axes = _figure(1, (5.0, 3.8))
+  cross = [r for r in sweep["claims"] if r["primary"] and r["id"] == "cross"]
+  for g in sorted({r["group"] for r in cross}):
+    rows = sorted((r for r in cross if r["group"] == g), key=lambda r: r["width"])
+    _band(axes[0], [r["width"] for r in rows], rows, g)
+  axes[0].axhline(1.0, color="k", ls=":", lw=1, label="cross = same")
+  axes[0].set(
+    xscale="log",
+    yscale="log",
+    xlabel="width",
+    ylabel="cross / max(same) barrier, 95% band",
+    title=f"Is the cross barrier larger? ({primary})",
+  )
+  axes[0].legend(fontsize=7)
+  written.append(save_figure(fig, out / "ratio_vs_width.png"))
 
   optimizers = list(sweep["config"]["optimizers"])
   fig, axes = _figure(len(optimizers), (3.8 * len(optimizers), 3.4))
-  for ax, o in zip(axes, optimizers):
-    leaves = sorted({leaf for w in widths for leaf in sweep["runs"][str(w)][o]["constraints"]})
-    for leaf in leaves:
-      vals = [sweep["runs"][str(w)][o]["constraints"].get(leaf) for w in widths]
-      mean = np.array([v["mean"] if v else np.nan for v in vals])
-      lo = np.array([v["min"] if v else np.nan for v in vals])
-      hi = np.array([v["max"] if v else np.nan for v in vals])
-      ax.errorbar(widths, mean, yerr=[mean - lo, hi - mean], marker="o", capsize=2, label=leaf)
+  for ax, o in zip(axes, optimizers, strict=True):
+    runs = [sweep["endpoints"][str(w)]["runs"][o] for w in widths]
+    for leaf in sorted({leaf for r in runs for leaf in r["constraints"]}):
+      vals = [np.asarray(r["constraints"].get(leaf, {}).get("per_seed", [np.nan])) for r in runs]
+      med = np.array([np.median(v) for v in vals])
+      lo, hi = np.array([v.min() for v in vals]), np.array([v.max() for v in vals])
+      ax.errorbar(widths, med, yerr=[med - lo, hi - med], marker="o", capsize=2, label=leaf)
     ax.axhline(1.0, color="k", ls=":", lw=1, label="ball edge")
-    title = f"{o}: λ·K*(θ)/bound (min–max over seeds)"
-    ax.set(xscale="log", xlabel="width", title=title, ylim=(0, 1.3))
+    ax.set(xscale="log", xlabel="width", title=f"{o}: λ·K*(θ)/bound (min–max)", ylim=(0, 1.3))
     ax.legend(fontsize=7)
   written.append(save_figure(fig, out / "constraints_vs_width.png"))
 
   fig, axes = _figure(1, (4.5, 3.4))
   for o in optimizers:
-    axes[0].plot(
+    rel = [np.asarray(sweep["endpoints"][str(w)]["runs"][o]["train_loss_relative"]) for w in widths]
+    med = np.array([np.median(r) for r in rel])
+    axes[0].errorbar(
       widths,
-      [sweep["runs"][str(w)][o]["final_train_loss"] for w in widths],
+      np.maximum(med, 1e-12),
+      yerr=[med - [r.min() for r in rel], [r.max() for r in rel] - med],
       marker="o",
-      label=f"{o} train",
+      capsize=2,
+      label=o,
     )
-    axes[0].plot(
-      widths,
-      [sweep["runs"][str(w)][o]["final_test_loss"] for w in widths],
-      marker="x",
-      ls="--",
-      label=f"{o} test",
-    )
+  axes[0].axhline(sweep["config"]["converged_fraction"], color="k", ls=":", lw=1, label="gate")
   axes[0].set(
     xscale="log",
     yscale="log",
     xlabel="width",
-    ylabel="final loss (mean of seeds)",
-    title="Endpoint losses",
+    ylabel="train loss / zero predictor's (min–max)",
+    title="Endpoint train losses",
   )
   axes[0].legend(fontsize=7)
   written.append(save_figure(fig, out / "loss_vs_width.png"))

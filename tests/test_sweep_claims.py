@@ -1,181 +1,201 @@
-"""The sweep's claim logic on hand-made results whose verdict is known
-(analysis.sweep.summarize_width / best_over, analysis.sweep_report's
-best_connecting / claim_a / claim_b / evaluate_claims), and the zero
-predictor's loss the tolerance is read on."""
+"""The sweep's decision rule on tables whose verdict is known (analysis.sweep_claims),
+the convergence gate (analysis.sweep_endpoints), the λ rule and the report's
+verdict sentences (analysis.sweep_report). Pure numpy: no training."""
 
-import math
+from types import SimpleNamespace
 
 import ml_collections
 import numpy as np
 import pytest
 
-from analysis import sweep, sweep_report
-from configs.relu2 import get_config
-from data import synthetic
+from analysis import stats, sweep, sweep_claims, sweep_endpoints, sweep_report
+from configs.relu2 import get_config as relu2_config
+from configs.relu2_sweep import get_config
 from training import tasks
 from training import workdir as wd
 
-TOL_FRACTION, ZERO_LOSS = 0.1, 0.5  # tolerance = 0.05
+S, TOL = 8, 0.01
+OPTS = ["adamw", "muon"]
 
 
-def _groups(**means):
+def _same(values_S, rng, noise=0.0):
+  """A symmetric same-optimizer table: pair (i, j) = (v_i + v_j)/2 + noise."""
+  e = rng.normal(0, noise, (len(values_S), len(values_S)))
+  t = (values_S[:, None] + values_S[None, :]) / 2 + (e + e.T) / 2
+  np.fill_diagonal(t, np.nan)
+  return t
+
+
+def _tables(same_by_width, cross_by_width, seed=0, n=S):
+  """{width: {"linear+align": {group: S×S}}}: same-optimizer barriers around
+  same_by_width[w], adamw-muon around cross_by_width[w] (small seed noise)."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for w, level in same_by_width.items():
+    t = {f"{o}-{o}": _same(rng.normal(level, level / 10, n), rng, level / 20) for o in OPTS}
+    t["adamw-muon"] = rng.normal(cross_by_width[w], cross_by_width[w] / 10, (n, n))
+    out[str(w)] = {"linear+align": t}
+  return out
+
+
+def _settings(**kw):
   return {
-    g.replace("_", "-"): {"mean": m, "std": 0.0, "min": m, "max": m, "num_pairs": 3}
-    for g, m in means.items()
+    "tol": TOL,
+    "primary_condition": "linear+align",
+    "small_width": 4,
+    "large_width": 256,
+    "cross_pair": "adamw-muon",
+    "min_pairs": 6,
+    "n_resamples": 60,
+    "trend_floor": TOL / 100,
+  } | kw
+
+
+def _by_id(records):
+  return {(r["id"], r.get("group"), r["width"]): r for r in records}
+
+
+def test_separated_tables_hold_and_identical_do_not():
+  """Barriers falling with width to ≈ 0, cross 10x same at width 4: every claim
+  held; cross = same everywhere: (b) and the per-width ratios are not held."""
+  same = {4: 0.1, 16: 0.02, 256: 0.001}
+  records = sweep_claims.decide(
+    _tables(same, {w: 10 * v for w, v in same.items()}), OPTS, _settings()
+  )
+  got = _by_id(records)
+  for o in OPTS:
+    assert got[("a_zero:" + o, f"{o}-{o}", 256)]["verdict"] == stats.HELD
+    trend = got[("a_trend:" + o, f"{o}-{o}", None)]
+    assert trend["verdict"] == stats.HELD and trend["ci_high"] < 0
+  b = got[("b", "adamw-muon", 4)]
+  assert (
+    b["verdict"] == stats.HELD and b["ci_low"] > 1 and b["statistic"] == pytest.approx(10, rel=0.3)
+  )
+  assert (
+    set(stats.VERDICT_KEYS) <= set(b) and b["n_seeds"] == S and b["condition"] == "linear+align"
+  )
+  assert b["n_pairs_used"] == S * (S - 1) // 2 and b["n_pairs_excluded"] == 0
+  assert all(got[("cross", "adamw-muon", w)]["verdict"] == stats.HELD for w in same)
+
+  equal = sweep_claims.decide(_tables(same, same), OPTS, _settings())
+  b = _by_id(equal)[("b", "adamw-muon", 4)]
+  assert b["verdict"] in (stats.INCONCLUSIVE, stats.NOT_HELD) and b["ci_low"] < 1
+  # Flat barriers well above tol: not ≈ 0 (did not hold) and no trend (inconclusive).
+  flat = sweep_claims.decide(_tables({4: 0.1, 16: 0.1, 256: 0.1}, same), OPTS, _settings())
+  got = _by_id(flat)
+  assert got[("a_zero:adamw", "adamw-adamw", 256)]["verdict"] == stats.NOT_HELD
+  assert got[("a_trend:adamw", "adamw-adamw", None)]["verdict"] == stats.INCONCLUSIVE
+
+
+def test_one_outlier_seed_does_not_decide():
+  """One seed of 10 whose pairs at the large width are 100x tol: the seed median
+  keeps (a) held (with 8 seeds, resamples that draw it 3 times already reach
+  the interval's top: analysis.stats.seed_median)."""
+  tables = _tables({4: 0.1, 256: 0.001}, {4: 1.0, 256: 0.01}, n=10)
+  t = tables["256"]["linear+align"]["adamw-adamw"]
+  t[2, :] = t[:, 2] = 1.0
+  np.fill_diagonal(t, np.nan)
+  got = _by_id(sweep_claims.decide(tables, OPTS, _settings()))
+  assert got[("a_zero:adamw", "adamw-adamw", 256)]["verdict"] == stats.HELD
+
+
+def test_too_few_converged_pairs_is_inconclusive_and_counted():
+  tables = _tables({4: 0.1, 256: 0.001}, {4: 1.0, 256: 0.01})
+  for g, t in tables["4"]["linear+align"].items():
+    t[3:, :] = np.nan  # Seeds 3.. of the first optimizer unconverged.
+    if sweep_claims.is_same(g):
+      t[:, 3:] = np.nan
+  b = _by_id(sweep_claims.decide(tables, OPTS, _settings()))[("b", "adamw-muon", 4)]
+  assert b["verdict"] == stats.INCONCLUSIVE and b["n_pairs_used"] == 3 and "fewer" in b["reason"]
+  assert b["n_pairs_excluded"] == 2 * (28 - 3) + (64 - 24)
+
+
+def test_secondary_conditions_are_reported_but_never_primary():
+  tables = _tables({4: 0.1, 256: 0.001}, {4: 1.0, 256: 0.01})
+  for w in tables:  # The secondary condition says the opposite.
+    tables[w]["linear"] = {g: t[::-1, ::-1] * 0 + 5.0 for g, t in tables[w]["linear+align"].items()}
+  records = sweep_claims.decide(tables, OPTS, _settings())
+  assert records[0]["condition"] == "linear+align"
+  head = sweep_claims.headline(records)
+  assert {r["condition"] for r in head} == {"linear+align"} and all(r["primary"] for r in head)
+  secondary = [r for r in records if not r["primary"]]
+  assert {r["condition"] for r in secondary} == {"linear"}
+  with pytest.raises(ValueError, match="primary"):
+    sweep_claims.decide(tables, OPTS, _settings(primary_condition="bezier"))
+
+
+def _run(name, train_losses, seeds):
+  summary = {
+    "final": {"train_loss": train_losses, "test_loss": train_losses},
+    "constraints": {
+      "hidden/kernel": {
+        "k": "l1",
+        "weight_decay": 2.0,
+        "bound": 1.0,
+        "lambda_dual_norm": [0.9] * seeds,
+      }
+    },
   }
+  config = ml_collections.ConfigDict({"optimizer": {"name": name}})
+  return SimpleNamespace(summary=summary, config=config, seeds=list(range(seeds)))
 
 
-def _sweep(large: dict, small: dict) -> dict:
-  """Barrier tables at widths 128 (large) and 2 (small): {condition: {group: mean}}."""
-  table = lambda conds: {c: _groups(**g) for c, g in conds.items()}
-  return {
-    "config": {"connected_tol": TOL_FRACTION, "optimizers": ["adamw", "muon"]},
-    "zero_predictor_loss": ZERO_LOSS,
-    "barriers": {"128": table(large), "2": table(small)},
+def test_convergence_gate_excludes_unconverged_runs():
+  runs = [_run("adamw", [0.0, 0.5, 0.001], 3), _run("muon", [0.002, 0.0, 0.0], 3)]
+  valid = sweep_endpoints.converged(runs, zero_loss=0.25, fraction=0.01)  # gate 0.0025
+  np.testing.assert_array_equal(valid, [True, False, True, True, True, True])
+  rows = sweep_endpoints.run_rows(runs, valid, 0.25)
+  assert rows["adamw"]["converged"] == [True, False, True]
+  assert rows["adamw"]["train_loss_relative"][1] == pytest.approx(2.0)
+  # connectivity's pair list → tables: every pair touching (adamw, seed 1) is NaN.
+  pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+  result = {
+    "pairs": [
+      {"a": {"index": i}, "b": {"index": j}, "train_barrier": {"linear": {"height": 0.1}}}
+      for i, j in pairs
+    ]
   }
+  tables = sweep_endpoints.barrier_tables(result, runs, valid, "linear")
+  assert set(tables) == {"adamw-adamw", "adamw-muon", "muon-muon"}
+  assert sweep_claims.pair_counts(tables["adamw-adamw"], True) == (1, 2)
+  assert sweep_claims.pair_counts(tables["adamw-muon"], False) == (6, 3)
+  assert np.isnan(tables["adamw-muon"][1]).all() and sweep_claims.pair_counts(
+    tables["muon-muon"], True
+  ) == (3, 0)
+  radius = sweep_endpoints.muon_radius(rows, 50)
+  assert radius["statistic"] == pytest.approx(0.9) and radius["n_converged"] == 3
 
 
-SAME = dict(adamw_adamw=0.01, muon_muon=0.02, adamw_muon=0.03)
+def test_weight_decay_rule_and_commands():
+  config = get_config()
+  assert sweep.weight_decay(config, "adamw", "weight_decay", 4) == 1.0
+  assert sweep.weight_decay(config, "adamw", "weight_decay", 256) == 8.0
+  assert sweep.weight_decay(config, "muon", "weight_decay", 1024) == 2.0  # the cap
+  cmd = sweep.train_command(config, "muon", 64, sweep.run_dir(sweep.Path("/x"), "muon", 64))
+  assert "--config.optimizer.schedule=warmup_cosine" in cmd
+  assert "--config.optimizer.weight_decay=2.0" in cmd and "--config.data.teacher_width=4" in cmd
+  assert any(c.startswith("--config.optimizer.adam_weight_decay=") for c in cmd)
+  full = get_config("full")
+  assert max(full.widths) >= 1024 and full.seeds >= 8
+  assert min(config.widths) <= 4 <= 256 <= max(config.widths) and config.seeds >= 6
+  config.primary_condition = "bezier"
+  with pytest.raises(sweep.UserError, match="primary_condition"):
+    sweep.check_config(config, sweep.Path("/tmp/unused"))
 
 
-def test_claim_a_held_when_every_optimizer_connects_after_alignment():
-  large = {
-    "linear": dict(adamw_adamw=0.4, muon_muon=0.3, adamw_muon=0.5),
-    "linear+align": dict(adamw_adamw=0.01, muon_muon=0.04, adamw_muon=0.2),
-    "best": dict(adamw_adamw=0.01, muon_muon=0.04, adamw_muon=0.2),
-  }
-  claims = sweep_report.evaluate_claims(_sweep(large, {"best": SAME, "linear": SAME}))
-  a = claims["a"]
-  assert a["held"] and a["tolerance"] == pytest.approx(0.05)
-  assert a["per_optimizer"]["muon"]["best_condition"] == "linear+align"
-  assert a["per_optimizer"]["adamw"]["linear"] == 0.4  # reported, but not what decides
-  assert "HELD at width 128" in a["verdict"]
-
-
-def test_claim_a_did_not_hold_when_one_optimizer_stays_above_tolerance():
-  large = {
-    "linear": dict(adamw_adamw=0.01, muon_muon=0.01, adamw_muon=0.5),
-    "bezier+align": dict(adamw_adamw=0.01, muon_muon=0.06, adamw_muon=0.2),
-    "best": dict(adamw_adamw=0.01, muon_muon=0.01, adamw_muon=0.2),
-  }
-  a = sweep_report.evaluate_claims(_sweep(large, {"best": SAME}))["a"]
-  # The unaligned linear path is not a connecting condition: muon's 0.01 there does not count.
-  assert not a["held"] and not a["per_optimizer"]["muon"]["connected"]
-  assert a["per_optimizer"]["adamw"]["connected"] and "DID NOT HOLD" in a["verdict"]
-
-
-def test_claim_b_held_only_when_the_cross_barrier_exceeds_both_and_the_tolerance():
-  large = {"linear+align": SAME, "best": SAME}
-  separated = dict(adamw_adamw=0.02, muon_muon=0.01, adamw_muon=0.3)
-  b = sweep_report.evaluate_claims(
-    _sweep(large, {"best_linear": separated, "linear": separated, "best": SAME})
-  )["b"]
-  assert b["held"] and b["decided_on"] == "best_linear"
-  assert b["per_condition"]["best_linear"]["inter_over_intra"] == pytest.approx(15.0)
-  assert b["held_on_linear_path"] is True
-  # Larger than the same-optimizer barriers but below the tolerance: not separated.
-  tiny = dict(adamw_adamw=0.001, muon_muon=0.002, adamw_muon=0.01)
-  b = sweep_report.evaluate_claims(_sweep(large, {"best_linear": tiny, "best": tiny}))["b"]
-  assert not b["held"] and "DID NOT HOLD" in b["verdict"]
-  # Cross barrier below a same-optimizer one: not separated.
-  mixed = dict(adamw_adamw=0.5, muon_muon=0.01, adamw_muon=0.3)
-  b = sweep_report.evaluate_claims(_sweep(large, {"best_linear": mixed, "best": mixed}))["b"]
-  assert not b["held"] and b["per_condition"]["best_linear"]["inter_over_intra"] == 0.6
-
-
-def test_best_connecting_skips_the_unaligned_line_and_unmeasured_groups():
-  large = {
-    "linear": dict(adamw_adamw=0.001),  # Lowest, but not a connecting condition.
-    "bezier": dict(adamw_adamw=0.03, muon_muon=0.2),
-    "polychain+align": dict(adamw_adamw=0.02),
-    "best": dict(adamw_adamw=0.001, muon_muon=0.2),
-  }
-  result = _sweep(large, {})
-  assert sweep_report.best_connecting(result, "128", "adamw-adamw") == (0.02, "polychain+align")
-  assert sweep_report.best_connecting(result, "128", "muon-muon") == (0.2, "bezier")
-  value, condition = sweep_report.best_connecting(result, "128", "lion-lion")
-  assert math.isnan(value) and condition is None
-  assert sweep_report.tolerance(result) == pytest.approx(TOL_FRACTION * ZERO_LOSS)
-
-
-def test_claim_a_without_a_connecting_condition_did_not_hold():
-  # Only the unaligned line was measured: nothing can show a connection.
-  a = sweep_report.claim_a(_sweep({"linear": SAME, "best": SAME}, {"best": SAME}))
-  assert not a["held"]
-  assert all(v["best_condition"] is None for v in a["per_optimizer"].values())
-  assert all(math.isnan(v["best_condition_mean"]) for v in a["per_optimizer"].values())
-
-
-def test_claim_a_at_the_tolerance_holds_and_just_above_does_not():
-  at = dict(adamw_adamw=0.05, muon_muon=0.05)  # tolerance = 0.1 × 0.5 = 0.05
-  above = dict(adamw_adamw=0.05, muon_muon=0.0501)
-  for table, held in ((at, True), (above, False)):
-    large = {"linear+align": table, "best": table}
-    assert sweep_report.claim_a(_sweep(large, {"best": SAME}))["held"] is held
-
-
-def test_claim_b_falls_back_to_best_and_needs_adamw_and_muon():
-  separated = dict(adamw_adamw=0.0, muon_muon=0.0, adamw_muon=0.3)
-  result = _sweep({"linear+align": SAME, "best": SAME}, {"best": separated})
-  b = sweep_report.claim_b(result)
-  assert b["held"] and b["decided_on"] == "best"  # No straight-path summary: the best path.
-  assert b["held_on_linear_path"] is None  # No unaligned line measured.
-  assert b["per_condition"]["best"]["inter_over_intra"] == pytest.approx(0.3 / 1e-12)
-  result["config"]["optimizers"] = ["adamw"]  # No muon: claim (b) is not asked.
-  assert set(sweep_report.evaluate_claims(result)) == {"a"}
-
-
-def test_one_width_is_both_the_largest_and_the_smallest():
-  table = {"linear": SAME, "linear+align": SAME, "best": SAME, "best_linear": SAME}
-  result = _sweep(table, table)
-  del result["barriers"]["2"]
-  claims = sweep_report.evaluate_claims(result)
-  assert claims["a"]["width"] == claims["b"]["width"] == 128
-  assert claims["a"]["held"]  # Every same-optimizer barrier ≤ 0.05.
-  assert not claims["b"]["held"]  # adamw-muon 0.03: above both, but below the tolerance.
-
-
-def test_best_over_takes_the_pairwise_minimum_and_counts_conditions():
-  heights_CxP = np.array([[0.1, 0.5, 0.3, 0.9], [0.2, 0.4, 0.6, 0.0]])
-  out = sweep.best_over(heights_CxP, ["linear", "bezier"], ["a-a", "a-a", "a-b", "a-b"])
-  assert out["a-a"]["mean"] == pytest.approx(0.25)  # min(0.1, 0.2), min(0.5, 0.4)
-  assert out["a-a"]["conditions"] == {"linear": 1, "bezier": 1}
-  assert out["a-b"]["min"] == 0.0 and out["a-b"]["max"] == pytest.approx(0.3)
-  assert out["a-b"]["num_pairs"] == 2
-
-
-def _result(heights, groups):
-  pairs = [
-    {"group": g, "train_barrier": {"linear": {"height": h}}} for h, g in zip(heights, groups)
-  ]
-  stats = {
-    g: {
-      "num_pairs": groups.count(g),
-      "train_linear": {"mean": float(np.mean([h for h, gg in zip(heights, groups) if gg == g]))},
-      "test_linear": {"mean": 0.0},
-    }
-    for g in set(groups)
-  }
-  return {"pairs": pairs, "groups": stats}
-
-
-def test_summarize_width_best_linear_ignores_curves():
-  config = ml_collections.ConfigDict({"barrier_kind": "linear"})
-  groups = ["a-a", "a-b"]
-  results = {
-    "linear": _result([0.3, 0.8], groups),
-    "linear+align": _result([0.2, 0.9], groups),
-    "bezier": _result([0.0, 0.0], groups),
-  }
-  out = sweep.summarize_width(config, results)
-  assert out["best"]["a-b"]["mean"] == 0.0 and out["best"]["a-b"]["conditions"]["bezier"] == 1
-  assert out["best_linear"]["a-a"]["mean"] == pytest.approx(0.2)
-  assert out["best_linear"]["a-b"]["mean"] == pytest.approx(0.8)
-  assert out["linear"]["a-b"]["mean"] == pytest.approx(0.8)
+def test_report_states_each_headline_verdict_and_the_disagreement():
+  records = sweep_claims.decide(
+    _tables({4: 0.1, 256: 0.001}, {4: 0.1, 256: 0.01}), OPTS, _settings()
+  )
+  lines = sweep_report.disagreements(records)
+  b = _by_id(records)[("b", "adamw-muon", 4)]
+  assert b["verdict"] != stats.HELD
+  assert any("separated" in line and b["verdict"] in line for line in lines)
+  assert all(stats.describe(r).count("95% interval") == 1 for r in sweep_claims.headline(records))
 
 
 def test_zero_predictor_loss_reads_the_trained_task(tmp_path):
-  run = get_config("width=4")
+  run = relu2_config("width=4")
   run.data.input_dist, run.data.task, run.data.loss = "sphere", "teacher_sign", "logistic"
   (tmp_path / "train" / "adamw_w4").mkdir(parents=True)
   wd.write_json_atomic(tmp_path / "train" / "adamw_w4" / wd.CONFIG_FILE, wd.config_json(run))
@@ -183,9 +203,3 @@ def test_zero_predictor_loss_reads_the_trained_task(tmp_path):
   got = sweep.zero_predictor_loss(config, tmp_path)
   assert got == pytest.approx(np.log(2.0))  # logistic loss of f = 0 on ±1 labels
   assert got == pytest.approx(tasks.zero_predictor_loss(run))
-  # The old formula: ½·mean y² of a Gaussian-input teacher, whatever was trained.
-  d = run.data
-  old = synthetic.make_task(
-    "teacher", d.input_dim, d.n_train, d.n_test, d.teacher_width, "gaussian", d.label_noise, d.seed
-  )
-  assert abs(0.5 * np.mean(old.y_train_NxO**2) - got) > 0.1
