@@ -169,7 +169,11 @@ def _gpt2_sections(result: dict) -> list[str]:
 
 def _sweep_and_runs(result: dict) -> list[str]:
   names = result["entries"]
-  lines = ["", "## Learning-rate sweeps (chosen on the validation half, never the train loss)", ""]
+  lines = [
+    "",
+    "## Learning-rate sweeps (chosen on held-out validation loss, never the train loss)",
+    "",
+  ]
   lines += ["| entry | learning rate | converged seeds | median validation loss | chosen |"]
   lines += ["|---|---|---|---|---|"]
   for entry, item in result["selection"].items():

@@ -110,20 +110,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 # The GPT-2 entries: (entry name, optimizer of configs/gpt2.py or nexus_OPT for
-# Nexus around OPT, train.py overrides as full config paths). Each optimizer's
+# Nexus around OPT, train.py overrides as a nested dict of its config). Each optimizer's
 # learning rate and λ are configs/gpt2.py's (_GPT2_LR, _GPT2_WD): the grid is
 # centred on the rate that trains the tiny model, and λ sets each ball.
 GPT2_ENTRIES = (
   ("adamw", "adamw", {}),
   ("lion", "lion", {}),
-  ("lion_k_nuclear", "lion_k", {"optimizer.k": "nuclear"}),
-  ("lion_k_rownorm", "lion_k", {"optimizer.k": "rownorm"}),
+  ("lion_k_nuclear", "lion_k", {"optimizer": {"k": "nuclear"}}),
+  ("lion_k_rownorm", "lion_k", {"optimizer": {"k": "rownorm"}}),
   ("muon", "muon", {}),
   ("normuon", "normuon", {}),
   ("polargrad", "polargrad", {}),
   ("kaon", "kaon", {}),
-  ("freon_q2/3", "freon", {"optimizer.q": 2 / 3}),
-  ("freon_q2", "freon", {"optimizer.q": 2.0}),
+  ("freon_q2/3", "freon", {"optimizer": {"q": 2 / 3}}),
+  ("freon_q2", "freon", {"optimizer": {"q": 2.0}}),
   ("pion", "pion", {}),
   ("sf_normuon", "sf_normuon", {}),
   ("mimuon", "mimuon", {}),
@@ -142,9 +142,10 @@ def gpt2_config(arg) -> ml_collections.ConfigDict:
   workdir of configs/gpt2.py (one seed each); the learning-rate grid is
   trained at seed 0 only, the chosen rate at seeds 1..seeds−1 as well (the
   grid at every seed would triple the budget). Default: 19 entries × 3
-  learning rates + 2 more seeds each = 95 runs of 250 steps, about an hour on
-  2 CPU cores (the report states the measured time); full: 5 rates, 5 seeds,
-  1000 steps of the 128-token windows."""
+  learning rates + 2 more seeds each = 95 runs of 250 steps; one run took
+  25–30 s of CPU (adamw, muon and their Nexus arms), so about 30–40 minutes on
+  2 idle CPU cores, extrapolated, not yet measured whole (atlas.json records
+  runtime_s); full: 5 rates, 5 seeds, 1000 steps of the 128-token windows."""
   c = ml_collections.ConfigDict()
   c.model = "gpt2"
   c.train_config = "configs/gpt2.py"
