@@ -84,6 +84,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.grad_accum_steps = arg.accum
   # The ("data", "fsdp") device mesh (-1: the rest); fsdp = 1 is plain data parallelism.
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  # Several processes (hosts) per run (training/distributed.py): unset = one process, or
+  # the detected cluster's (Cloud TPU pod, SLURM, Open MPI, Kubernetes) when it has more.
+  config.distributed = ml_collections.ConfigDict(
+    dict(
+      coordinator_address="",  # "HOST:PORT" of process 0 (or JAX_COORDINATOR_ADDRESS)
+      num_processes=0,  # 0: unset (JAX_NUM_PROCESSES, or the cluster's)
+      process_id=-1,  # -1: unset (JAX_PROCESS_ID, or the cluster's)
+      local_device_ids="",  # "0,1": this process's devices (JAX_LOCAL_DEVICE_IDS)
+      cluster="auto",  # "off": never use a detected cluster
+      initialization_timeout=300,  # s for every process to join
+      heartbeat_timeout=100,  # s: jax's own failure detection
+      peer_timeout=30,  # s without a peer's heartbeat before this process stops
+    )
+  )
   config.log_every = 10 if arg.runlocal else 50
   config.eval_every = 20 if arg.runlocal else 200
   config.eval_batches = 2 if arg.runlocal else 8  # fixed validation batches per source
@@ -152,6 +166,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       normalize="global",
       source_order="random",
       seed=0,
+      # "random_direction" | "same_source": a control arm with Nexus's
+      # pseudo-gradient norm but no alignment pressure (optimizers/nexus.py).
+      control="none",
     )
   )
   return config

@@ -11,6 +11,7 @@ Lyapunov Predicts" (arXiv:2310.05898, 2023); Lion itself is K = ℓ1 (Chen et al
 With λ > 0 the iterates end in {θ : λ·K*(θ) ≤ 1} (see optimizers.k_functions).
 """
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -35,7 +36,12 @@ class ScaleByLionKState(NamedTuple):
 
 
 def scale_by_lion_k(
-  k="l1", b1: float = 0.9, b2: float = 0.99, mu_dtype: Any | None = None, **k_options
+  k="l1",
+  b1: float = 0.9,
+  b2: float = 0.99,
+  mu_dtype: Any | None = None,
+  tree_map: Callable | None = None,
+  **k_options,
 ) -> optax.GradientTransformation:
   """The Lion-K direction u = ∇K(b1·m + (1 − b1)·g), then m ← b2·m + (1 − b2)·g.
 
@@ -45,6 +51,8 @@ def scale_by_lion_k(
     b1: weight of the momentum in the direction.
     b2: decay of the momentum.
     mu_dtype: dtype of the momentum (default: that of the parameters).
+    tree_map: how ∇K is mapped over the leaves, ``tree_map(fn, tree)`` (default
+      ``jax.tree.map``); Muon passes `optimizers.owner_layout.tree_map` under sharding.
     **k_options: options of K, e.g. ``method="svd"`` or ``ns_steps=5`` for
       "nuclear", ``p=3`` for "schatten", ``e=1e-3`` for "huber".
   """
@@ -58,9 +66,9 @@ def scale_by_lion_k(
 
   def update_fn(updates, state, params=None):
     del params
-    direction = jax.tree.map(
-      lambda g, m: kfn.grad((1.0 - b1) * g + b1 * m).astype(g.dtype), updates, state.mu
-    )
+    inputs = jax.tree.map(lambda g, m: (1.0 - b1) * g + b1 * m, updates, state.mu)
+    direction = (tree_map or jax.tree.map)(kfn.grad, inputs)
+    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
     mu = otu.cast(otu.update_moment(updates, state.mu, b2, 1), mu_dtype)
     return direction, ScaleByLionKState(optax.safe_increment(state.count), mu)
 

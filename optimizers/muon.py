@@ -24,6 +24,7 @@ Only hidden matrices go to Muon; the rule `default_muon_routing` (overridable
 with ``routing``) sends embeddings, heads and every leaf of rank < 2 to AdamW.
 """
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers import domains
+from optimizers import owner_layout as owner_layout_lib
 from optimizers.lion_k import K_OPTION_DOMAINS, scale_by_lion_k
 
 MUON_SCALES = ("shape", "rms_match", "none")
@@ -125,6 +127,7 @@ def muon(
   compute_dtype: Any | None = None,
   gram: bool | None = None,
   routing: Callable[[Any, Any], bool] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """Muon on the leaves ``routing`` selects, AdamW on the others.
 
@@ -146,6 +149,10 @@ def muon(
     routing: ``routing(path, leaf) -> bool``, True for Muon; None is
       `default_muon_routing`. Under `optax.inject_hyperparams` (which takes
       callables for schedules) list it, and ``ns_steps``, in ``static_args``.
+    owner_layout: orthogonalize same-shape matrices stacked, whole matrices per device
+      (`optimizers.owner_layout`: no collective inside the iteration) under the ambient
+      mesh (`jax.set_mesh`); None: on when that mesh has an "fsdp" axis of size > 1.
+      The same update up to rounding; without a mesh it changes nothing.
   """
   routing = default_muon_routing if routing is None else routing
   muon_side = optax.chain(
@@ -154,6 +161,7 @@ def muon(
       b1=beta * beta if nesterov else beta,
       b2=beta,
       mu_dtype=mu_dtype,
+      tree_map=functools.partial(owner_layout_lib.tree_map, enabled=owner_layout),
       method=method,
       **(
         dict(ns_steps=ns_steps, ns_coeffs=ns_coeffs, compute_dtype=compute_dtype, gram=gram)
@@ -196,6 +204,7 @@ DOMAINS = {
   "mu_dtype": domains.DTYPE,
   "compute_dtype": domains.DTYPE,
   "gram": K_OPTION_DOMAINS["gram"],
+  "owner_layout": domains.optional(domains.boolean()),
   "routing": domains.Domain(
     lambda v: v is None or callable(v), "None or a function (path, leaf) -> bool"
   ),

@@ -55,7 +55,8 @@ SPACE_MARGIN_BYTES = 1 << 20
 
 
 def _bytes(tree) -> int:
-  return sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(tree))
+  # jax.Array.nbytes is the global size, read without gathering the shards of other processes.
+  return sum(int(getattr(x, "nbytes", None) or np.asarray(x).nbytes) for x in jax.tree.leaves(tree))
 
 
 def disk_full(workdir: Path, what: str) -> DiskFullError:
@@ -187,11 +188,13 @@ def check_data_state(step: int, restored: dict, expected: dict | None) -> None:
     )
 
 
-def stack_seed(state: dict) -> dict:
-  """One seed's {"step", "params", ...} as the checkpoint layout (seed axis 1)."""
-  host = jax.device_get(state)
-  seeds = {k: v for k, v in host.items() if k != "step"}
-  return {"step": host["step"], "seeds": jax.tree.map(lambda x: np.asarray(x)[None], seeds)}
+def stack_seed(state: dict, to_host: bool = True) -> dict:
+  """One seed's {"step", "params", ...} as the checkpoint layout (seed axis 1): a host copy,
+  or (``to_host=False``, traceable) jax arrays, for jit with the stacked shardings."""
+  if to_host:
+    state = jax.tree.map(np.asarray, jax.device_get(state))
+  seeds = {k: v for k, v in state.items() if k != "step"}
+  return {"step": state["step"], "seeds": jax.tree.map(lambda x: x[None], seeds)}
 
 
 def unstack_seed(stacked: dict) -> dict:

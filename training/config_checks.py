@@ -14,7 +14,7 @@ from absl import logging
 
 from data import corpus, synthetic, text_sources
 from models import gpt2, relu2
-from optimizers import factory
+from optimizers import factory, microbatch
 from training import tasks
 from training import workdir as wd
 from training.errors import ConfigError, one_line
@@ -94,6 +94,14 @@ GPT2_FIELDS = {
   "grad_accum_steps": positive(),
   "mesh.data": Field(int, lambda v: v == -1 or v > 0, "> 0, or -1 for the rest of the devices"),
   "mesh.fsdp": Field(int, lambda v: v == -1 or v > 0, "> 0, or -1 for the rest of the devices"),
+  "distributed.coordinator_address": Field(str),
+  "distributed.num_processes": nonnegative(),
+  "distributed.process_id": Field(int, lambda v: v >= -1, ">= -1 (-1: unset)"),
+  "distributed.local_device_ids": Field(str),
+  "distributed.cluster": one_of(("auto", "off")),
+  "distributed.initialization_timeout": positive(),
+  "distributed.heartbeat_timeout": positive(),
+  "distributed.peer_timeout": positive(),
   "eval_every": positive(),
   "similarity_every": nonnegative(),
   "eval_batches": positive(),
@@ -121,9 +129,32 @@ GPT2_FIELDS = {
 }
 SCHEMAS = {"relu2": RELU2_FIELDS, "gpt2": GPT2_FIELDS}
 # Fields added after workdirs were written: absent in an old config.json means this.
-ADDED_FIELDS = {"data.source": "builtin", "data.data_dir": "", "init_seed": -1}
+ADDED_FIELDS = {
+  "data.source": "builtin",
+  "data.data_dir": "",
+  "init_seed": -1,
+  "optimizer.nexus.control": "none",  # Nexus workdirs from before the control arm
+}
 # Logging/checkpoint cadence does not change the trajectory.
 CADENCE_FIELDS = {"log_every", "checkpoint_every", "keep_checkpoints", "similarity_every"}
+# The device layout may change across a resume: a checkpoint saved on N devices restores onto
+# the shardings of the current mesh of M devices (training.checkpoints), and the layout changes
+# only the order of floating-point reductions, not the trajectory. So a workdir written before
+# the mesh existed (no mesh.* in its config.json) resumes too, without --override_config.
+LAYOUT_FIELDS = {"mesh.data", "mesh.fsdp"} | {
+  # Which hosts run it is layout too: a run saved by 2 processes resumes in 1 (or 4).
+  f"distributed.{k}"
+  for k in (
+    "coordinator_address",
+    "num_processes",
+    "process_id",
+    "local_device_ids",
+    "cluster",
+    "initialization_timeout",
+    "heartbeat_timeout",
+    "peer_timeout",
+  )
+}
 
 
 def _type_ok(value, kind: type) -> bool:
@@ -248,7 +279,7 @@ def validate_config(config) -> None:
   try:
     factory.check_optimizer_config(config.optimizer)
     # Per-microbatch gradients (crossfit_adamw): GPT-2's accumulation gives them, relu2 none.
-    factory.check_microbatches(
+    microbatch.check_microbatches(
       config.optimizer, config.get("grad_accum_steps") if model == "gpt2" else None
     )
   except ValueError as e:
@@ -269,7 +300,7 @@ def config_diffs(old: dict, new: dict) -> list[str]:
   for key, default in ADDED_FIELDS.items():
     if key in new_flat:
       old_flat.setdefault(key, default)
-  ignored = set(CADENCE_FIELDS)
+  ignored = CADENCE_FIELDS | LAYOUT_FIELDS
   if not new_flat.get("optimizer.nexus.enabled", False):
     # Workdirs from before the optimizer.nexus section: disabled is the same run.
     ignored |= {k for k in new_flat if k.startswith("optimizer.nexus.") and k not in old_flat}

@@ -10,6 +10,7 @@ K×K gradient-cosine matrix goes into metrics.jsonl.
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -40,29 +41,67 @@ def _seed_axis(tree):
   return jax.tree.map(lambda x: x[None], tree)
 
 
-def _state_sharding(init, seed: int, tx, mesh):
+def _state_sharding(init, seed: int, tx, mesh, fsdp_rule: bool = True):
   """The train state's shardings on a ("data", "fsdp") mesh: params by the FSDP path rule, the
-  optimizer state like its params (training.sharding), step, RNG and counters replicated."""
+  optimizer state like its params (training.sharding), step, RNG and counters replicated
+  (everything replicated without ``fsdp_rule``: the pre-mesh configs' layout)."""
   abstract = jax.eval_shape(init, seed)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   out = jax.tree.map(lambda _: replicated, abstract)
-  out["params"] = sharding.param_shardings(abstract["params"], mesh)
-  out["opt_state"] = sharding.state_shardings(tx, abstract["params"], out["params"], mesh)
+  if fsdp_rule:
+    out["params"] = sharding.param_shardings(abstract["params"], mesh)
+    out["opt_state"] = sharding.state_shardings(tx, abstract["params"], out["params"], mesh)
   return out
 
 
-def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> dict:
-  """Trains (or resumes) a GPT-2 config in workdir; returns the summary."""
+def _checkpoint_layout(init, seed: int, state_sh):
+  """(to_checkpoint, from_checkpoint, restore target) between the train state and the
+  checkpoint layout (training.checkpoints: a leading seed axis of 1), on device: each stacked
+  leaf is sharded like its leaf (P(None, *spec)), so a process saves only its own shards, and
+  the restore target carries the current mesh's shardings, so a checkpoint written on N
+  devices restores onto M (orbax reads the shards each device needs)."""
+
+  def stacked(s):
+    return jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(None, *s.spec))
+
+  def stack(state):
+    return checkpoints.stack_seed(state, to_host=False)
+
+  shardings = {
+    "step": state_sh["step"],
+    "seeds": jax.tree.map(stacked, {k: v for k, v in state_sh.items() if k != "step"}),
+  }
+  abstract = jax.eval_shape(stack, jax.eval_shape(init, seed))
+  target = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
+  to_checkpoint = jax.jit(stack, out_shardings=shardings)
+  from_checkpoint = jax.jit(checkpoints.unstack_seed, out_shardings=state_sh)
+  return to_checkpoint, from_checkpoint, target
+
+
+def _under_mesh(step, mesh):
+  """step called (so traced) under jax.set_mesh(mesh): optimizers read the ambient mesh, e.g.
+  Muon's owner layout (optimizers.owner_layout) under fsdp > 1."""
+
+  def call(*args):
+    with jax.set_mesh(mesh):
+      return step(*args)
+
+  return call
+
+
+def build(config, workdir: Path | None, vocab_size: int | None = None) -> SimpleNamespace:
+  """What a run's state needs: mesh, data, sources, model, tx, init(seed) and the state's
+  shardings on this process's devices (train(), the checkpoint checks and training.aot use
+  it). With ``vocab_size`` no data is read (data is None): for compiling from shapes."""
   mesh_config = config.get("mesh")
   mesh = make_data_mesh() if mesh_config is None else sharding.make_mesh(**mesh_config.to_dict())
   use_nexus = factory.nexus_enabled(config.optimizer)
-  data = tasks.gpt2_data(config, workdir, nexus=use_nexus)
+  data = None if vocab_size else tasks.gpt2_data(config, workdir, nexus=use_nexus)
   sources = tasks.source_names(config)
-  model = tasks.gpt2_model(config, data.tokenizer.vocab_size)
+  model = tasks.gpt2_model(config, vocab_size or data.tokenizer.vocab_size)
   tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=len(sources))
-  schedule = metrics.learning_rate_schedule(config.optimizer, config.num_steps)
-  step_loss = batch_loss(model) if use_nexus else None
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def init(seed):
     init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
@@ -79,7 +118,38 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     }
 
   # Under Auto axis types jit(tx.init) would replicate the optimizer state: set it explicitly.
-  state_sh = replicated if mesh_config is None else _state_sharding(init, config.seed, tx, mesh)
+  state_sh = _state_sharding(init, config.seed, tx, mesh, fsdp_rule=mesh_config is not None)
+  return SimpleNamespace(
+    mesh=mesh,
+    mesh_config=mesh_config,
+    use_nexus=use_nexus,
+    data=data,
+    sources=sources,
+    model=model,
+    tx=tx,
+    init=init,
+    state_sh=state_sh,
+  )
+
+
+def restored_state(config, workdir: Path) -> tuple[int, dict | None, SimpleNamespace]:
+  """(step, state, build) of workdir's newest checkpoint restored onto config's mesh on this
+  process's devices, as train() resumes it; (0, None, build) without a checkpoint."""
+  run = build(config, workdir)
+  _, from_checkpoint, target = _checkpoint_layout(run.init, config.seed, run.state_sh)
+  with checkpoints.manager(workdir, config) as manager:
+    step, stacked, _ = checkpoints.restore_latest(manager, target)
+  return step, (from_checkpoint(stacked) if step else None), run
+
+
+def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> dict:
+  """Trains (or resumes) a GPT-2 config in workdir; returns the summary."""
+  run = build(config, workdir)
+  mesh, mesh_config, use_nexus, data = run.mesh, run.mesh_config, run.use_nexus, run.data
+  sources, model, tx, init, state_sh = run.sources, run.model, run.tx, run.init, run.state_sh
+  schedule = metrics.learning_rate_schedule(config.optimizer, config.num_steps)
+  step_loss = batch_loss(model) if use_nexus else None
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   train_step, eval_loss, batched = make_steps(
     model,
     tx,
@@ -88,17 +158,19 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     len(sources) if use_nexus else 0,
     state_sharding=None if mesh_config is None else state_sh,
   )
-  state = jax.jit(init, static_argnums=0, out_shardings=state_sh)(config.seed)
+  if mesh_config is not None:
+    train_step = _under_mesh(train_step, mesh)
+  to_checkpoint, from_checkpoint, target = _checkpoint_layout(init, config.seed, state_sh)
   iterator = iter(data.loader)
   manager = checkpoints.manager(workdir, config)
-  resume_step, stacked, data_state = checkpoints.restore_latest(
-    manager, checkpoints.stack_seed(state)
-  )
+  resume_step, stacked, data_state = checkpoints.restore_latest(manager, target)
   if resume_step:
     checkpoints.check_data_state(resume_step, data_state, None)
     iterator.set_state(data_state["grain"])
-    state = jax.device_put(checkpoints.unstack_seed(stacked), state_sh)
+    state = from_checkpoint(stacked)
     logging.info("Resumed %s from step %d.", workdir, resume_step)
+  else:
+    state = jax.jit(init, static_argnums=0, out_shardings=state_sh)(config.seed)
   claim()  # The run starts: config.json may now be written.
 
   n_params = gpt2.count_params(state["params"])
@@ -215,7 +287,7 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     )
 
   def save():
-    stacked = checkpoints.stack_seed(holder["state"])
+    stacked = to_checkpoint(holder["state"])
     checkpoints.save(
       manager, stacked, {"step": int(stacked["step"]), "grain": iterator.get_state()}
     )

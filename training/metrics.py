@@ -41,6 +41,11 @@ class MetricWriter:
   def __init__(self, workdir: Path, resume_step: int):
     from tensorboardX import SummaryWriter  # Not clu: it imports TensorFlow.
 
+    # In a multi-process run every process computes the same (replicated) metrics;
+    # process 0 alone writes them (the workdir is shared).
+    self.primary = jax.process_index() == 0
+    if not self.primary:
+      return
     self.path = workdir / wd.METRICS_FILE
     truncate_jsonl(self.path, resume_step)
     self.file = self.path.open("a")
@@ -55,11 +60,15 @@ class MetricWriter:
     for name, values_S in per_seed.items():
       row[name] = float(np.mean(values_S))
       row[f"{name}_per_seed"] = [float(v) for v in values_S]
+    for name, value in extra.items():
+      row[name] = value
+    if not self.primary:
+      return row
+    for name, values_S in per_seed.items():
       self.tb.add_scalar(name, row[name], step)
       if len(values_S) > 1:
         self.tb.add_scalar(f"{name}_max_over_seeds", float(np.max(values_S)), step)
     for name, value in extra.items():
-      row[name] = value
       if np.ndim(value) == 0:  # Matrices (lists) go to the JSONL only.
         self.tb.add_scalar(name, value, step)
     self.file.write(json.dumps(row) + "\n")
@@ -67,8 +76,9 @@ class MetricWriter:
     return row
 
   def close(self):
-    self.file.close()
-    self.tb.close()
+    if self.primary:
+      self.file.close()
+      self.tb.close()
 
   def __enter__(self):
     return self
@@ -163,4 +173,5 @@ def optimizer_state_metrics(opt_config, opt_state_S) -> dict[str, list]:
 
 
 def write_summary(workdir: Path, summary: dict) -> None:
-  wd.write_json_atomic(workdir / wd.SUMMARY_FILE, summary, sort_keys=False)
+  if jax.process_index() == 0:  # the workdir is shared by every process of a run
+    wd.write_json_atomic(workdir / wd.SUMMARY_FILE, summary, sort_keys=False)

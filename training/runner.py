@@ -6,13 +6,15 @@ start (its checkpoint, if any, restored under the config), so a refused
 command never leaves a workdir that refuses the fix.
 """
 
+import contextlib
 import shutil
 from pathlib import Path
 
+import jax
 import ml_collections
 from absl import logging
 
-from training import checkpoints, config_checks, gpt2, relu2
+from training import checkpoints, config_checks, distributed, gpt2, relu2
 from training import workdir as wd
 from training.errors import UserError
 
@@ -38,6 +40,10 @@ def run(config: ml_collections.ConfigDict, workdir, override_config: bool = Fals
   A workdir this call created is removed again if the run fails before it
   starts (data that only building reveals as unusable, e.g. a BPE vocabulary
   the corpus cannot fill): a refused command leaves nothing behind."""
+  # Before anything touches a backend (validation counts devices): a multi-host
+  # GPT-2 run joins its peers here; relu2 and a laptop run stay one process.
+  multi = config.model.name == "gpt2" and distributed.initialize(config)
+  primary = jax.process_index() == 0
   config_checks.validate_config(config)
   workdir = resolve_workdir(workdir)
   config_checks.check_resume_config(workdir, config, override_config)
@@ -45,7 +51,9 @@ def run(config: ml_collections.ConfigDict, workdir, override_config: bool = Fals
   workdir.mkdir(parents=True, exist_ok=True)
   started = []
   try:
-    with wd.locked(workdir):
+    # One lock per run: process 0 holds it; the other processes of a multi-host
+    # run share its workdir (and never write config.json, metrics or the summary).
+    with wd.locked(workdir) if primary else contextlib.nullcontext():
       # Again under the lock: the config.json another process may have just written.
       diffs = config_checks.check_resume_config(workdir, config, override_config)
       if diffs:
@@ -54,14 +62,18 @@ def run(config: ml_collections.ConfigDict, workdir, override_config: bool = Fals
       def claim():
         # Called by the trainer once the newest checkpoint restored under this
         # config (its shapes and tree fit): a refused --override_config changes nothing.
-        config_checks.write_config(workdir, config, replaced=bool(diffs))
+        if primary:
+          config_checks.write_config(workdir, config, replaced=bool(diffs))
         started.append(True)
 
-      return TRAINERS[config.model.name](config, workdir, claim)
+      summary = TRAINERS[config.model.name](config, workdir, claim)
+      if multi:
+        distributed.finish()  # tells the peers, then waits for all of them
+      return summary
   except wd.WorkdirBusy as e:
     raise UserError(str(e)) from None
   except Exception as e:
-    if created and not started:
+    if created and not started and primary:
       shutil.rmtree(workdir, ignore_errors=True)
     if isinstance(e, UserError):
       raise

@@ -129,9 +129,18 @@ def load_params(workdir, step: int | None = None) -> tuple[ml_collections.Config
     raise ValueError(f"No checkpoint at step {step} in {workdir}; have {steps}.")
   directory = Path(workdir).resolve() / CHECKPOINT_DIR  # orbax: absolute paths.
   options = ocp.CheckpointManagerOptions(read_only=True)
-  with ocp.CheckpointManager(directory, options=options) as manager:
+  handlers = {
+    PARAMS_ITEM: ocp.StandardCheckpointHandler(),
+    TRAIN_STATE_ITEM: ocp.StandardCheckpointHandler(),
+    DATA_ITEM: ocp.JsonCheckpointHandler(),
+  }
+  with ocp.CheckpointManager(directory, options=options, item_handlers=handlers) as manager:
+    # A numpy target: without one orbax rebuilds the saving mesh, which fails when the run
+    # was saved sharded over other devices than this process has. np.empty touches no memory.
+    metadata = manager.item_metadata(step)[PARAMS_ITEM]
+    target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata)
     restored = manager.restore(
-      step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore()})
+      step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore(target)})
     )
   return config, jax.tree.map(np.asarray, restored[PARAMS_ITEM])
 

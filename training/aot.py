@@ -1,0 +1,171 @@
+r"""Compiles a GPT-2 config's train step ahead of time, from shapes only, and prints what one
+device would hold and compute: a memory and FLOP budget before a run is launched.
+
+    python -m training.aot --config=configs/gpt2.py:runlocal --devices=8 --config.mesh.fsdp=8
+
+The step is the trainer's (training.gpt2_steps.make_steps, the state sharded by the config's
+mesh as training.gpt2 shards it), lowered on jax.ShapeDtypeStructs that carry the shardings
+(no parameter is allocated, no data is read) and compiled. Per device it prints
+XLA's memory_analysis (arguments, outputs, temporaries, aliased = donated state counted once,
+total = arguments + outputs + temporaries − aliased, generated code) and cost_analysis (FLOPs,
+bytes accessed) of the partitioned program, the model FLOPs per device and step for
+comparison (6·N + attention per token, training.gpt2's MFU numerator) and the collectives
+inside and outside while loops (training.hlo). With --devices=N the devices are N virtual CPU
+devices: argument bytes are exact sharding arithmetic, temporaries are the CPU compiler's,
+not a TPU's or GPU's (SCALEOUT.md). Without it, this machine's own devices.
+"""
+
+import json
+import math
+import sys
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from models import gpt2 as gpt2_model
+from training import cli, config_checks, finite, gpt2, hlo, tasks
+from training.errors import UserError
+from training.gpt2_steps import make_steps
+
+_CONFIG = config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "GPT-2 config: configs/FILE.py[:VARIANT], e.g. configs/gpt2.py:runlocal; override any "
+  "field with --config.a.b=V (the mesh: --config.mesh.data=D --config.mesh.fsdp=F).",
+  lock_config=True,
+)
+_DEVICES = flags.DEFINE_integer(
+  "devices",
+  0,
+  "Compile for this many virtual CPU devices (set before JAX starts; the config's batch "
+  "must divide over them). 0: this machine's devices.",
+)
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+
+
+def vocab_size(config) -> int:
+  """The config's vocabulary size without reading or training on its data."""
+  d = config.data
+  if d.tokenizer == "bpe":
+    return d.bpe_vocab_size
+  if d.tokenizer == "gpt2":
+    return 50257  # tiktoken's gpt2 encoding (its files may not be cached here).
+  return tasks.gpt2_tokenizer(config, None).vocab_size
+
+
+def abstract(tree, shardings):
+  return jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings
+  )
+
+
+def compile_step(config):
+  """(compiled train step, build, its abstract arguments) of ``config`` on this process's
+  devices, from shapes."""
+  run = gpt2.build(config, None, vocab_size=vocab_size(config))
+  k = len(run.sources) if run.use_nexus else 0
+  train_step, _, batched = make_steps(
+    run.model,
+    run.tx,
+    run.mesh,
+    config.grad_accum_steps,
+    k,
+    state_sharding=None if run.mesh_config is None else run.state_sh,
+  )
+  state = abstract(jax.eval_shape(run.init, config.seed), run.state_sh)
+  replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+  record = jax.eval_shape(finite.empty_record, state["params"])
+  record = abstract(record, jax.tree.map(lambda _: replicated, record))
+  a = config.grad_accum_steps
+  rows = config.batch_size // (k or 1) // a
+  shape = ((k,) if k else ()) + (a, rows, config.data.seq_len)
+  batch = jax.ShapeDtypeStruct(shape, jax.numpy.int32, sharding=batched)
+  with jax.set_mesh(run.mesh):  # As the trainer calls it: Muon's owner layout reads it.
+    compiled = train_step.lower(state, record, batch, batch).compile()
+  return compiled, run, (state, record, batch, batch)
+
+
+def shard_bytes(tree) -> int:
+  """Bytes of one device's shards of abstract arrays: the sharding arithmetic alone."""
+  return sum(
+    math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)
+  )
+
+
+def budget(config) -> dict:
+  """Per-device memory, FLOPs and collectives of config's compiled train step."""
+  compiled, run, args = compile_step(config)
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older jax: one per program.
+  n_dev = jax.device_count()
+  tokens = config.batch_size * config.data.seq_len
+  if run.use_nexus:
+    tokens = config.optimizer.nexus.inner_steps * tokens
+  model_flops = gpt2_model.flops_per_token(run.model.config, config.data.seq_len) * tokens
+  out = {
+    "devices": n_dev,
+    "mesh": dict(run.mesh.shape),
+    "params": gpt2_model.count_params(jax.eval_shape(run.init, config.seed)["params"]),
+    "argument_bytes": mem.argument_size_in_bytes,
+    "argument_bytes_from_shardings": shard_bytes(args),
+    "output_bytes": mem.output_size_in_bytes,
+    "temp_bytes": mem.temp_size_in_bytes,
+    "alias_bytes": mem.alias_size_in_bytes,
+    "generated_code_bytes": mem.generated_code_size_in_bytes,
+    "flops": float(cost.get("flops", float("nan"))),
+    "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+    "model_flops_per_device": model_flops / n_dev,
+  }
+  out["total_bytes"] = (
+    out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
+  )
+  counts = hlo.collective_counts(compiled.as_text())
+  out["collectives"] = {k: dict(v) for k, v in counts.items()}
+  return out
+
+
+def _table(b: dict) -> str:
+  mib = lambda n: f"{n / 2**20:12.2f} MiB"
+  lines = [
+    f"{b['params']:,} params on {b['devices']} devices, mesh {b['mesh']}; per device:",
+    f"  arguments   {mib(b['argument_bytes'])}  "
+    f"(shardings: {mib(b['argument_bytes_from_shardings']).strip()})",
+    f"  outputs     {mib(b['output_bytes'])}",
+    f"  temporaries {mib(b['temp_bytes'])}",
+    f"  aliased     {mib(b['alias_bytes'])}  (donated state, counted once)",
+    f"  total       {mib(b['total_bytes'])}",
+    f"  code        {mib(b['generated_code_bytes'])}",
+    f"  FLOPs       {b['flops']:.4g} (XLA), {b['model_flops_per_device']:.4g} (model, 6N + attn)",
+    f"  bytes accessed {b['bytes_accessed']:.4g}",
+    f"  collectives inside loops {b['collectives']['inside_loops'] or 0}, "
+    f"outside {b['collectives']['outside_loops'] or 0}",
+  ]
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments {argv[1:]}; see --help.")
+  config = _CONFIG.value
+  if config is None:
+    sys.exit("training.aot: --config=configs/FILE.py[:VARIANT] is required; see --help.")
+
+  def run():
+    if _DEVICES.value < 0:
+      raise UserError(f"--devices={_DEVICES.value}: pass N > 0 virtual devices, or 0.")
+    if _DEVICES.value:  # Before the first backend use, so it takes effect.
+      jax.config.update("jax_platforms", "cpu")
+      jax.config.update("jax_num_cpu_devices", _DEVICES.value)
+    if config.model.name != "gpt2":
+      raise UserError(f"model.name={config.model.name!r}: training.aot compiles GPT-2 configs.")
+    config_checks.validate_config(config)
+    b = budget(config)
+    print(json.dumps(b, indent=1) if _JSON.value else _table(b))
+
+  cli.handle("training.aot", run)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags("training.aot"))
