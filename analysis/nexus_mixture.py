@@ -4,24 +4,28 @@ r"""The Nexus mixture experiment: same pretraining loss, closer source minima?
 
 1. Trains GPT-2 with every arm × seed of the config (`python train.py
    --config=configs/gpt2.py:...`, one workdir each under DIR/runs/; a run with
-   a summary.json is finished and skipped). Arms: an optimizer (adamw, muon, ...)
-   or nexus_OPT, Nexus (optimizers/nexus.py) around it; all read the same
-   tokens per step (Nexus: batch/K sequences of each of the K sources).
+   a summary.json is finished and skipped). Arms (analysis.nexus_runs): an
+   optimizer (adamw, muon, ...), nexus_OPT (Nexus around it,
+   optimizers/nexus.py), nexuscontrol_OPT (the control: Nexus's
+   pseudo-gradient norm, no alignment pressure) and the γ × k grid's
+   nexus_OPT_gγ_kk; all read the same tokens per step (Nexus: batch/K
+   sequences of each of the K sources), so all have the same token budget.
 2. Per run, from its summary and metrics: the final validation loss per source
    and its mean, the OOD loss per held-out set, the K×K gradient-cosine matrix
    on the validation batches (at the end and every similarity_every steps).
    From its final checkpoint: the closeness of the sources' minima
    (analysis.source_geometry.source_minima: Adam on each source alone, vmapped
-   over sources; distances, pairwise barrier, loss drop, first-order proxy).
-3. Per base optimizer, its Nexus arm against it, paired by seed, for the
-   paper's four claims (analysis.nexus_report): in-distribution loss about
-   equal, gradient cosines higher, minima closer, OOD loss lower. Writes
-   DIR/nexus.json (every number), DIR/report.md (tables and plain verdicts) and
-   plots DIR/*.png.
+   over sources; distances, pairwise barrier, loss drop, first-order proxy)
+   and the exact-match accuracy on held-out arithmetic families by greedy
+   decoding (analysis.exact_match).
+3. Paired by seed (analysis.nexus_claims): Nexus vs its base, Nexus vs the
+   control, the control vs the base and every grid point vs its base, each
+   claim with a seed-resampled 95% interval and a verdict (analysis.stats).
+   Writes DIR/nexus.json (every number and the verdict records),
+   DIR/report.md (analysis.nexus_report) and plots DIR/*.png.
 """
 
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -32,91 +36,20 @@ import optax
 from absl import logging
 
 from analysis import (
+  exact_match,
   experiment_cli,
+  nexus_claims,
   nexus_plots,
   nexus_report,
+  nexus_runs,
   run_reader,
   source_geometry,
   train_runs,
 )
+from optimizers.nexus import CONTROLS
 from training import config_checks, tasks
 from training import workdir as wd
 from training.errors import UserError
-
-NEXUS_PREFIX = nexus_report.NEXUS_PREFIX
-
-
-def parse_arm(arm: str) -> tuple[str, bool]:
-  """ "nexus_muon" -> ("muon", True); "adamw" -> ("adamw", False)."""
-  if arm.startswith(NEXUS_PREFIX):
-    return arm[len(NEXUS_PREFIX) :], True
-  return arm, False
-
-
-def arms_and_seeds(config) -> tuple[list[str], list[int]]:
-  arms = tasks.plus_list(config.arms)
-  if not arms:
-    raise UserError("config.arms is empty; give e.g. adamw+nexus_adamw.")
-  if len(set(arms)) != len(arms):
-    raise UserError(f"config.arms={config.arms!r} names an arm twice; name each once.")
-  try:
-    seeds = [int(s) for s in tasks.plus_list(config.seeds)]
-  except ValueError:
-    raise UserError(f"config.seeds={config.seeds!r} is not '+'-separated integers.") from None
-  if not seeds:
-    raise UserError("config.seeds is empty; give e.g. 0+1+2.")
-  if config.batch % 3:
-    raise UserError(
-      f"config.batch={config.batch} must be a multiple of the 3 sources "
-      "(Nexus reads batch/3 sequences of each)."
-    )
-  return arms, seeds
-
-
-def train_command(config, arm: str, seed: int, run_dir: Path) -> list[str]:
-  optimizer, nexus = parse_arm(arm)
-  variant = (
-    f"size={config.size},optimizer={optimizer},steps={config.steps},"
-    f"batch={config.batch},seq_len={config.seq_len},"
-    f"similarity={config.similarity_every}"
-    + (
-      f",nexus,inner_lr={config.inner_learning_rate},inner_steps={config.inner_steps}"
-      if nexus
-      else ""
-    )
-    + (",runlocal" if config.runlocal else "")
-  )
-  return [
-    sys.executable,
-    "train.py",
-    f"--config=configs/gpt2.py:{variant}",
-    f"--config.seed={seed}",
-    f"--workdir={run_dir}",
-    *config.train_flags.split(),
-  ]
-
-
-def expected_fields(config, arm: str, seed: int) -> dict:
-  """The config.json fields a finished run of (arm, seed) must have to be reused."""
-  optimizer, nexus = parse_arm(arm)
-  out = {
-    "seed": seed,
-    "num_steps": config.steps,
-    "batch_size": config.batch,
-    "data.seq_len": config.seq_len,
-    "model.size": config.size,
-    "optimizer.name": optimizer,
-    "optimizer.nexus.enabled": nexus,
-  }
-  if nexus:
-    out.update(
-      {
-        "optimizer.nexus.inner_learning_rate": config.inner_learning_rate,
-        "optimizer.nexus.inner_steps": config.inner_steps,
-      }
-    )
-  return out
-
 
 FIELDS = {
   "steps": config_checks.positive(),
@@ -126,6 +59,7 @@ FIELDS = {
     float, lambda v: math.isfinite(v) and v > 0, "finite and > 0"
   ),
   "inner_steps": config_checks.positive(),
+  "control": config_checks.Field(str, lambda v: v in CONTROLS[1:], f"one of {CONTROLS[1:]}"),
   "similarity_every": config_checks.positive(),
   "parallel_runs": config_checks.positive(),
   "minima.steps": config_checks.positive(),
@@ -139,35 +73,42 @@ FIELDS = {
     float, lambda v: math.isfinite(v) and v > 0, "finite and > 0"
   ),
   "equal_loss_tolerance": config_checks.nonnegative(float),
+  "exact_match.num_per_family": config_checks.nonnegative(int),
+  "exact_match.max_new_worked": config_checks.positive(),
+  "exact_match.max_new_question": config_checks.positive(),
+  "exact_match.batch_size": config_checks.positive(),
+  "n_resamples": config_checks.positive(),
 }
-
-
-def run_commands(config, workdir: Path) -> dict[tuple[str, int], tuple[Path, list[str]]]:
-  """{(arm, seed): (run dir, train.py command)} of every run."""
-  arms, seeds = arms_and_seeds(config)
-  out = {}
-  for a in arms:
-    for s in seeds:
-      d = workdir / "runs" / f"{a}_s{s}"
-      out[(a, s)] = (d, train_command(config, a, s, d))
-  return out
 
 
 def check_config(config, workdir: Path) -> None:
   """The fields, the arms and seeds and every run's train.py config, before
   anything is created (a UserError, one line)."""
   config_checks.check_values(wd.flatten(config), FIELDS)
-  train_runs.check_commands(list(run_commands(config, workdir).values()))
+  for prompt in tasks.plus_list(config.exact_match.prompts):
+    if prompt not in exact_match.PROMPTS:
+      raise UserError(
+        f"config.exact_match.prompts names {prompt!r}; known: {'+'.join(exact_match.PROMPTS)}."
+      )
+    if config.exact_match[f"max_new_{prompt}"] >= config.seq_len:
+      raise UserError(
+        f"config.exact_match.max_new_{prompt}={config.exact_match[f'max_new_{prompt}']} "
+        f"leaves no room for the prompt in seq_len={config.seq_len}; lower it."
+      )
+  commands = nexus_runs.run_commands(config, workdir)
+  train_runs.check_commands([(d, cmd) for _, d, cmd in commands.values()])
 
 
 def train_all(config, workdir: Path) -> tuple[dict[tuple[str, int], Path], dict]:
   """({(arm, seed): run dir}, {run name: "skipped" | seconds})."""
-  commands = run_commands(config, workdir)
-  runs = {key: d for key, (d, _) in commands.items()}
+  commands = nexus_runs.run_commands(config, workdir)
+  runs = {key: d for key, (_, d, _) in commands.items()}
   times = train_runs.train_runs(
-    list(commands.values()),
+    [(d, cmd) for _, d, cmd in commands.values()],
     config.parallel_runs,
-    expected={d: expected_fields(config, a, s) for (a, s), d in runs.items()},
+    expected={
+      d: nexus_runs.expected_fields(config, arm, s) for (_, s), (arm, d, _) in commands.items()
+    },
   )
   return runs, times
 
@@ -236,10 +177,29 @@ def run_record(run_dir: Path, params, seconds) -> dict:
   }
 
 
+def measure_exact_match(apply_fn, params, tokenizer, problems, config) -> dict:
+  """{prompt: analysis.exact_match.exact_match(...)} for config.exact_match.prompts."""
+  em = config.exact_match
+  return {
+    prompt: exact_match.exact_match(
+      apply_fn,
+      params,
+      tokenizer,
+      problems,
+      config.seq_len,
+      prompt,
+      em[f"max_new_{prompt}"],
+      em.batch_size,
+    )
+    for prompt in tasks.plus_list(em.prompts)
+  }
+
+
 def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
   """{"sources", "token_budget", "runs": {arm: {seed (a string, as in nexus.json): record}}}."""
   model, batches, out, sources = None, None, {}, None
   optimizer = optax.adam(config.minima.learning_rate)
+  problems = exact_match.held_out_problems(config.exact_match.num_per_family)
   for (arm, seed), run_dir in runs.items():
     t = time.time()
     _, params = wd.load_params(run_dir)
@@ -250,7 +210,14 @@ def analyze(config, runs: dict[tuple[str, int], Path], times: dict) -> dict:
       batches = minima_batches(run_dir, config)
       sources = tasks.plus_list(train_config["data"]["sources"])
       loss_fn = tasks.stacked_loss(model)
+      tokenizer = tasks.gpt2_tokenizer(wd.load_config(run_dir), run_dir)
+
+      def apply_fn(p, tokens_BxT, model=model):  # One object: the decoder compiles once.
+        return model.apply({"params": p}, tokens_BxT)
+
     record["minima"] = m = measure_minima(loss_fn, optimizer, params, batches, config)
+    if problems:
+      record["exact_match"] = measure_exact_match(apply_fn, params, tokenizer, problems, config)
     out.setdefault(arm, {})[str(seed)] = record
     logging.info(
       "%s seed %d: val %.3f, OOD %.3f, gradient cosine %.3f, minima pairwise "
@@ -279,9 +246,13 @@ def run(config, workdir) -> dict:
   check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   runs, times = train_all(config, workdir)
-  result = {"config": config.to_dict(), **analyze(config, runs, times)}
-  result["comparisons"] = nexus_report.compare(result, config.equal_loss_tolerance)
-  result["verdicts"] = nexus_report.verdicts(result["comparisons"])
+  result = {
+    "config": config.to_dict(),
+    "arms": nexus_runs.arm_table(config),
+    **analyze(config, runs, times),
+  }
+  result["comparisons"] = nexus_claims.compare(result)
+  result["verdicts"] = nexus_claims.verdict_records(result["comparisons"])
   plots = nexus_plots.write_plots(result, workdir)
   result["runtime_s"] = time.time() - t
   experiment_cli.write_results(workdir, "nexus.json", result, nexus_report.render(result, plots))

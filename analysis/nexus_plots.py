@@ -1,6 +1,7 @@
 """The Nexus mixture experiment's PNGs: losses per arm (in-distribution and
-OOD), the sources' gradient-cosine matrices, the training curves and the
-sources' minima (`analysis.nexus_report` has the numbers they show)."""
+OOD), the sources' gradient-cosine matrices, the training curves, the
+sources' minima and the γ × k curve of OOD change against in-distribution
+change (`analysis.nexus_report` has the numbers they show)."""
 
 from pathlib import Path
 
@@ -89,4 +90,56 @@ def write_plots(result: dict, out: Path) -> list[Path]:
   axes[0].legend(fontsize=7)
   fig.suptitle("the sources' minima around the final point (fine-tuned on each source)", fontsize=9)
   paths.append(save_figure(fig, out / "minima.png"))
+  if any(c["kind"] == "grid" for c in result.get("comparisons", {}).values()):
+    paths.append(grid_plot(result, out / "grid_id_vs_ood.png"))
   return paths
+
+
+def _bar(interval: dict):
+  """An errorbar's [[below], [above]] from a bootstrap interval (None: no interval)."""
+  v, lo, hi = interval["statistic"], interval["ci_low"], interval["ci_high"]
+  return [[v - lo], [hi - v]] if np.isfinite(lo) and np.isfinite(hi) else None
+
+
+def grid_plot(result: dict, path: Path) -> Path:
+  """Per base optimizer: every Nexus point (the grid and the main arm) and the
+  control, x = in-distribution loss change, y = OOD loss change (vs the base,
+  mean over paired seeds; bars: the seed-resampled 95% intervals). Points left of
+  or on x = 0 and below y = 0 are gains at no in-distribution cost."""
+  comps = [
+    c
+    for c in result["comparisons"].values()
+    if c["kind"] in ("grid", "nexus_vs_base", "control_vs_base")
+  ]
+  bases = list(dict.fromkeys(c["base"] for c in comps))
+  fig, axes = new_figure(1, len(bases), (5.0 * len(bases), 4.0))
+  for ax, base in zip(np.atleast_1d(axes), bases):
+    for c in (c for c in comps if c["base"] == base):
+      arm = result["arms"][c["nexus"]]
+      x, y = c["changes"]["val_loss"], c["changes"]["ood_loss"]
+      dx, dy = x["statistic"], y["statistic"]
+      control = c["kind"] == "control_vs_base"
+      ax.errorbar(
+        dx,
+        dy,
+        xerr=_bar(x),
+        yerr=_bar(y),
+        fmt="s" if control else "o",
+        color="gray" if control else "C0",
+        capsize=3,
+      )
+      ax.annotate(
+        "control" if control else f"γ={arm['inner_learning_rate']:g}, k={arm['inner_steps']}",
+        (dx, dy),
+        fontsize=7,
+        xytext=(4, 4),
+        textcoords="offset points",
+      )
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.axvline(0, color="gray", lw=0.5)
+    ax.set(
+      xlabel="Δ in-distribution loss vs base (nats/byte)",
+      ylabel="Δ OOD loss vs base (nats/byte)",
+      title=f"Nexus({arm_label(base)}) across γ × k",
+    )
+  return save_figure(fig, path)

@@ -9,6 +9,7 @@ docstring for the update rule and its citation. Each registered optimizer
 """
 
 # The zoo (../shared/OPTIMIZERS.md), each `scale_by_X` + alias.
+from optimizers.crossfit import crossfit_adamw, scale_by_crossfit_adam
 from optimizers.dion import dion, scale_by_dion
 from optimizers.factory import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from optimizers.freon import freon, scale_by_freon
@@ -72,6 +73,8 @@ __all__ = [
   "ns_coefficients",
   "orthogonalize",
   "polar_svd",
+  "crossfit_adamw",
+  "scale_by_crossfit_adam",
   "dion",
   "scale_by_dion",
   "freon",

@@ -46,7 +46,7 @@ from optimizers.lion_k import LION_DOMAINS, LION_K_DOMAINS, lion, lion_k
 from optimizers.mimuon import mimuon, muon_branch_fraction
 from optimizers.muon import DOMAINS as MUON_DOMAINS
 from optimizers.muon import muon
-from optimizers.nexus import NORMALIZATIONS, SOURCE_ORDERS, nexus
+from optimizers.nexus import CONTROLS, NORMALIZATIONS, SOURCE_ORDERS, nexus
 from optimizers.normuon import normuon
 from optimizers.pion import pion
 from optimizers.polargrad import polargrad
@@ -78,7 +78,6 @@ __all__ = [
   "WEIGHT_DECAY_MASKS",
   "Constraint",
   "OptimizerEntry",
-  "check_microbatches",
   "check_nexus_config",
   "check_optimizer_config",
   "evaluated_at",
@@ -87,9 +86,7 @@ __all__ = [
   "implicit_constraints",
   "make_optimizer",
   "make_schedule",
-  "needs_microbatch_grads",
   "nexus_enabled",
-  "wants_microbatch_grads",
   "register_optimizer",
 ]
 
@@ -180,7 +177,8 @@ register_optimizer(
 )
 
 # Cross-fitted AdamW: every mode but std reads the step's per-microbatch
-# gradients (update(..., microbatch_grads=...)); the GPT-2 trainer gives them.
+# gradients (update(..., microbatch_grads=...)); the GPT-2 trainer gives them
+# (optimizers.microbatch: the config check and the trainer's test).
 register_optimizer(
   "crossfit_adamw",
   crossfit.crossfit_adamw,
@@ -215,6 +213,7 @@ NEXUS_DEFAULTS = dict(
   normalize="global",
   source_order="random",
   seed=0,
+  control="none",  # a control arm of Nexus's norm without alignment (optimizers/nexus.py)
 )
 NEXUS_DOMAINS = {
   "enabled": domains.boolean(),
@@ -226,6 +225,7 @@ NEXUS_DOMAINS = {
   ),
   "source_order": domains.one_of(SOURCE_ORDERS),
   "seed": domains.integer(0),
+  "control": domains.one_of(CONTROLS),
 }
 
 
@@ -338,6 +338,7 @@ def make_optimizer(
     normalize=_nexus_normalize(cfg["normalize"]),
     source_order=cfg["source_order"],
     seed=cfg["seed"],
+    control=cfg["control"],
   )
 
 
@@ -375,33 +376,3 @@ def evaluated_at(opt_config: Mapping[str, Any]) -> str:
   """Which iterate the summaries' numbers are of, in words."""
   fn = get_optimizer(dict(opt_config)["name"]).evaluation_params
   return "params" if fn is None else f"{fn.__module__}.{fn.__name__}(params, opt_state)"
-
-
-def needs_microbatch_grads(opt_config: Mapping[str, Any]) -> bool:
-  """Whether the section's optimizer reads the step's per-microbatch gradients."""
-  fn = get_optimizer(dict(opt_config)["name"]).needs_microbatch_grads
-  return fn is not None and bool(fn(dict(opt_config)))
-
-
-def check_microbatches(opt_config: Mapping[str, Any], num_microbatches: int | None) -> None:
-  """A ValueError (one line) when the section needs per-microbatch gradients and
-  the trainer cannot give them: ``num_microbatches`` None (relu2: full batch;
-  GPT-2 with Nexus) or too few for the mode."""
-  cfg = dict(opt_config)
-  if not needs_microbatch_grads(cfg):
-    return
-  if nexus_enabled(cfg):
-    num_microbatches = None
-  if cfg["name"] == "crossfit_adamw":
-    crossfit.check_microbatches(cfg.get("mode", "full"), num_microbatches)
-  elif num_microbatches is None or num_microbatches < 2:
-    raise ValueError(
-      f"optimizer {cfg['name']!r} needs per-microbatch gradients: a GPT-2 run with "
-      "grad_accum_steps >= 2."
-    )
-
-
-def wants_microbatch_grads(opt_state) -> bool:
-  """Whether a built optimizer's state asks the trainer for ``microbatch_grads``
-  (decided at trace time from the state's types, so any wrapper works)."""
-  return crossfit.wants_microbatch_grads(opt_state)

@@ -35,6 +35,24 @@ or use `jax.lax.switch`):
 
 The inner loop is a `lax.scan` (one compiled gradient), inside jit. The
 source-order RNG lives in the state, so a resumed run sees the same orders.
+
+Controls (``control=``): a gain of Nexus over its outer optimizer could come
+from the alignment term above or merely from the pseudo-gradient's different
+magnitude (a larger or smaller effective step). A control arm feeds the outer
+optimizer a pseudo-gradient with exactly Nexus's norm ‖G‖ at every step (it
+runs Nexus's inner loop for that norm, so it costs about 2k gradients a step)
+but no cross-source alignment pressure:
+
+- "random_direction" (the experiment's control): G_c ∝ d̄ + ‖G − d̄‖·r/‖r‖,
+  rescaled to ‖G‖, with d̄ the mean of the same k sources' normalized
+  gradients at θ and r Gaussian. It keeps the first-order (descent) term and
+  a perturbation of the size of Nexus's O(γ) correction, but points that
+  correction in a random direction: only the alignment is removed. This
+  isolates alignment best, so analysis.nexus_mixture uses it.
+- "same_source": the k inner steps on one source (a random one each step),
+  rescaled to ‖G‖: the issue's literal control. Its O(γ) term is within one
+  source, −γ(k−1)/2·(I − d dᵀ)∇log‖g_s‖ (curvature, not alignment), but each
+  step then uses 1/K of the batch it reads, a second difference from Nexus.
 """
 
 from collections.abc import Callable
@@ -46,6 +64,7 @@ import optax
 
 NORMALIZATIONS = ("global", "per_tensor", None)
 SOURCE_ORDERS = ("random", "cyclic")
+CONTROLS = ("none", "same_source", "random_direction")
 
 
 class NexusState(NamedTuple):
@@ -85,6 +104,63 @@ def normalize_gradient(grads, normalize: str | None = "global"):
   raise ValueError(f"Unknown normalize {normalize!r}; known: {NORMALIZATIONS}.")
 
 
+def pseudo_gradient(params, grad_fn, sources, gamma: float, normalize):
+  """G = (θ − θ̃_k)/(γ·k) after the inner loop over ``sources`` (module docstring)."""
+
+  def inner_step(theta_tilde, source):
+    d = normalize_gradient(grad_fn(theta_tilde, source), normalize)
+    return jax.tree.map(lambda p, g: p - gamma * g.astype(p.dtype), theta_tilde, d), None
+
+  theta_tilde, _ = jax.lax.scan(inner_step, params, sources)
+  return jax.tree.map(lambda p, q: (p - q) / (gamma * sources.shape[0]), params, theta_tilde)
+
+
+def mean_direction(params, grad_fn, sources, normalize):
+  """d̄ = (1/k)·Σ_m d_{s_m}(θ): G's first-order term, every gradient at θ."""
+
+  def add(total, source):
+    d = normalize_gradient(grad_fn(params, source), normalize)
+    return jax.tree.map(lambda t, g: t + g.astype(t.dtype), total, d), None
+
+  total, _ = jax.lax.scan(add, jax.tree.map(jnp.zeros_like, params), sources)
+  return jax.tree.map(lambda t: t / sources.shape[0], total)
+
+
+def _scaled_to(tree, norm):
+  """tree·norm/‖tree‖ (zero stays zero)."""
+  own = optax.tree.norm(tree)
+  scale = norm / jnp.where(own > 0, own, 1)
+  return jax.tree.map(lambda x: (x * scale).astype(x.dtype), tree)
+
+
+def _gaussian_like(rng, tree):
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(rng, len(leaves))
+  noise = [jax.random.normal(k, x.shape, jnp.float32).astype(x.dtype) for k, x in zip(keys, leaves)]
+  return jax.tree.unflatten(treedef, noise)
+
+
+def control_pseudo_gradient(
+  control: str, params, grad_fn, sources, gamma: float, normalize, num_sources: int, rng, step
+):
+  """(the control's pseudo-gradient, Nexus's G): the control has ‖G‖ exactly
+  (module docstring). same_source's one source: (sources[0] + step) mod K;
+  ``rng`` draws random_direction's noise."""
+  pseudo = pseudo_gradient(params, grad_fn, sources, gamma, normalize)
+  if control == "same_source":
+    # sources[0] is uniform for "random" order; + step cycles it for "cyclic".
+    one = ((sources[0] + step) % num_sources).astype(sources.dtype)
+    direction = pseudo_gradient(params, grad_fn, jnp.full_like(sources, one), gamma, normalize)
+  elif control == "random_direction":
+    mean = mean_direction(params, grad_fn, sources, normalize)
+    correction = optax.tree.norm(jax.tree.map(jnp.subtract, pseudo, mean))
+    noise = _scaled_to(_gaussian_like(rng, params), correction)
+    direction = jax.tree.map(jnp.add, mean, noise)
+  else:
+    raise ValueError(f"Unknown nexus control {control!r}; known: {CONTROLS}.")
+  return _scaled_to(direction, optax.tree.norm(pseudo)), pseudo
+
+
 def nexus(
   outer: optax.GradientTransformation,
   inner_learning_rate: float,
@@ -93,6 +169,7 @@ def nexus(
   normalize: str | None = "global",
   source_order: str = "random",
   seed: int = 0,
+  control: str = "none",
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps ``outer`` with the Nexus inner loop (module docstring).
 
@@ -105,6 +182,9 @@ def nexus(
     source_order: "random" (permutations, from the RNG in the state) or
       "cyclic" (0, 1, 2, …, reproducible).
     seed: seed of the source-order RNG.
+    control: "none" (Nexus), or a control arm with Nexus's pseudo-gradient
+      norm and no alignment pressure: "random_direction" or "same_source"
+      (module docstring).
   """
   if inner_steps < 1 or num_sources < 1:
     raise ValueError(
@@ -116,6 +196,8 @@ def nexus(
     raise ValueError(f"Unknown normalize {normalize!r}; known: {NORMALIZATIONS}.")
   if source_order not in SOURCE_ORDERS:
     raise ValueError(f"Unknown source_order {source_order!r}; known: {SOURCE_ORDERS}.")
+  if control not in CONTROLS:
+    raise ValueError(f"Unknown nexus control {control!r}; known: {CONTROLS}.")
   gamma = inner_learning_rate
 
   def init_fn(params):
@@ -139,13 +221,13 @@ def nexus(
       )
     rng, order_rng = jax.random.split(state.rng)
     sources = source_sequence(order_rng, inner_steps, num_sources, source_order)
-
-    def inner_step(theta_tilde, source):
-      d = normalize_gradient(grad_fn(theta_tilde, source), normalize)
-      return jax.tree.map(lambda p, g: p - gamma * g.astype(p.dtype), theta_tilde, d), None
-
-    theta_tilde, _ = jax.lax.scan(inner_step, params, sources)
-    pseudo = jax.tree.map(lambda p, q: (p - q) / (gamma * inner_steps), params, theta_tilde)
+    if control == "none":
+      pseudo = pseudo_gradient(params, grad_fn, sources, gamma, normalize)
+    else:  # The noise key from the order key: Nexus's own RNG stream stays as it was.
+      noise_rng = jax.random.fold_in(order_rng, 1)
+      pseudo, _ = control_pseudo_gradient(
+        control, params, grad_fn, sources, gamma, normalize, num_sources, noise_rng, state.count
+      )
     new_updates, outer_state = optax.with_extra_args_support(outer).update(
       pseudo, state.outer_state, params, **extra_args
     )

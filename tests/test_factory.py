@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from configs.common import optimizer_config
-from optimizers import domains, factory
+from optimizers import domains, factory, microbatch
 from tests.references import reference_lion_step
 
 
@@ -21,7 +21,7 @@ def _params():
 def _one_step(tx, params, grads):
   state = tx.init(params)
   extra = {}
-  if factory.wants_microbatch_grads(state):  # Two microbatches that average to grads.
+  if microbatch.wants_microbatch_grads(state):  # Two microbatches that average to grads.
     extra["microbatch_grads"] = jax.tree.map(lambda g: jnp.stack([0.5 * g, 1.5 * g]), grads)
   updates, _ = tx.update(grads, state, params, **extra)
   return optax.apply_updates(params, updates)

@@ -241,3 +241,51 @@ def test_two_sources_on_a_valley_nexus_ends_where_their_gradients_agree_more():
   # ... but Nexus where the sources' gradients conflict much less.
   assert inner(nx) > 0.6 * inner(gd)  # about −4.9 against −9.7
   assert abs(float(nx["u"] - nx["v"])) < 0.5 < abs(float(gd["u"] - gd["v"]))
+
+
+@pytest.mark.parametrize("control", ["random_direction", "same_source"])
+def test_control_has_nexus_pseudo_gradient_norm_and_another_direction(control):
+  """Same state and batch: the control's pseudo-gradient (outer = identity, so the
+  update is G itself) has Nexus's norm exactly, points elsewhere, and same_source's
+  unscaled norm differs from Nexus's (the reason for the rescaling)."""
+  from optimizers.nexus import pseudo_gradient
+
+  _, _, _, grad = _quadratic_sources(num_sources=3, dim=6, seed=2)
+  params = _split(np.linspace(-1.0, 1.0, 6))
+  kwargs = dict(inner_learning_rate=0.3, inner_steps=3, num_sources=3, seed=4)
+
+  def first_update(opt):  # Jitted: one compile instead of many eager dispatches.
+    return jax.jit(lambda p: opt.update(None, opt.init(p), p, grad_fn=grad)[0])(params)
+
+  g_nexus = first_update(nexus(optax.identity(), **kwargs))
+  g_ctrl = first_update(nexus(optax.identity(), control=control, **kwargs))
+  n_nexus, n_ctrl = float(optax.tree.norm(g_nexus)), float(optax.tree.norm(g_ctrl))
+  assert n_ctrl == pytest.approx(n_nexus, rel=1e-12)
+  cos = float(optax.tree.vdot(g_nexus, g_ctrl)) / (n_nexus * n_ctrl)
+  assert cos < 0.999
+  if control == "same_source":  # The unscaled same-source loop: its norm ratio.
+    seq = source_sequence(jax.random.split(jax.random.PRNGKey(4))[1], 3, 3)
+    raw = pseudo_gradient(params, grad, jnp.full_like(seq, seq[0]), 0.3, "global")
+    ratio = float(optax.tree.norm(raw)) / n_nexus
+    print(f"same_source unscaled/Nexus pseudo-gradient norm: {ratio:.3f}; cosine {cos:.3f}")
+    assert ratio > 1.0  # One source's steps agree more than K sources' do.
+  if control == "random_direction":  # k = 1: G is d̄ itself, nothing to randomize.
+    c1 = first_update(nexus(optax.identity(), control=control, **dict(kwargs, inner_steps=1)))
+    s1 = source_sequence(jax.random.split(jax.random.PRNGKey(4))[1], 1, 3)[0]
+    d1 = _flat(grad(params, s1))
+    np.testing.assert_allclose(_flat(c1), d1 / np.linalg.norm(d1), rtol=1e-10, atol=1e-12)
+  with pytest.raises(ValueError, match="Unknown nexus control 'shuffle'"):
+    nexus(optax.identity(), control="shuffle", **kwargs)
+
+
+def test_the_factory_passes_the_control_through(monkeypatch):
+  """optimizer.nexus.control reaches nexus(...) (no compile: the constructor is stubbed)."""
+  from configs.gpt2 import get_config
+  from optimizers import factory
+
+  seen = {}
+  monkeypatch.setattr(factory, "nexus", lambda outer, **kw: seen.update(kw))
+  config = get_config("runlocal,nexus").optimizer
+  config.nexus.control = "same_source"
+  factory.make_optimizer(config, num_steps=4, num_sources=3)
+  assert seen["control"] == "same_source" and seen["num_sources"] == 3

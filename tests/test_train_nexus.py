@@ -142,6 +142,7 @@ def test_nexus_grad_accumulation_matches_one_batch(tmp_path):
     (dict(data__weights="1+1+2"), "leave data.weights empty"),
     (dict(optimizer__nexus__inner_steps=0), "inner_steps=0 is impossible"),
     (dict(optimizer__nexus__normalize="l3"), "normalize='l3' is impossible"),
+    (dict(optimizer__nexus__control="shuffle"), "control='shuffle' is impossible"),
   ],
 )
 def test_bad_nexus_config_fails_before_training(tmp_path, fields, expected):

@@ -33,7 +33,8 @@ ZOO = (
 
 
 def test_every_zoo_member_is_registered_with_config_defaults():
-  for name in ZOO:
+  # crossfit_adamw too (its trainer tests, GPT-2 with accum >= 2: tests/test_crossfit.py).
+  for name in (*ZOO, "crossfit_adamw"):
     assert name in factory.OPTIMIZERS and name in OPTIMIZER_DEFAULTS
     section = optimizer_config(name)
     factory.check_optimizer_config(section)
@@ -103,6 +104,10 @@ def test_implicit_bias_specs_place_each_member():
   assert _by_leaf(dict(optimizer_config("freon"), q=1.5))["hidden/kernel"].k_options == {"p": 1.5}
   for name in ("kaon", "normuon", "sf_normuon", "mimuon", "dion"):
     assert _by_leaf(dict(optimizer_config(name), **lam))["hidden/kernel"].kind == "none"
+  crossfit = dict(optimizer_config("crossfit_adamw"), weight_decay=0.1)
+  assert _by_leaf(crossfit)["hidden/kernel"].kind == "none"
+  std = _by_leaf(dict(crossfit, mode="std"))
+  assert (std["hidden/kernel"].k, std["hidden/kernel"].kind) == ("l1", "ball")  # AdamW's ℓ∞
   pion = _by_leaf(dict(optimizer_config("pion"), weight_decay=0.1))
   assert pion["hidden/kernel"].weight_decay == 0.0 and pion["head/kernel"].weight_decay == 0.1
   scion = _by_leaf(optimizer_config("scion"))  # λ = 1/ρ: the ball ρ written as λ·K* ≤ 1

@@ -33,6 +33,7 @@ import threading
 import time
 
 import jax
+import numpy as np
 
 from training.errors import ConfigError, one_line
 
@@ -234,6 +235,24 @@ def initialize(config) -> bool:
   watchdog.start()
   _WATCHDOG.append(watchdog)
   return True
+
+
+def global_array(x, sharding) -> jax.Array:
+  """A host array that every process holds whole (a batch, a validation set) as a
+  global jax.Array: each process places only the rows of its own devices. With
+  one process it is jax.device_put."""
+  if jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  return jax.make_array_from_callback(np.shape(x), sharding, lambda index: x[index])
+
+
+def to_host(tree):
+  """Every leaf as a numpy array, gathered from all processes when sharded across them."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def finish() -> None:

@@ -19,7 +19,7 @@ from absl import logging
 
 from models import gpt2
 from optimizers import factory
-from training import checkpoints, finite, loop, metrics, perf, sharding, tasks
+from training import checkpoints, distributed, finite, loop, metrics, perf, sharding, tasks
 from training import workdir as wd
 from training.gpt2_steps import batch_loss, make_data_mesh, make_steps, to_device_batch
 from training.similarity import make_similarity
@@ -196,7 +196,7 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
 
   def on_device(batches):
     return {
-      n: tuple(jax.device_put(b[k], eval_sharding) for k in ("inputs", "targets"))
+      n: tuple(distributed.global_array(b[k], eval_sharding) for k in ("inputs", "targets"))
       for n, b in batches.items()
     }
 
@@ -303,7 +303,7 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
   final_params = at(state)
   final_val = holder["last_val"] or evaluate(final_params, val)
   final_ood = evaluate(final_params, on_device(data.ood))
-  params_S = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(final_params))
+  params_S = jax.tree.map(lambda x: np.asarray(x)[None], distributed.to_host(final_params))
   summary = {
     "status": status,
     "num_steps": config.num_steps,

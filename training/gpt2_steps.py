@@ -11,7 +11,8 @@ import numpy as np
 import optax
 
 from models import gpt2
-from training import finite
+from optimizers import microbatch
+from training import distributed, finite
 from training.relu2 import first_nonfinite
 
 
@@ -27,9 +28,13 @@ def make_steps(
   """(train_step, eval_loss, batch sharding), jitted with shardings.
 
   num_sources = 0: train_step(state, record, inputs_AxBxT, targets_AxBxT) ->
-  (state, record, metrics) (record: training.finite's, what went NaN first): the mean gradient over A microbatches of B sequences (lax.scan), one
-  update. num_sources = K ≥ 1 (tx is Nexus): train_step(state, record, inputs_KxAxBxT,
-  targets_KxAxBxT) builds grad_fn(params, s), the mean gradient over source s's
+  (state, record, metrics) (record: training.finite's, what went NaN first): the
+  mean gradient over A microbatches of B sequences (lax.scan), one update; when
+  tx's state asks for them (`optimizers.microbatch`: cross-fitted AdamW) the scan
+  also outputs the A microbatch gradients, passed as tx.update(...,
+  microbatch_grads=grads_A). num_sources = K ≥ 1 (tx is Nexus):
+  train_step(state, record, inputs_KxAxBxT, targets_KxAxBxT) builds
+  grad_fn(params, s), the mean gradient over source s's
   A microbatches, and calls tx.update(None, opt_state, params, grad_fn=grad_fn);
   Nexus's k inner steps each call it once. Its metrics are the update's norm
   only: the loss at θ is `batch_loss`, computed on logged steps (an extra
@@ -47,20 +52,24 @@ def make_steps(
   eval_batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, axes))
   dropout = model.config.dropout > 0
 
-  def accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng):
-    def microbatch(grads_sum, xs):
-      i, inputs_BxT, targets_BxT = xs
+  def accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng, stacked=False):
+    """(mean gradient, mean loss, grads_A) over the A microbatches: the scan sums
+    the gradients; with ``stacked`` it also outputs each one (grads_A, a leading A
+    axis: no extra pass, A gradients in memory), else grads_A is None."""
+
+    def grad_of(i, inputs_BxT, targets_BxT):
       drop_rng = jax.random.fold_in(step_rng, i) if dropout else None
-      loss, grads = jax.value_and_grad(gpt2.loss_fn)(
+      return jax.value_and_grad(gpt2.loss_fn)(
         params, model, inputs_BxT, targets_BxT, None, drop_rng
       )
-      return jax.tree.map(jnp.add, grads_sum, grads), loss
 
-    zeros = optax.tree.zeros_like(params)
-    grads_sum, losses_A = jax.lax.scan(
-      microbatch, zeros, (jnp.arange(grad_accum_steps), inputs_AxBxT, targets_AxBxT)
-    )
-    return jax.tree.map(lambda g: g / grad_accum_steps, grads_sum), losses_A.mean()
+    def accumulate(grads_sum, x):
+      loss, grads = grad_of(*x)
+      return jax.tree.map(jnp.add, grads_sum, grads), (loss, grads if stacked else None)
+
+    xs = (jnp.arange(grad_accum_steps), inputs_AxBxT, targets_AxBxT)
+    grads_sum, (losses_A, grads_A) = jax.lax.scan(accumulate, optax.tree.zeros_like(params), xs)
+    return jax.tree.map(lambda g: g / grad_accum_steps, grads_sum), losses_A.mean(), grads_A
 
   def finish(state, rng, params, opt_state, loss):
     step = state["step"] + 1
@@ -76,8 +85,11 @@ def make_steps(
   def train_step(state, record, inputs_AxBxT, targets_AxBxT):
     rng, step_rng = jax.random.split(state["rng"])
     params = state["params"]
-    grads, loss = accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    # Cross-fitted AdamW reads each microbatch's gradient (decided from the state's types).
+    stacked = microbatch.wants_microbatch_grads(state["opt_state"])
+    grads, loss, grads_A = accumulated_grad(params, inputs_AxBxT, targets_AxBxT, step_rng, stacked)
+    extra = {} if grads_A is None else {"microbatch_grads": grads_A}
+    updates, opt_state = tx.update(grads, state["opt_state"], params, **extra)
     params = optax.apply_updates(params, updates)
     new_state = finish(state, rng, params, opt_state, loss)
     record = finite.update_record(record, new_state["step"], loss, grads, params)
@@ -141,5 +153,5 @@ def to_device_batch(batch: dict, k: int, sharding, sources=None) -> tuple[jax.Ar
     else:
       x = np.stack([np.asarray(batch[s][name], np.int32) for s in sources])
       x = x.reshape(len(sources), k, -1, x.shape[-1])
-    out.append(jax.device_put(x, sharding))
+    out.append(distributed.global_array(x, sharding))  # every process holds the whole batch
   return tuple(out)
