@@ -34,6 +34,7 @@ from absl import logging
 
 from analysis import (
   atlas,
+  atlas_gpt2_geometry,
   atlas_gpt2_runs,
   atlas_maps,
   atlas_report,
@@ -213,6 +214,11 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
     "Spearman over entry pairs",
     width=None,
   )
+  t0 = time.time()
+  geometry = atlas_gpt2_geometry.atlas_geometry(
+    names, dirs, valid_N, S, mean_loss, batches["train"], int(config.n_resamples)
+  )
+  t_geometry = time.time() - t0
   final = {
     "train": seed_medians(train_N, names, valid_N),
     "validation": seed_medians([r["validation_loss"] for r in runs], names, valid_N),
@@ -251,7 +257,10 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
     "membership": membership.tolist(),
     "hypothesis": hypothesis,
     "grad_cosine": grad_cosines(names, dirs, valid_N, S),
+    "update_geometry": geometry,
+    "geometry_minibatch": "one train batch per source (G: all the train windows)",
     "timings_s": {
+      "update_geometry": t_geometry,
       "barriers": t_barriers,
       "path_points": int(len(pairs) * len(ts)),
       "seconds_per_1000_points": 1000 * t_barriers / max(1, len(pairs) * len(ts)),

@@ -245,9 +245,10 @@ def _geometry_table(result: dict) -> list[str]:
   if not geometry:
     return []
   c = result["config"]
+  minibatch = result.get("geometry_minibatch") or f"minibatches of {c['geometry_batch']} rows"
   lines = [
     "",
-    f"## Update geometry at the kept checkpoints (minibatches of {c['geometry_batch']} rows)",
+    f"## Update geometry at the kept checkpoints ({minibatch})",
     "",
     "γ = ⟨G, D⟩/⟨G̃, D⟩ (1: the minibatch update descends the full batch as much as the",
     "minibatch), Φ = ⟨G̃, D⟩²/⟨D, HD⟩ (the quadratic model's best decrease along D, ×2);",
@@ -258,6 +259,9 @@ def _geometry_table(result: dict) -> list[str]:
   ]
   cell = lambda r: f"{_fmt(r['statistic'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
   for entry, steps in geometry.items():
+    if "not_measured" in steps:
+      lines.append(f"| {entry} | — | not measured: {steps['not_measured']} | | |")
+      continue
     for step, g in steps.items():
       lines.append(
         f"| {entry} | {step} | {cell(g['gamma'])} | {cell(g['phi'])} | "

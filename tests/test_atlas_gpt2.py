@@ -115,5 +115,10 @@ def test_gpt2_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
     assert (tmp_path / "plots" / f"{png}.png").stat().st_size > 0
   report = (tmp_path / "report.md").read_text()
   assert "atlas on GPT-2" in report and "gradient cosines" in report
+  # γ and Φ for the plain optimizers, "not measured" for Nexus (its update needs sources).
+  geometry = saved["update_geometry"]
+  assert "not_measured" in geometry["nexus_adamw"]
+  assert all(math.isfinite(geometry[e]["final"]["gamma"]["statistic"]) for e in ("adamw", "muon"))
+  assert "Update geometry" in report
   again = atlas.run(config, tmp_path)
   assert set(again["trained"].values()) <= {"skipped", "diverged"}

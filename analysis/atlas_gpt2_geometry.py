@@ -1,0 +1,64 @@
+"""γ and Φ (analysis/update_geometry.py) of each GPT-2 atlas run's update at its final checkpoint.
+
+G is the gradient of the mean train loss over the atlas's fixed train windows (every
+source, ``eval_batches`` batches each: the "full batch" stand-in of a language model),
+G̃ the gradient of one of those batches per source, and D the update the run's own
+optimizer makes from G̃ in its checkpointed state. Nexus (its update needs one batch per
+source and inner steps) and cross-fitted AdamW (it needs per-microbatch gradients) take
+more than a gradient, so they are listed as not measured rather than given a D they
+would never make.
+"""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from analysis import update_geometry
+from optimizers import factory, microbatch
+from training import gpt2
+from training import workdir as wd
+
+
+def measurable(opt_config) -> bool:
+  """Whether the optimizer's update is a function of one gradient (see the docstring)."""
+  return not factory.nexus_enabled(opt_config) and not microbatch.needs_microbatch_grads(opt_config)
+
+
+def run_geometry(run_dir: Path, mean_loss, train_batches: dict) -> dict:
+  """{"gamma", "phi", "slope_full", "slope_mini", "curvature"}: floats, at the newest checkpoint."""
+  config = wd.load_config(run_dir)
+  step, state, run = gpt2.restored_state(config, Path(run_dir))
+  if not step:
+    raise ValueError(f"{run_dir} has no checkpoint to measure γ and Φ at.")
+  first = {s: {k: v[:1] for k, v in b.items()} for s, b in train_batches.items()}
+  out = jax.jit(
+    lambda p, o, full, mini: update_geometry.geometry(mean_loss, run.tx, p, o, full, mini)
+  )(state["params"], state["opt_state"], train_batches, first)
+  return {"step": int(step), **{k: float(v) for k, v in out.items()}}
+
+
+def atlas_geometry(names, dirs, valid_N, seeds: int, model_loss, train_batches, n_resamples):
+  """{entry: {"final": {"gamma", "phi": interval, "undefined_phi", "minibatches"}}} over the
+  entry's converged seeds (the report's update-geometry table), or {"not_measured": why}."""
+  out = {}
+  for i, entry in enumerate(names):
+    rows = range(i * seeds, (i + 1) * seeds)
+    opt_config = wd.load_config(dirs[rows[0]]).optimizer
+    if not measurable(opt_config):
+      out[entry] = {"not_measured": "its update takes per-source batches or microbatches"}
+      continue
+    gamma, phi = np.full(seeds, np.nan), np.full(seeds, np.nan)
+    for s, n in enumerate(rows):
+      if valid_N[n]:
+        g = run_geometry(Path(dirs[n]), model_loss, train_batches)
+        gamma[s], phi[s] = g["gamma"], g["phi"]
+    out[entry] = {
+      "final": {
+        "gamma": update_geometry.seed_interval(gamma, n_resamples),
+        "phi": update_geometry.seed_interval(phi, n_resamples),
+        "undefined_phi": int(np.sum(np.isnan(phi) & valid_N[list(rows)])),
+        "minibatches": int(np.sum(valid_N[list(rows)])),
+      }
+    }
+  return out
