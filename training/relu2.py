@@ -49,7 +49,7 @@ def first_nonfinite(previous: jax.Array, step: jax.Array, loss: jax.Array, param
 
 
 def make_train_step(
-  exp: tasks.Experiment, tx: optax.GradientTransformation, seed_chunk_size: int = 0
+  exp: tasks.Experiment, tx: optax.GradientTransformation, seed_chunk_size: int = 0, mesh=None
 ):
   """state -> (state, metrics): one update of every seed, vmapped and jitted.
 
@@ -79,7 +79,6 @@ def make_train_step(
     record = finite.update_record(record, step, loss, grads, params)
     return new_state, record, {"train_loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
-  @jax.jit
   def train_step(state, record_S):
     """(state, non-finite record, metrics) after one step; the record
     (training.finite) is carried beside the state, not checkpointed."""
@@ -94,7 +93,47 @@ def make_train_step(
       )
     return {"step": step, "seeds": seeds}, record_S, out
 
-  return train_step
+  if mesh is None:
+    return jax.jit(train_step)
+  # Seeds are independent: each device steps its own seeds (and their chunks) with no
+  # communication at all; the step counter is the same on every device.
+  spec = jax.sharding.PartitionSpec("seeds")
+  state_spec = {"step": jax.sharding.PartitionSpec(), "seeds": spec}
+  return jax.jit(
+    jax.shard_map(
+      train_step, mesh=mesh, in_specs=(state_spec, spec), out_specs=(state_spec, spec, spec)
+    )
+  )
+
+
+def seed_mesh(num_seeds: int) -> jax.sharding.Mesh | None:
+  """A ("seeds",) mesh of every device when there are several and the seeds divide over
+  them; None (one device holds every seed, as on a laptop) otherwise."""
+  n = jax.device_count()
+  if n == 1:
+    return None
+  if num_seeds % n:
+    logging.warning(
+      "%d seeds do not divide over %d devices: every seed runs on one device; use a "
+      "multiple of %d seeds to spread them.",
+      num_seeds,
+      n,
+      n,
+    )
+    return None
+  return jax.make_mesh((n,), ("seeds",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def place(state: dict, mesh) -> dict:
+  """state with its seed axis over the mesh's devices (step replicated)."""
+  if mesh is None:
+    return state
+  seeds = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+  step = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return {
+    "step": jax.device_put(state["step"], step),
+    "seeds": jax.tree.map(lambda x: jax.device_put(x, seeds), state["seeds"]),
+  }
 
 
 def make_summary(exp: tasks.Experiment, config, params_S, opt_state_S=None) -> dict:
@@ -121,18 +160,23 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
   exp = tasks.relu2_experiment(config)
   tx = factory.make_optimizer(config.optimizer, config.num_steps)
   schedule = metrics.learning_rate_schedule(config.optimizer, config.num_steps)
-  state = init_state(exp, tx, config)
-  train_step = make_train_step(exp, tx, config.seed_chunk_size)
+  mesh = seed_mesh(config.num_seeds)
+  state = place(init_state(exp, tx, config), mesh)
+  train_step = make_train_step(exp, tx, config.seed_chunk_size, mesh)
   manager = checkpoints.manager(workdir, config)
   resume_step, restored, data_state = checkpoints.restore_latest(manager, state)
   if resume_step:
-    state = restored
+    state = place(restored, mesh)
     checkpoints.check_data_state(resume_step, data_state, exp.iterator_state(resume_step))
     logging.info("Resumed %s from step %d.", workdir, resume_step)
   claim()  # The run starts: config.json may now be written.
   writer = metrics.MetricWriter(workdir, resume_step)
   rate = metrics.Rate()
   record = jax.jit(jax.vmap(finite.empty_record))(state["seeds"]["params"])
+  if mesh is not None:
+    record = jax.device_put(
+      record, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+    )
   holder = {"state": state, "metrics": None, "record": record}
 
   def advance(step, last):
