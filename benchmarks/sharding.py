@@ -39,6 +39,7 @@ def aot(size: str, devices: int, fsdp: int) -> tuple[dict, float]:
     f"--devices={devices}",
     f"--config.mesh.data={devices // fsdp}",
     f"--config.mesh.fsdp={fsdp}",
+    f"--config.eval_batch_size={devices}",  # eval batches are sharded over every device too
     "--json",
   ]
   start = time.time()
