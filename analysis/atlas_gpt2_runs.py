@@ -17,7 +17,6 @@ ln(vocab), the uniform predictor's loss.
 
 import json
 import math
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,13 +75,9 @@ def train_command(config, entry: str, lr: float, seed: int, out: Path) -> list[s
     variant += "," + pack_arg(inner_lr=config.inner_learning_rate, inner_steps=config.inner_steps)
     variant += ",nexus"
   variant += ",runlocal" if config.runlocal else ""
-  return [
-    sys.executable,
-    str(train_runs.REPO / "train.py"),
-    f"--config={train_runs.REPO / config.train_config}:{variant}",
-    f"--config.seed={seed}",
-    f"--workdir={out}",
-  ] + [f"--config.{k}={v}" for k, v in _overrides(config, entry).items()]
+  return train_runs.train_py_command(
+    config.train_config, variant, out, [f"--config.seed={seed}"], _overrides(config, entry)
+  )
 
 
 def expected_fields(config, entry: str, lr: float, seed: int) -> dict:

@@ -14,7 +14,6 @@ reports. Every sweep point is kept for the report.
 """
 
 import math
-import sys
 from pathlib import Path
 
 import jax
@@ -71,12 +70,9 @@ def train_command(config, entry: str, lr: float, out: Path) -> list[str]:
     seeds=config.seeds,
     steps=config.num_steps,
   )
-  return [
-    sys.executable,
-    str(REPO / "train.py"),
-    f"--config={REPO / config.train_config}:{variant}",
-    f"--workdir={out}",
-  ] + [f"--config.{k}={v}" for k, v in overrides(config, entry, lr).items()]
+  return train_runs.train_py_command(
+    config.train_config, variant, out, overrides=overrides(config, entry, lr)
+  )
 
 
 def run_commands(config, workdir: Path) -> dict[tuple[str, int], tuple[Path, list[str], float]]:

@@ -34,7 +34,6 @@ pair and statistic s(t) of a matrix:
 """
 
 import itertools
-import sys
 import time
 from pathlib import Path
 
@@ -85,16 +84,14 @@ def train_command(
     seq_len=config.seq_len,
   )
   variant += ",runlocal" if config.runlocal else ""
-  return [
-    sys.executable,
-    "train.py",
-    f"--config=configs/gpt2.py:{variant}",
-    f"--config.seed={seed}",
-    # Shared start: every run's parameters from one init, its data order from seed.
-    *([f"--config.init_seed={config.init_seed}"] if protocol == "shared_start" else []),
-    f"--workdir={run_dir}",
-    *config.train_flags.split(),
-  ]
+  # Shared start: every run's parameters from one init, its data order from seed.
+  shared = [f"--config.init_seed={config.init_seed}"] if protocol == "shared_start" else []
+  return (
+    train_runs.train_py_command(
+      "configs/gpt2.py", variant, run_dir, [f"--config.seed={seed}", *shared]
+    )
+    + config.train_flags.split()
+  )
 
 
 FIELDS = {

@@ -12,9 +12,9 @@ arms read the same tokens per step, so every run has the same token budget.
 """
 
 import dataclasses
-import sys
 from pathlib import Path
 
+from analysis import train_runs
 from training import tasks
 from training.errors import UserError
 
@@ -125,15 +125,12 @@ def train_command(config, arm: Arm, seed: int, run_dir: Path) -> list[str]:
     + (",runlocal" if config.runlocal else "")
   )
   control = [f"--config.optimizer.nexus.control={arm.control}"] if arm.kind == "control" else []
-  return [
-    sys.executable,
-    "train.py",
-    f"--config=configs/gpt2.py:{variant}",
-    f"--config.seed={seed}",
-    *control,
-    f"--workdir={run_dir}",
-    *config.train_flags.split(),
-  ]
+  return (
+    train_runs.train_py_command(
+      "configs/gpt2.py", variant, run_dir, [f"--config.seed={seed}", *control]
+    )
+    + config.train_flags.split()
+  )
 
 
 def expected_fields(config, arm: Arm, seed: int) -> dict:

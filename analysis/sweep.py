@@ -18,7 +18,6 @@ WORKDIR/report.md and WORKDIR/plots/*.png hold the result
 """
 
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -81,12 +80,9 @@ def train_command(config, optimizer: str, width: int, out: Path) -> list[str]:
     steps=config.num_steps,
     chunk=config.seed_chunk_size,
   )
-  return [
-    sys.executable,
-    str(REPO / "train.py"),
-    f"--config={REPO / config.train_config}:{variant}",
-    f"--workdir={out}",
-  ] + [f"--config.{k}={v}" for k, v in overrides(config, optimizer, width).items()]
+  return train_runs.train_py_command(
+    config.train_config, variant, out, overrides=overrides(config, optimizer, width)
+  )
 
 
 _fraction = config_checks.Field(float, lambda v: math.isfinite(v) and v > 0, "finite and > 0")

@@ -8,6 +8,7 @@ train.py: its absl flags would clash with theirs.
 """
 
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,25 @@ from training import workdir as wd
 from training.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def train_py_command(
+  config_file: str,
+  variant: str,
+  workdir: Path,
+  flags: Sequence[str] = (),
+  overrides: Mapping[str, Any] | None = None,
+) -> list[str]:
+  """The one shape of an experiment's `python train.py` run: the config file (relative
+  to the repository) with its variant, the workdir, extra flags, then one
+  --config.KEY=VALUE per override."""
+  return [
+    sys.executable,
+    str(REPO / "train.py"),
+    f"--config={REPO / config_file}:{variant}",
+    *flags,
+    f"--workdir={workdir}",
+  ] + [f"--config.{k}={v}" for k, v in (overrides or {}).items()]
 
 
 class TrainingFailed(UserError):

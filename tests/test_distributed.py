@@ -79,8 +79,25 @@ def test_detected_cluster_lets_jax_fill_in_and_off_ignores_it():
   assert distributed.plan(_dist(cluster="off"), {}, SLURM) is None
 
 
-def test_this_machine_is_no_cluster():
-  assert distributed.detected_cluster() is None
+SLURM_ENV = {
+  "SLURM_JOB_ID": "7",
+  "SLURM_STEP_NODELIST": "node[1-2]",
+  "SLURM_PROCID": "0",
+  "SLURM_LOCALID": "0",
+}
+
+
+def test_cluster_detection_needs_more_than_one_process(monkeypatch):
+  for var in SLURM_ENV:
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.delenv("SLURM_NTASKS", raising=False)
+  assert distributed.detected_cluster() is None  # no scheduler: the laptop path
+  for var, value in SLURM_ENV.items():
+    monkeypatch.setenv(var, value)
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  assert distributed.detected_cluster() is None  # a one-task allocation stays one process
+  monkeypatch.setenv("SLURM_NTASKS", "2")
+  assert distributed.detected_cluster().name == "slurm"
 
 
 def _free_port() -> int:

@@ -164,7 +164,7 @@ def test_train_commands_and_bad_configs(tmp_path):
   assert list(arms) == ["adamw", "nexus_adamw", "nexuscontrol_adamw", "nexus_adamw_g0.1_k2"]
   cmd = nexus_runs.train_command(config, arms["nexuscontrol_adamw"], 2, tmp_path)
   assert (
-    "--config=configs/gpt2.py:size=tiny,optimizer=adamw,steps=6,batch=6,seq_len=32,"
+    f"--config={REPO / 'configs/gpt2.py'}:size=tiny,optimizer=adamw,steps=6,batch=6,seq_len=32,"
     "similarity=3,nexus,inner_lr=0.02,inner_steps=3,runlocal" in cmd
   )
   assert "--config.seed=2" in cmd and "--config.optimizer.nexus.control=random_direction" in cmd
