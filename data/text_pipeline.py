@@ -21,9 +21,19 @@ a batch is a pure function of its step, which is why the iterator state is
 small and restores exactly. Checkpoint it beside the train state (orbax's
 grain checkpoint handler, or the JSON of `get_state()`).
 
+Per-host reading: with ``shard=(index, count)`` (training.distributed.process_block) a
+process reads only its own rows of every global batch, and ``microbatches=A`` lays them out
+for gradient accumulation. The global batch of a step is cut into A microbatches, each into
+``count`` blocks of B/(A·count) rows; process ``index`` reads block ``index`` of every
+microbatch, so the processes' rows together are exactly the one-process batch, in the same
+order (the examples are chunks of the example stream, ``batch(B/(A·count))[index::count]``):
+every example is read once, by one process, and a multi-process run sees the same data as a
+one-process run of the same global batch.
+
 Sources that are streams rather than arrays (tfds corpora too large to
 tokenize up front, data/tfds_text.py) come as grain.IterDatasets of examples;
-they mix with IterDataset.mix, whose state restores as well.
+they mix with IterDataset.mix, whose state restores as well. A stream cannot be
+indexed, so it is not split by process (one line says so).
 """
 
 import bisect
@@ -137,20 +147,61 @@ def _check(sources: Mapping, weights=None):
       raise ValueError(f"Mixture weights must be > 0 (drop a source instead), got {weights}.")
 
 
+def _merge_leading(batch):
+  # (A, c, ...) -> (A·c, ...): a process's rows, microbatch after microbatch.
+  return {k: np.reshape(v, (-1, *np.shape(v)[2:])) for k, v in batch.items()}
+
+
+def local_batches(
+  examples: grain.MapDataset, batch_size: int, microbatches: int = 1, shard=(0, 1)
+) -> grain.MapDataset:
+  """The batches of a process from an indexable example dataset (module docstring):
+  B/count rows per step, block ``shard[0]`` of each of the A microbatches, microbatch-major
+  (reshape to (A, B/(A·count), ...) to get them). (0, 1) and A = 1: ``batch(B)``."""
+  index, count = shard
+  if microbatches < 1 or count < 1 or not 0 <= index < count:
+    raise ValueError(f"microbatches={microbatches}, shard={shard}: need A >= 1, 0 <= i < count.")
+  chunk, rest = divmod(batch_size, microbatches * count)
+  if rest or chunk == 0:
+    raise ValueError(
+      f"batch_size={batch_size} does not split into {microbatches} microbatches of "
+      f"{count} processes' equal blocks; pick a multiple of {microbatches * count}."
+    )
+  if microbatches == 1 and count == 1:
+    return examples.batch(batch_size, drop_remainder=True)
+  chunks = examples.batch(chunk, drop_remainder=True)
+  if count > 1:
+    chunks = chunks[index::count]  # only this process's chunks are ever read
+  return chunks.batch(microbatches, drop_remainder=True).map(_merge_leading)
+
+
+def _streams_unsharded(parts, shard) -> None:
+  if shard[1] > 1 and any(isinstance(p, grain.IterDataset) for p in parts):
+    raise ValueError(
+      f"A streamed source (tfds) cannot be split over {shard[1]} processes (a stream has no "
+      "index); use an indexed corpus (builtin, text files, token shards) for multi-process runs."
+    )
+
+
 def mixture_loader(
   sources: Mapping[str, object],
   weights: Sequence[float] | None,
   batch_size: int,
   seed: int = 0,
   shuffle: bool = True,
+  microbatches: int = 1,
+  shard: tuple[int, int] = (0, 1),
 ) -> grain.IterDataset:
   """Batches mixing the sources in proportion to weights (uniform if None);
-  source_id is the position of the source in `sources`."""
+  source_id is the position of the source in `sources`. ``batch_size`` is the
+  global batch; with ``shard`` a process gets its rows (`local_batches`)."""
   _check(sources, weights)
   parts = [_examples(s, i, seed + 1000 * i, shuffle) for i, s in enumerate(sources.values())]
+  _streams_unsharded(parts, shard)
   if all(isinstance(p, grain.MapDataset) for p in parts):
     mixed = grain.MapDataset.mix(parts, weights)
-    return mixed.batch(batch_size, drop_remainder=True).to_iter_dataset(_read_options())
+    batches = local_batches(mixed, batch_size, microbatches, shard)
+    return batches.to_iter_dataset(_read_options())
   parts = [
     p if isinstance(p, grain.IterDataset) else p.to_iter_dataset(_read_options()) for p in parts
   ]
@@ -158,15 +209,25 @@ def mixture_loader(
 
 
 def per_source_loader(
-  sources: Mapping[str, object], batch_size: int, seed: int = 0, shuffle: bool = True
+  sources: Mapping[str, object],
+  batch_size: int,
+  seed: int = 0,
+  shuffle: bool = True,
+  microbatches: int = 1,
+  shard: tuple[int, int] = (0, 1),
 ) -> grain.IterDataset:
   """Every step, one batch of every source: {name: batch} (for Nexus-style
-  optimizers that need a gradient per source per step)."""
+  optimizers that need a gradient per source per step). ``batch_size`` is each
+  source's global batch; with ``shard`` a process gets its rows of each."""
   _check(sources)
   names = list(sources)
+  examples = [_examples(s, i, seed + 1000 * i, shuffle) for i, s in enumerate(sources.values())]
+  _streams_unsharded(examples, shard)
   parts = [
-    _examples(s, i, seed + 1000 * i, shuffle).batch(batch_size, drop_remainder=True)
-    for i, s in enumerate(sources.values())
+    local_batches(e, batch_size, microbatches, shard)
+    if isinstance(e, grain.MapDataset)
+    else e.batch(batch_size, drop_remainder=True)
+    for e in examples
   ]
   as_dict = lambda batches: dict(zip(names, batches))
   if all(isinstance(p, grain.MapDataset) for p in parts):

@@ -1,6 +1,7 @@
 """GPT-2 training across two localhost processes (gloo, 2 virtual CPU devices each)
 against one process with 4 devices: the same losses, a resume after both are
-killed, and FSDP across the processes. Slow and multi-process: run with
+killed, FSDP and gradient accumulation across the processes, each process reading
+only its own rows of every batch. Slow and multi-process: run with
 `pytest -m multiprocess`."""
 
 import json
@@ -63,10 +64,20 @@ def _two(workdir: Path, extra=()) -> list[subprocess.Popen]:
   ]
 
 
-def _wait(procs, timeout=300) -> None:
+def _wait(procs, timeout=300) -> list[str]:
+  outs = []
   for p in procs:
     out, _ = p.communicate(timeout=timeout)
     assert p.returncode == 0, out[-3000:]
+    outs.append(out)
+  return outs
+
+
+def _read_own_rows(outs: list[str]) -> None:
+  """Per-host data: each process read only its block of every global batch's rows (the losses
+  equal to the one-process run's show the blocks together are that run's batches)."""
+  for p, out in enumerate(outs):
+    assert f"Process {p} of 2 reads its block {p} of 2 of every global batch's rows" in out
 
 
 def _one(workdir: Path, extra=()) -> None:
@@ -98,7 +109,7 @@ def _close(a: Path, b: Path) -> None:
 
 def test_two_processes_equal_one_and_resume_after_both_are_killed(tmp_path):
   _one(tmp_path / "one")
-  _wait(_two(tmp_path / "two"))
+  _read_own_rows(_wait(_two(tmp_path / "two")))
   _close(tmp_path / "one", tmp_path / "two")
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())
   assert summary["num_devices"] == 4
@@ -122,8 +133,9 @@ def test_two_processes_equal_one_and_resume_after_both_are_killed(tmp_path):
   _close(tmp_path / "one", tmp_path / "killed")
 
 
-def test_fsdp_across_the_two_processes(tmp_path):
-  mesh = ["--config.mesh.data=1", "--config.mesh.fsdp=4"]
+def test_fsdp_and_microbatches_across_the_two_processes(tmp_path):
+  # Two microbatches: each process reads its block of each (data.text_pipeline's layout).
+  mesh = ["--config.mesh.data=1", "--config.mesh.fsdp=4", "--config.grad_accum_steps=2"]
   _one(tmp_path / "one", mesh)
-  _wait(_two(tmp_path / "two", mesh))
+  _read_own_rows(_wait(_two(tmp_path / "two", mesh)))
   _close(tmp_path / "one", tmp_path / "two")

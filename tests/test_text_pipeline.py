@@ -1,15 +1,19 @@
 """data.text_pipeline: packing by hand-computed answers, mixture proportions,
-source ids, per-source batches and exact resume from a saved iterator state."""
+source ids, per-source batches, exact resume from a saved iterator state, and
+per-host reading (each process its own rows of the one-process batch)."""
 
 import json
 
+import grain
 import numpy as np
 import pytest
 
+from data import text_pipeline
 from data.text_pipeline import (
   TokenWindows,
   build_text_windows,
   eval_batches,
+  local_batches,
   mixture_loader,
   pack_documents,
   per_source_loader,
@@ -129,3 +133,79 @@ def test_real_sources_and_eval_batches():
     mixture_loader(windows, [1.0], 4)
   with pytest.raises(ValueError, match="> 0"):
     mixture_loader(windows, [1.0, 0.0], 4)
+
+
+class _Counting(TokenWindows):
+  """TokenWindows that records every window index it is asked for."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.reads = []
+
+  def __getitem__(self, index):
+    self.reads.append(int(index))
+    return super().__getitem__(index)
+
+
+@pytest.mark.parametrize("microbatches", [1, 2])
+def test_processes_read_their_own_rows_which_together_are_the_one_process_batch(microbatches):
+  """Per-host reading: 3 processes × 2 microbatches of a 12-row global batch. Process i's
+  rows are block i of every microbatch of the one-process batch (same rows, same order),
+  and it reads only those: over the steps, each window is read by one process, as many
+  times as the one-process run reads it."""
+  batch, steps, count = 12, 9, 3
+  one = mixture_loader(_sources(), [0.5, 0.3, 0.2], batch, seed=4)
+  one_batches = [b["inputs"] for b in (next(it) for it in [iter(one)] for _ in range(steps))]
+  counting = {
+    i: {n: _Counting(w.arrays, w.seq_len, n) for n, w in _sources().items()} for i in range(3)
+  }
+  local = {}
+  for i in range(count):
+    rows = local_batches_of(counting[i], batch, microbatches, (i, count), seed=4)
+    local[i] = [rows[t]["inputs"] for t in range(steps)]
+  for t in range(steps):
+    whole = one_batches[t].reshape(microbatches, count, -1, 8)
+    for i in range(count):
+      np.testing.assert_array_equal(
+        local[i][t].reshape(microbatches, -1, 8), whole[:, i], err_msg=f"step {t} process {i}"
+      )
+  # What each process read: exactly its rows (no window of another process's rows).
+  one_reads = {n: _Counting(w.arrays, w.seq_len, n) for n, w in _sources().items()}
+  rows = local_batches_of(one_reads, batch, microbatches, (0, 1), seed=4)
+  for t in range(steps):
+    rows[t]
+  for n in one_reads:
+    union = sorted(r for i in range(count) for r in counting[i][n].reads)
+    assert union == sorted(one_reads[n].reads), n
+    assert sum(len(counting[i][n].reads) for i in range(count)) == len(one_reads[n].reads)
+
+
+def local_batches_of(sources, batch, microbatches, shard, seed):
+  """The MapDataset of mixture_loader's batches (indexable, no prefetch: reads are exact)."""
+  parts = [
+    text_pipeline._examples(s, i, seed + 1000 * i, True) for i, s in enumerate(sources.values())
+  ]
+  mixed = grain.MapDataset.mix(parts, [0.5, 0.3, 0.2])
+  return local_batches(mixed, batch, microbatches, shard)
+
+
+def test_per_source_rows_of_two_processes_are_the_one_process_batches():
+  one = next(iter(per_source_loader(_sources(), 8, seed=0, microbatches=2)))
+  parts = [
+    next(iter(per_source_loader(_sources(), 8, seed=0, microbatches=2, shard=(i, 2))))
+    for i in range(2)
+  ]
+  for name in one:
+    whole = one[name]["inputs"].reshape(2, 2, 2, 8)  # microbatch, process, row, token
+    for i, part in enumerate(parts):
+      np.testing.assert_array_equal(part[name]["inputs"].reshape(2, 2, 8), whole[:, i])
+
+
+def test_rows_that_do_not_split_over_processes_name_the_fix():
+  with pytest.raises(ValueError, match="pick a multiple of 6"):
+    mixture_loader(_sources(), None, 8, microbatches=2, shard=(0, 3))
+  with pytest.raises(ValueError, match="0 <= i < count"):
+    mixture_loader(_sources(), None, 8, shard=(2, 2))
+  stream = grain.MapDataset.source(_sources()["a"]).repeat().to_iter_dataset()
+  with pytest.raises(ValueError, match="cannot be split over 2 processes"):
+    mixture_loader({"a": stream}, None, 8, shard=(0, 2))

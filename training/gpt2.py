@@ -1,6 +1,7 @@
-"""The GPT-2 trainer: a host-side grain iterator over a text corpus (its
-state is checkpointed beside the train state), the batch sharded over a
-"data" axis of all devices, gradient accumulation inside the step,
+"""The GPT-2 trainer: a host-side grain iterator over a text corpus that reads
+only this process's rows of every global batch (training.host_data; its state,
+every process's, is checkpointed beside the train state), the batch sharded over
+the mesh's axes, gradient accumulation inside the step,
 per-source validation loss, tokens/s and MFU. With optimizer.nexus the
 iterator yields one batch per source and the step hands Nexus a
 grad_fn(params, source); every config.similarity_every steps the sources'
@@ -19,7 +20,17 @@ from absl import logging
 
 from models import gpt2
 from optimizers import factory
-from training import checkpoints, distributed, finite, loop, metrics, perf, sharding, tasks
+from training import (
+  checkpoints,
+  distributed,
+  finite,
+  host_data,
+  loop,
+  metrics,
+  perf,
+  sharding,
+  tasks,
+)
 from training import workdir as wd
 from training.gpt2_steps import batch_loss, make_data_mesh, make_steps, to_device_batch
 from training.similarity import make_similarity
@@ -98,7 +109,9 @@ def build(config, workdir: Path | None, vocab_size: int | None = None) -> Simple
   mesh_config = config.get("mesh")
   mesh = make_data_mesh() if mesh_config is None else sharding.make_mesh(**mesh_config.to_dict())
   use_nexus = factory.nexus_enabled(config.optimizer)
-  data = None if vocab_size else tasks.gpt2_data(config, workdir, nexus=use_nexus)
+  # This process's block of every global batch's rows (per-host reading).
+  shard = host_data.process_block(mesh)
+  data = None if vocab_size else tasks.gpt2_data(config, workdir, use_nexus, shard)
   sources = tasks.source_names(config)
   model = tasks.gpt2_model(config, vocab_size or data.tokenizer.vocab_size)
   tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=len(sources))
@@ -122,6 +135,7 @@ def build(config, workdir: Path | None, vocab_size: int | None = None) -> Simple
   return SimpleNamespace(
     mesh=mesh,
     mesh_config=mesh_config,
+    shard=shard,
     use_nexus=use_nexus,
     data=data,
     sources=sources,
@@ -132,10 +146,14 @@ def build(config, workdir: Path | None, vocab_size: int | None = None) -> Simple
   )
 
 
-def restored_state(config, workdir: Path) -> tuple[int, dict | None, SimpleNamespace]:
+def restored_state(
+  config, workdir: Path, vocab_size: int | None = None
+) -> tuple[int, dict | None, SimpleNamespace]:
   """(step, state, build) of workdir's newest checkpoint restored onto config's mesh on this
-  process's devices, as train() resumes it; (0, None, build) without a checkpoint."""
-  run = build(config, workdir)
+  process's devices, as train() resumes it; (0, None, build) without a checkpoint. With
+  ``vocab_size`` (the run's summary has it) no data is read: reading and tokenizing the
+  corpus costs far more than restoring a small model (analysis restores many runs)."""
+  run = build(config, workdir, vocab_size)
   _, from_checkpoint, target = _checkpoint_layout(run.init, config.seed, run.state_sh)
   with checkpoints.manager(workdir, config) as manager:
     step, stacked, _ = checkpoints.restore_latest(manager, target)
@@ -166,7 +184,7 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
   resume_step, stacked, data_state = checkpoints.restore_latest(manager, target)
   if resume_step:
     checkpoints.check_data_state(resume_step, data_state, None)
-    iterator.set_state(data_state["grain"])
+    iterator.set_state(host_data.own_state(data_state))
     state = from_checkpoint(stacked)
     logging.info("Resumed %s from step %d.", workdir, resume_step)
   else:
@@ -190,6 +208,13 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     else "",
     f", peak {peak:.3g} FLOP/s" if peak > 0 else "",
   )
+  if run.shard[1] > 1:
+    logging.info(
+      "Process %d of %d reads its block %d of %d of every global batch's rows.",
+      jax.process_index(),
+      jax.process_count(),
+      *run.shard,
+    )
   eval_sharding = jax.sharding.NamedSharding(
     mesh, jax.sharding.PartitionSpec(None, tuple(mesh.axis_names))
   )
@@ -226,7 +251,11 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
 
   def advance(step, last):
     inputs, targets = to_device_batch(
-      next(iterator), config.grad_accum_steps, batched, sources if use_nexus else None
+      next(iterator),
+      config.grad_accum_steps,
+      batched,
+      sources if use_nexus else None,
+      count=run.shard[1],
     )
     logged = loop.due(step, config.log_every, last)
     if use_nexus and logged:  # The loss at θ of this step's K source batches.
@@ -288,9 +317,8 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
 
   def save():
     stacked = to_checkpoint(holder["state"])
-    checkpoints.save(
-      manager, stacked, {"step": int(stacked["step"]), "grain": iterator.get_state()}
-    )
+    record = host_data.iterator_record(int(stacked["step"]), iterator.get_state())
+    checkpoints.save(manager, stacked, record)
 
   with manager, writer:
     status = loop.train_loop(

@@ -12,7 +12,7 @@ import optax
 
 from models import gpt2
 from optimizers import microbatch
-from training import distributed, finite
+from training import finite, host_data
 from training.relu2 import first_nonfinite
 
 
@@ -142,9 +142,14 @@ def batch_loss(model: gpt2.GPT2):
   return jax.jit(loss)
 
 
-def to_device_batch(batch: dict, k: int, sharding, sources=None) -> tuple[jax.Array, jax.Array]:
+def to_device_batch(
+  batch: dict, k: int, sharding, sources=None, count: int = 1
+) -> tuple[jax.Array, jax.Array]:
   """(inputs, targets) as (A, B/A, T), A = k microbatches; with ``sources`` (a
-  per-source batch {name: {"inputs": (B/K, T), ...}}) stacked as (K, A, B/(K·A), T)."""
+  per-source batch {name: {"inputs": (B/K, T), ...}}) stacked as (K, A, B/(K·A), T).
+  ``batch`` holds this process's rows, microbatch-major (data.text_pipeline's
+  ``shard``: block i of ``count`` of every microbatch): the global arrays are
+  assembled from every process's own rows (training.host_data.global_batch)."""
   out = []
   for name in ("inputs", "targets"):
     if sources is None:
@@ -153,5 +158,5 @@ def to_device_batch(batch: dict, k: int, sharding, sources=None) -> tuple[jax.Ar
     else:
       x = np.stack([np.asarray(batch[s][name], np.int32) for s in sources])
       x = x.reshape(len(sources), k, -1, x.shape[-1])
-    out.append(distributed.global_array(x, sharding))  # every process holds the whole batch
+    out.append(host_data.global_batch(x, sharding, x.ndim - 2, count))
   return tuple(out)

@@ -272,9 +272,13 @@ class GPT2Data(NamedTuple):
   ood: dict[str, dict[str, np.ndarray]]
 
 
-def gpt2_data(config, workdir: Path | None, nexus: bool = False) -> GPT2Data:
+def gpt2_data(
+  config, workdir: Path | None, nexus: bool = False, shard: tuple[int, int] = (0, 1)
+) -> GPT2Data:
   """The tokenizer, the training loader (a mixture, or one batch per source
-  for Nexus) and the fixed validation and OOD batches of a GPT-2 config."""
+  for Nexus) and the fixed validation and OOD batches of a GPT-2 config. The
+  loader yields this process's rows of every global batch (``shard``:
+  training.host_data.process_block), laid out for grad_accum_steps microbatches."""
   try:  # The tokenizers word their errors (offline tiktoken, no tiktoken, a BPE
     tok = gpt2_tokenizer(config, workdir)  # the corpus cannot fill): one line.
   except (ValueError, OSError, ImportError, RuntimeError) as e:
@@ -284,12 +288,13 @@ def gpt2_data(config, workdir: Path | None, nexus: bool = False) -> GPT2Data:
   except (ValueError, OSError) as e:
     raise UserError(one_line(e)) from None
   weights = [float(w) for w in plus_list(config.data.weights)] or None
+  rows = {"microbatches": config.grad_accum_steps, "shard": shard}
   if nexus:  # batch_size / K sequences of every source
     loader = text_pipeline.per_source_loader(
-      train, config.batch_size // len(train), seed=config.seed
+      train, config.batch_size // len(train), config.seed, **rows
     )
   else:
-    loader = text_pipeline.mixture_loader(train, weights, config.batch_size, seed=config.seed)
+    loader = text_pipeline.mixture_loader(train, weights, config.batch_size, config.seed, **rows)
   val = eval_batches(config, "validation", tok)
   ood_list = ood_names(config)
   ood = eval_batches(config, "test", tok, ood_list) if ood_list else {}
