@@ -258,7 +258,10 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
     "hypothesis": hypothesis,
     "grad_cosine": grad_cosines(names, dirs, valid_N, S),
     "update_geometry": geometry,
-    "geometry_minibatch": "one train batch per source (G: all the train windows)",
+    "geometry_minibatch": (
+      f"one train batch of {config.eval_batch_size} windows per source (G: the "
+      f"{config.eval_batches} fixed train batches per source)"
+    ),
     "timings_s": {
       "update_geometry": t_geometry,
       "barriers": t_barriers,

@@ -9,6 +9,7 @@ more than a gradient, so they are listed as not measured rather than given a D t
 would never make.
 """
 
+import json
 from pathlib import Path
 
 import jax
@@ -28,7 +29,8 @@ def measurable(opt_config) -> bool:
 def run_geometry(run_dir: Path, mean_loss, train_batches: dict) -> dict:
   """{"gamma", "phi", "slope_full", "slope_mini", "curvature"}: floats, at the newest checkpoint."""
   config = wd.load_config(run_dir)
-  step, state, run = gpt2.restored_state(config, Path(run_dir))
+  vocab_size = json.loads((Path(run_dir) / wd.SUMMARY_FILE).read_text())["vocab_size"]
+  step, state, run = gpt2.restored_state(config, Path(run_dir), vocab_size)
   if not step:
     raise ValueError(f"{run_dir} has no checkpoint to measure γ and Φ at.")
   first = {s: {k: v[:1] for k, v in b.items()} for s, b in train_batches.items()}

@@ -167,6 +167,22 @@ def _gpt2_sections(result: dict) -> list[str]:
   return lines
 
 
+def grid_edge_entries(selection: dict) -> list[tuple[str, str]]:
+  """[(entry, "lowest" | "highest")]: entries whose chosen learning rate is the smallest or
+  largest of a grid of ≥ 3 rates (with 2 every choice is an edge: not flagged)."""
+  out = []
+  for entry, item in selection.items():
+    rates = sorted(p["learning_rate"] for p in item["sweep"])
+    chosen = next((p for p in item["sweep"] if p["k"] == item["chosen"]), None)
+    if chosen is None or len(rates) < 3:
+      continue
+    if chosen["learning_rate"] == rates[0]:
+      out.append((entry, "lowest"))
+    elif chosen["learning_rate"] == rates[-1]:
+      out.append((entry, "highest"))
+  return out
+
+
 def _sweep_and_runs(result: dict) -> list[str]:
   names = result["entries"]
   lines = [
@@ -187,6 +203,13 @@ def _sweep_and_runs(result: dict) -> list[str]:
     lines += [
       "",
       f"No converged seed at any learning rate: {', '.join(result['dropped_entries'])}.",
+    ]
+  edge = grid_edge_entries(result["selection"])
+  if edge:
+    lines += [
+      "",
+      "Chosen at the edge of the grid (the best rate may lie beyond it; these entries may be "
+      f"under-tuned, widen lr_multipliers): {', '.join(f'{e} ({side})' for e, side in edge)}.",
     ]
   columns = list(result["final"][names[0]])  # train, validation, test (GPT-2: ood)
   lines += ["", "## Chosen runs", "", f"| entry | bias | {' | '.join(columns)} | region |"]

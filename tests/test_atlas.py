@@ -220,3 +220,25 @@ def test_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
   assert "Update geometry" in report
   again = atlas.run(config, tmp_path)
   assert set(again["trained"].values()) == {"skipped"}
+
+
+def test_a_choice_at_the_grid_edge_is_flagged_as_possibly_under_tuned():
+  from analysis.atlas_report import grid_edge_entries
+
+  def item(chosen, rates=(0.1, 0.3, 1.0)):
+    sweep = [{"k": k, "learning_rate": r} for k, r in enumerate(rates)]
+    return {"chosen": chosen, "sweep": sweep}
+
+  selection = {
+    "low": item(0),
+    "mid": item(1),
+    "high": item(2),
+    "none": item(None),
+    "two": item(1, (0.1, 0.3)),
+    "unsorted": item(0, (1.0, 0.1, 0.3)),
+  }
+  assert grid_edge_entries(selection) == [
+    ("low", "lowest"),
+    ("high", "highest"),
+    ("unsorted", "highest"),
+  ]

@@ -26,7 +26,10 @@ def test_gpt2_entries_cover_every_gpt2_optimizer_and_grids_centre_on_its_rate():
   for name, entry in config.entries.items():
     base, _ = atlas_gpt2_runs.parse_optimizer(entry.optimizer)
     lrs = atlas_gpt2_runs.learning_rates(config, name)
-    assert lrs == pytest.approx([_GPT2_LR[base] * m for m in config.lr_multipliers], rel=1e-5)
+    # The centre: the entry's own rate (Lion-K nuclear/rownorm: Muon's), else configs/gpt2.py's.
+    centre = entry.overrides.get("optimizer", {}).get("learning_rate", _GPT2_LR[base])
+    assert lrs == pytest.approx([centre * m for m in config.lr_multipliers], rel=1e-5)
+  assert atlas_gpt2_runs.learning_rates(config, "lion_k_nuclear")[1] == _GPT2_LR["muon"]
   full, local = atlas_config("gpt2,full"), atlas_config("gpt2,runlocal")
   assert len(full.lr_multipliers) > len(config.lr_multipliers) and full.seeds >= 3
   assert config.seeds >= 3 and set(local.entries) < set(config.entries)
