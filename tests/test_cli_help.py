@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
     (["-m", "analysis.gpt2_spectra"], ["--config", "--workdir"]),
     (["-m", "analysis.nexus_mixture"], ["--config", "--workdir"]),
     (["-m", "analysis.connectivity"], ["--runs", "--path", "--points", "--align", "--out"]),
-    (["-m", "training.aot"], ["--config", "--devices", "--json"]),
+    (["-m", "training.aot"], ["--config", "--devices", "--topology", "--json"]),
   ],
 )
 def test_help_lists_the_commands_flags(command, flags):

@@ -12,9 +12,12 @@ bytes accessed) of the partitioned program, the model FLOPs per device and step 
 comparison (6·N + attention per token, training.gpt2's MFU numerator) and the collectives
 inside and outside while loops (training.hlo). With --devices=N the devices are N virtual CPU
 devices: argument bytes are exact sharding arithmetic, temporaries are the CPU compiler's,
-not a TPU's or GPU's (SCALEOUT.md). Without it, this machine's own devices.
+not a TPU's or GPU's (SCALEOUT.md). With --topology=v5e:16x16 the devices are a TPU slice's
+compile-only devices (jax.experimental.topologies; needs libtpu, i.e. `pip install "jax[tpu]"`,
+no TPU): the numbers are the TPU compiler's. Without either, this machine's own devices.
 """
 
+import copy
 import json
 import math
 import sys
@@ -24,7 +27,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from models import gpt2 as gpt2_model
-from training import cli, config_checks, finite, gpt2, hlo, tasks
+from training import cli, config_checks, finite, gpt2, hlo, sharding, tasks
 from training.errors import UserError
 from training.gpt2_steps import make_steps
 
@@ -40,6 +43,12 @@ _DEVICES = flags.DEFINE_integer(
   0,
   "Compile for this many virtual CPU devices (set before JAX starts; the config's batch "
   "must divide over them). 0: this machine's devices.",
+)
+_TOPOLOGY = flags.DEFINE_string(
+  "topology",
+  "",
+  "Compile for a TPU topology's devices, e.g. v5e:16x16 (needs libtpu: pip install "
+  '"jax[tpu]"; no TPU needed). Not with --devices.',
 )
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 
@@ -60,10 +69,38 @@ def abstract(tree, shardings):
   )
 
 
-def compile_step(config):
-  """(compiled train step, build, its abstract arguments) of ``config`` on this process's
-  devices, from shapes."""
-  run = gpt2.build(config, None, vocab_size=vocab_size(config))
+def topology_devices(name: str) -> list:
+  """The compile-only devices of TPU topology ``name`` (e.g. "v5e:16x16"); a UserError
+  naming the fix where libtpu is not installed."""
+  from jax.experimental import topologies
+
+  try:
+    return list(topologies.get_topology_desc(name, platform="tpu").devices)
+  except RuntimeError as e:
+    if "TPU support not installed" in str(e):
+      raise UserError(
+        f'--topology={name} needs libtpu, which is not installed: pip install "jax[tpu]" '
+        "(a TPU VM or any Linux machine with libtpu; no TPU needed), or use --devices=N."
+      ) from None
+    raise UserError(f"--topology={name}: {' '.join(str(e).split())}") from None
+
+
+def compile_step(config, devices=None):
+  """(compiled train step, build, its abstract arguments) of ``config`` on ``devices``
+  (default: this process's), from shapes."""
+  if devices is None:
+    run = gpt2.build(config, None, vocab_size=vocab_size(config))
+  else:  # Built on this process's devices (any mesh fits), then laid out on ``devices``.
+    local = copy.deepcopy(config)
+    if local.get("mesh") is not None:
+      local.mesh.data, local.mesh.fsdp = -1, 1
+    run = gpt2.build(local, None, vocab_size=vocab_size(config))
+    mesh = config.get("mesh")
+    run.mesh_config = mesh
+    run.mesh = sharding.make_mesh(**(mesh.to_dict() if mesh else {}), devices=devices)
+    run.state_sh = gpt2._state_sharding(
+      run.init, config.seed, run.tx, run.mesh, fsdp_rule=mesh is not None
+    )
   k = len(run.sources) if run.use_nexus else 0
   train_step, _, batched = make_steps(
     run.model,
@@ -93,19 +130,20 @@ def shard_bytes(tree) -> int:
   )
 
 
-def budget(config) -> dict:
+def budget(config, devices=None) -> dict:
   """Per-device memory, FLOPs and collectives of config's compiled train step."""
-  compiled, run, args = compile_step(config)
+  compiled, run, args = compile_step(config, devices)
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older jax: one per program.
-  n_dev = jax.device_count()
+  n_dev = run.mesh.size
   tokens = config.batch_size * config.data.seq_len
   if run.use_nexus:
     tokens = config.optimizer.nexus.inner_steps * tokens
   model_flops = gpt2_model.flops_per_token(run.model.config, config.data.seq_len) * tokens
   out = {
     "devices": n_dev,
+    "platform": run.mesh.devices.flat[0].platform,
     "mesh": dict(run.mesh.shape),
     "params": gpt2_model.count_params(jax.eval_shape(run.init, config.seed)["params"]),
     "argument_bytes": mem.argument_size_in_bytes,
@@ -155,13 +193,16 @@ def main(argv):
   def run():
     if _DEVICES.value < 0:
       raise UserError(f"--devices={_DEVICES.value}: pass N > 0 virtual devices, or 0.")
+    if _DEVICES.value and _TOPOLOGY.value:
+      raise UserError("--devices and --topology both given: pass one (virtual CPU or TPU).")
     if _DEVICES.value:  # Before the first backend use, so it takes effect.
       jax.config.update("jax_platforms", "cpu")
       jax.config.update("jax_num_cpu_devices", _DEVICES.value)
     if config.model.name != "gpt2":
       raise UserError(f"model.name={config.model.name!r}: training.aot compiles GPT-2 configs.")
     config_checks.validate_config(config)
-    b = budget(config)
+    devices = topology_devices(_TOPOLOGY.value) if _TOPOLOGY.value else None
+    b = budget(config, devices)
     print(json.dumps(b, indent=1) if _JSON.value else _table(b))
 
   cli.handle("training.aot", run)
