@@ -14,6 +14,7 @@ import jax
 import pytest
 
 from configs.gpt2 import get_config
+from training import aot as aot_lib
 from training import finite, gpt2, sharding
 from training.aot import vocab_size
 
@@ -129,3 +130,34 @@ def test_topology_and_devices_together_is_one_line():
   assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and "--devices and --topology" in lines[0], lines
+
+
+def test_fsdp_options_are_the_sharding_arithmetic_and_rank_the_meshes():
+  """The mesh advice on 1.5b for 256 devices, from shapes (no compile): every fsdp size's
+  params + optimizer state per device equals this file's independent count; fsdp = 256 holds
+  wte and the d = 1600 matrices whole, and the least per device is fsdp = 64 (1600 = 64 * 25,
+  4800 and 6400 divide too: every large leaf split)."""
+  config = get_config(VARIANT)
+  config.mesh.data, config.mesh.fsdp = -1, 1
+  run = gpt2.build(config, None, vocab_size=vocab_size(config))
+  options = {o["fsdp"]: o for o in aot_lib.fsdp_options(jax.eval_shape(run.init, 0), N)}
+  assert sorted(options) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+  for f in (1, 64, 256):
+    want = expected_bytes(config, f)
+    assert options[f]["state_bytes"] == want["params"] + want["opt_state"], f
+  assert options[256]["whole"][0] == {"name": "wte/embedding", "shape": [50257, 1600]}
+  assert options[64]["whole_count"] == 0 and options[256]["whole_count"] > 0
+  best = min(options.values(), key=lambda o: (o["state_bytes"], o["fsdp"]))
+  assert (best["fsdp"], best["data"]) == (64, 4)
+  advice = "\n".join(
+    aot_lib.mesh_advice(
+      {
+        "devices": N,
+        "mesh": {"data": 1, "fsdp": N},
+        "fsdp_options": list(options.values()),
+        "state_bytes_ideal": 1,
+      }
+    )
+  )
+  assert "--config.mesh.fsdp=64 --config.mesh.data=4" in advice, advice
+  assert "wte/embedding (50257, 1600)" in advice, advice

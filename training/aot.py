@@ -130,6 +130,42 @@ def shard_bytes(tree) -> int:
   )
 
 
+def fsdp_options(state, devices: int) -> list[dict]:
+  """Per-device bytes of params + optimizer state under the FSDP path rule for every fsdp
+  size that divides ``devices`` (data = devices/fsdp), from the abstract train state: which
+  mesh shards this model best, by arithmetic alone (no compile). ``whole`` lists the largest
+  parameters the rule holds whole at that size (no dimension divisible by it)."""
+  by_name = sharding.param_shapes(state["params"])
+  leaves = [
+    (
+      sharding.mirrored_param(sharding.leaf_name(p), x.shape, by_name),
+      math.prod(x.shape) * x.dtype.itemsize,
+    )
+    for t in (state["params"], state["opt_state"])
+    for p, x in jax.tree_util.tree_flatten_with_path(t)[0]
+  ]
+  out = []
+  for f in (f for f in range(1, devices + 1) if devices % f == 0):
+    split = {
+      n: sharding.param_spec(shape, f) != jax.sharding.PartitionSpec()
+      for n, shape in by_name.items()
+    }
+    held = sorted(
+      ((n, shape) for n, shape in by_name.items() if not split[n] and math.prod(shape) >= 2**14),
+      key=lambda item: -math.prod(item[1]),
+    )
+    out.append(
+      {
+        "fsdp": f,
+        "data": devices // f,
+        "state_bytes": sum(b // f if n is not None and split[n] else b for n, b in leaves),
+        "whole": [{"name": n, "shape": list(shape)} for n, shape in held[:4]],
+        "whole_count": len(held),
+      }
+    )
+  return out
+
+
 def budget(config, devices=None) -> dict:
   """Per-device memory, FLOPs and collectives of config's compiled train step."""
   compiled, run, args = compile_step(config, devices)
@@ -161,7 +197,42 @@ def budget(config, devices=None) -> dict:
   )
   counts = hlo.collective_counts(compiled.as_text())
   out["collectives"] = {k: dict(v) for k, v in counts.items()}
+  state = jax.eval_shape(run.init, config.seed)
+  out["state_bytes_ideal"] = shard_bytes_ideal(state, n_dev)
+  out["fsdp_options"] = fsdp_options(state, n_dev)
   return out
+
+
+def shard_bytes_ideal(state, devices: int) -> int:
+  """(params + optimizer state) / devices: every byte split, the 1/N ideal."""
+  leaves = jax.tree.leaves((state["params"], state["opt_state"]))
+  return sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves) // devices
+
+
+def mesh_advice(b: dict) -> list[str]:
+  """Lines on the fsdp sizes: this mesh's params + optimizer state per device against the
+  ideal, and the size that holds the least (the smallest such size: less FSDP traffic)."""
+  mib = lambda n: f"{n / 2**20:.2f} MiB"
+  options = {o["fsdp"]: o for o in b["fsdp_options"]}
+  here = options.get(b["mesh"].get("fsdp", 1))
+  best = min(b["fsdp_options"], key=lambda o: (o["state_bytes"], o["fsdp"]))
+  lines = []
+  if here is not None:
+    lines.append(
+      f"  params + optimizer state {mib(here['state_bytes'])} per device at fsdp={here['fsdp']} "
+      f"(ideal 1/{b['devices']}: {mib(b['state_bytes_ideal'])})"
+    )
+    if here["whole"]:
+      held = ", ".join(f"{w['name']} {tuple(w['shape'])}" for w in here["whole"])
+      lines.append(
+        f"  held whole at fsdp={here['fsdp']}: {here['whole_count']} leaves, e.g. {held}"
+      )
+  if here is None or best["state_bytes"] < here["state_bytes"]:
+    lines.append(
+      f"  least per device: --config.mesh.fsdp={best['fsdp']} --config.mesh.data={best['data']} "
+      f"({mib(best['state_bytes'])})"
+    )
+  return lines
 
 
 def _table(b: dict) -> str:
@@ -179,6 +250,7 @@ def _table(b: dict) -> str:
     f"  bytes accessed {b['bytes_accessed']:.4g}",
     f"  collectives inside loops {b['collectives']['inside_loops'] or 0}, "
     f"outside {b['collectives']['outside_loops'] or 0}",
+    *mesh_advice(b),
   ]
   return "\n".join(lines)
 

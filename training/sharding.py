@@ -86,9 +86,7 @@ def state_shardings(tx, params, shardings_of_params, mesh: Mesh):
   its own path ends with and whose shape it has (moments mirror the params tree in every
   optimizer here, inside chains, partitions and wrappers); anything else (counts, scalars,
   stacked or reshaped buffers) is replicated."""
-  by_name = {}
-  for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-    by_name[leaf_name(path)] = x.shape
+  by_name = param_shapes(params)
   sharding_by_name = {
     leaf_name(p): s for p, s in jax.tree_util.tree_flatten_with_path(shardings_of_params)[0]
   }
@@ -96,13 +94,24 @@ def state_shardings(tx, params, shardings_of_params, mesh: Mesh):
   replicated = NamedSharding(mesh, PartitionSpec())
 
   def rule(path, x):
-    name = leaf_name(path)
-    for pname, shape in by_name.items():
-      if (name == pname or name.endswith("/" + pname)) and tuple(x.shape) == tuple(shape):
-        return sharding_by_name[pname]
-    return replicated
+    pname = mirrored_param(leaf_name(path), x.shape, by_name)
+    return replicated if pname is None else sharding_by_name[pname]
 
   return jax.tree_util.tree_map_with_path(rule, abstract)
+
+
+def param_shapes(params) -> dict[str, tuple]:
+  """{leaf name: shape} of a params tree."""
+  return {leaf_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def mirrored_param(name: str, shape, by_name: dict[str, tuple]) -> str | None:
+  """The parameter a state leaf ``name`` of ``shape`` mirrors (its path ends with the
+  parameter's and the shapes agree), or None: `state_shardings`'s matching rule."""
+  for pname, pshape in by_name.items():
+    if (name == pname or name.endswith("/" + pname)) and tuple(shape) == pshape:
+      return pname
+  return None
 
 
 def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
