@@ -283,7 +283,13 @@ def main(argv):
   for name in FLAGS.zoo:
     if name not in TORCH_RULES:
       raise app.UsageError(f"--zoo: no torch transcription of {name!r}; known: {TORCH_RULES}.")
-  import torch  # pylint: disable=g-import-not-at-top
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Not a dependency: its PyPI default is a multi-GB CUDA build.
+    raise SystemExit(
+      "benchmarks/torch_zoo.py: PyTorch is not installed: pip install torch (a CPU build: "
+      "--index-url https://download.pytorch.org/whl/cpu)."
+    ) from None
 
   threads = os.cpu_count()
   torch.set_num_threads(threads)
