@@ -27,6 +27,7 @@ statistic per matrix. Only the leaves `default_muon_routing` selects get
 NorMuon; the others get AdamW, as in `optimizers.muon.muon`.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers import domains
+from optimizers import owner_layout as owner_layout_lib
 from optimizers.orthogonalization import newton_schulz
 from optimizers.zoo_common import (
   ADAM_DOMAINS,
@@ -89,6 +91,7 @@ def scale_by_normuon(
   form: str = "code",
   eps: float = 1e-10,
   mu_dtype: Any | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """NorMuon's direction Ô (module docstring) for every leaf, each a (stack of)
   (fan_in, fan_out) matrices; the learning rate and decay come after it.
@@ -102,6 +105,7 @@ def scale_by_normuon(
       "paper" (RMS(Ô) = 0.2).
     eps: ε of both divisions.
     mu_dtype: dtype of M (default float32, whatever the params).
+    owner_layout: run NS5 in Muon's owner layout (`optimizers.muon.muon`'s argument).
   """
   if form not in NORMUON_FORMS:
     raise ValueError(f"Unknown NorMuon form {form!r}; known: {NORMUON_FORMS}.")
@@ -118,18 +122,25 @@ def scale_by_normuon(
       nu=jax.tree.map(nu_zeros, params),
     )
 
-  def leaf_update(g, m, nu):
+  def momentum(g, m):
     g32 = g.astype(jnp.float32)
     m32 = beta * m.astype(jnp.float32) + (1.0 - beta) * g32
-    u = (1.0 - beta) * g32 + beta * m32 if nesterov else m32
-    o = newton_schulz(u, steps=ns_steps)
+    return m32, ((1.0 - beta) * g32 + beta * m32 if nesterov else m32)
+
+  # Only NS5 (a pure function of each matrix) goes through the owner layout; v's per-row
+  # statistic and the rescale stay per leaf, in the leaf's own sharding.
+  orthogonalize = functools.partial(owner_layout_lib.tree_map, enabled=owner_layout)
+
+  def leaf_direction(g, o, nu):
     direction, nu = normuon_direction(o, nu, beta2, form, eps)
-    return direction.astype(g.dtype), m32.astype(dtype), nu
+    return direction.astype(g.dtype), nu
 
   def update_fn(updates, state, params=None):
     del params
-    out = jax.tree.map(leaf_update, updates, state.mu, state.nu)
-    direction, mu, nu = unzip(updates, out, 3)
+    m32, u = unzip(updates, jax.tree.map(momentum, updates, state.mu), 2)
+    o = orthogonalize(lambda x: newton_schulz(x, steps=ns_steps), u)
+    direction, nu = unzip(updates, jax.tree.map(leaf_direction, updates, o, state.nu), 2)
+    mu = jax.tree.map(lambda m: m.astype(dtype), m32)
     return direction, ScaleByNorMuonState(optax.safe_increment(state.count), mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -152,6 +163,7 @@ def normuon(
   adam_weight_decay: float = 0.0,
   mu_dtype: Any | None = None,
   routing: Callable[[Any, Any], bool] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """NorMuon on the leaves ``routing`` selects, AdamW on the others.
 
@@ -170,9 +182,13 @@ def normuon(
     routing: ``routing(path, leaf) -> bool``, True for NorMuon; None is
       `default_muon_routing`. Under `optax.inject_hyperparams` list ``routing``,
       ``mask`` (when a function) and ``ns_steps`` in ``static_args``.
+    owner_layout: Newton–Schulz on same-shape matrices stacked, whole matrices per device
+      (`optimizers.owner_layout`: no collective inside the iteration) under the ambient
+      mesh (`jax.set_mesh`); None: on when that mesh has an "fsdp" axis of size > 1.
+      The same update up to rounding; without a mesh it changes nothing.
   """
   matrix_side = optax.chain(
-    scale_by_normuon(beta, beta2, nesterov, ns_steps, form, eps, mu_dtype),
+    scale_by_normuon(beta, beta2, nesterov, ns_steps, form, eps, mu_dtype, owner_layout),
     optax.add_decayed_weights(weight_decay, mask),
     optax.scale_by_learning_rate(learning_rate),
   )
@@ -190,5 +206,6 @@ DOMAINS: dict[str, domains.Domain] = {
   "eps": domains.positive(),
   **ADAM_DOMAINS,
   "mu_dtype": domains.DTYPE,
+  "owner_layout": domains.optional(domains.boolean()),
   "routing": ROUTING_DOMAIN,
 }

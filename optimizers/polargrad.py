@@ -32,6 +32,7 @@ per leading index. Leaves `default_muon_routing` (or ``routing``) does not selec
 to AdamW, as in `optimizers.muon.muon`.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -42,6 +43,7 @@ from optax import tree as otu
 
 from optimizers import domains
 from optimizers import orthogonalization as ortho
+from optimizers import owner_layout as owner_layout_lib
 from optimizers.k_functions import KFunction, register_k
 from optimizers.zoo_common import ADAM_DOMAINS, ROUTING_DOMAIN, adamw_side, routed
 
@@ -118,6 +120,7 @@ def scale_by_polargrad(
   ns_steps: int = 5,
   ns_coeffs="quintic",
   mu_dtype: Any | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """PolarGrad's direction ν·U on every leaf (each of rank ≥ 2); see the module docstring.
 
@@ -129,6 +132,7 @@ def scale_by_polargrad(
       under `optax.inject_hyperparams` list ``ns_steps`` in ``static_args``.
     mu_dtype: dtype of M (default float32 whatever the params: the direction is
       computed in f32 and cast back to the update's dtype).
+    owner_layout: compute polar() in Muon's owner layout (`polargrad`'s argument).
   """
   _check_method(method, ns_steps, ns_coeffs)
   polar = _polar_fn(method, ns_steps, ns_coeffs)
@@ -143,24 +147,23 @@ def scale_by_polargrad(
         )
     return ScaleByPolarGradState(jnp.zeros([], jnp.int32), otu.zeros_like(params, dtype=mu_dtype))
 
-  def leaf_update(g, m):
-    g_MxN, m_MxN = _f32(g), _f32(m)
-    if polar_first:
-      u_MxN = polar(g_MxN)
-      m_MxN = beta * m_MxN + (1 - beta) * u_MxN
-      direction = _inner(g_MxN, u_MxN) * m_MxN
-    else:
-      m_MxN = beta * m_MxN + (1 - beta) * g_MxN
-      u_MxN = polar(m_MxN)
-      direction = _inner(m_MxN, u_MxN) * u_MxN
-    return direction.astype(g.dtype), m_MxN.astype(mu_dtype)
+  # Only polar() (a pure function of each matrix, NS or SVD) goes through the owner layout;
+  # the momentum and ν = ⟨X, U⟩ stay per leaf, in the leaf's own sharding.
+  polar_tree = functools.partial(owner_layout_lib.tree_map, polar, enabled=owner_layout)
 
   def update_fn(updates, state, params=None):
     del params
-    pairs = jax.tree.map(leaf_update, updates, state.mu)
-    # updates' structure is a prefix of pairs': each of its leaves holds a pair.
-    directions = jax.tree.map(lambda _, pair: pair[0], updates, pairs)
-    mu = jax.tree.map(lambda _, pair: pair[1], updates, pairs)
+    g32, m32 = jax.tree.map(_f32, updates), jax.tree.map(_f32, state.mu)
+    if polar_first:
+      u = polar_tree(g32)
+      m32 = jax.tree.map(lambda m, u: beta * m + (1 - beta) * u, m32, u)
+      directions = jax.tree.map(lambda g, u, m: _inner(g, u) * m, g32, u, m32)
+    else:
+      m32 = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g, m32, g32)
+      u = polar_tree(m32)
+      directions = jax.tree.map(lambda m, u: _inner(m, u) * u, m32, u)
+    directions = jax.tree.map(lambda d, g: d.astype(g.dtype), directions, updates)
+    mu = jax.tree.map(lambda m: m.astype(mu_dtype), m32)
     return directions, ScaleByPolarGradState(optax.safe_increment(state.count), mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -182,6 +185,7 @@ def polargrad(
   adam_eps: float = 1e-8,
   adam_weight_decay: float = 0.0,
   routing: Callable[[Any, Any], bool] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """PolarGrad on the leaves ``routing`` selects, AdamW on the others.
 
@@ -200,9 +204,13 @@ def polargrad(
     routing: ``routing(path, leaf) -> bool``, True for PolarGrad; None is
       `optimizers.muon.default_muon_routing`. Under `optax.inject_hyperparams` list
       it (and ``ns_steps`` with Newton–Schulz) in ``static_args``.
+    owner_layout: polar() (Newton–Schulz or SVD) on same-shape matrices stacked, whole
+      matrices per device (`optimizers.owner_layout`: no collective inside the iteration)
+      under the ambient mesh (`jax.set_mesh`); None: on when that mesh has an "fsdp" axis
+      of size > 1. The same update up to rounding; without a mesh it changes nothing.
   """
   matrix_side = optax.chain(
-    scale_by_polargrad(beta, method, polar_first, ns_steps, ns_coeffs, mu_dtype),
+    scale_by_polargrad(beta, method, polar_first, ns_steps, ns_coeffs, mu_dtype, owner_layout),
     optax.add_decayed_weights(weight_decay, mask),
     optax.scale_by_learning_rate(learning_rate),
   )
@@ -235,6 +243,7 @@ DOMAINS = {
   "ns_coeffs": domains.Domain(_is_ns_coeffs, "a Newton-Schulz preset name or (a, b, c) triples"),
   "mu_dtype": domains.DTYPE,
   **ADAM_DOMAINS,
+  "owner_layout": domains.optional(domains.boolean()),
   "routing": ROUTING_DOMAIN,
 }
 

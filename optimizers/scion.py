@@ -47,6 +47,7 @@ example; norms as above). Python callers may pass the dicts ``radii`` and
 ``norms`` keyed by class instead; naming one class both ways is an error.
 """
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -56,6 +57,7 @@ import optax
 
 from optimizers import domains
 from optimizers import orthogonalization as ortho
+from optimizers import owner_layout as owner_layout_lib
 from optimizers.lion_k import K_OPTION_DOMAINS
 
 # Re-exported: the class geometry lives in optimizers.scion_norms.
@@ -104,11 +106,13 @@ def scale_by_scion(
   spectral_max: bool = False,
   eps: float = 1e-8,
   mu_dtype: Any | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """Scion's direction for one class: ρ·lmo(d) + W when constrained (so that
   −γ times it is SCG's step), ρ·lmo(d) otherwise; the learning rate comes after.
 
-  ``cls`` only decides the layout (a table in "head" is not transposed).
+  ``cls`` only decides the layout (a table in "head" is not transposed). ``owner_layout``
+  (`scion`'s argument) applies to the "spectral" norm's msign.
   """
   if norm not in SCION_NORMS:
     raise ValueError(f"Unknown Scion norm {norm!r}; known: {SCION_NORMS}.")
@@ -132,22 +136,31 @@ def scale_by_scion(
       jnp.zeros([], jnp.int32), jax.tree.map(lambda p: jnp.zeros(p.shape, dtype), params)
     )
 
-  def leaf_update(path, g, d, w):
+  def paper_layout(path, g, d):
     d32 = (1.0 - momentum) * d.astype(jnp.float32) + momentum * g.astype(jnp.float32)
-    transpose = to_paper_layout(path, g, cls)
-    x = _t(d32) if transpose else d32
-    u = radius * lmo(x, norm, orth, spectral_max, eps)
-    u = _t(u) if transpose else u
+    return d32, (_t(d32) if to_paper_layout(path, g, cls) else d32)
+
+  # The spectral lmo's msign (a pure function of each matrix) goes through the owner layout
+  # ahead of the lmo, which then gets it done (orth = identity: the other norms do not use
+  # orth); the scale and the other norms (elementwise, per row or column) stay per leaf.
+  orth_tree = functools.partial(owner_layout_lib.tree_map, orth, enabled=owner_layout)
+
+  def leaf_update(path, g, x, w):
+    u = radius * lmo(x, norm, lambda done: done, spectral_max, eps)
+    u = _t(u) if to_paper_layout(path, g, cls) else u
     if constrained:
       u = u + w.astype(jnp.float32)
-    return u.astype(g.dtype), d32.astype(dtype)
+    return u.astype(g.dtype)
 
   def update_fn(updates, state, params=None):
     if constrained and params is None:
       raise ValueError("Constrained Scion needs the params: call update(grads, state, params).")
     params = updates if params is None else params  # Unused when unconstrained.
-    out = jax.tree_util.tree_map_with_path(leaf_update, updates, state.mu, params)
-    direction, mu = unzip(updates, out, 2)
+    out = jax.tree_util.tree_map_with_path(paper_layout, updates, state.mu)
+    d32, x = unzip(updates, out, 2)
+    x = orth_tree(x) if norm == "spectral" else x
+    direction = jax.tree_util.tree_map_with_path(leaf_update, updates, x, params)
+    mu = jax.tree.map(lambda d: d.astype(dtype), d32)
     return direction, ScaleByScionState(optax.safe_increment(state.count), mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -231,6 +244,7 @@ def scion(
   adam_eps: float = 1e-8,
   mu_dtype: Any | None = None,
   routing: Callable[[Any, Any], str] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """Scion (module docstring) on its classes, AdamW on the leaves labelled "adam".
 
@@ -259,6 +273,10 @@ def scion(
     routing: ``routing(path, leaf) -> str``, a class of SCION_CLASSES or "adam"
       per leaf (None: `scion_labels`). Under `optax.inject_hyperparams` list
       ``ns_steps``, ``routing`` and ``mask`` (a function) in ``static_args``.
+    owner_layout: the spectral lmo's msign on same-shape matrices stacked, whole matrices
+      per device (`optimizers.owner_layout`: no collective inside the iteration) under the
+      ambient mesh (`jax.set_mesh`); None: on when that mesh has an "fsdp" axis of size > 1.
+      The same update up to rounding; without a mesh it changes nothing.
   """
   radius, norm = resolve_classes(
     radii,
@@ -289,6 +307,7 @@ def scion(
         spectral_max,
         eps,
         mu_dtype,
+        owner_layout,
       ),
       optax.scale_by_learning_rate(learning_rate),
     )
@@ -356,6 +375,7 @@ DOMAINS: dict[str, domains.Domain] = {
   "tied_head": domains.optional(domains.boolean()),
   **{k: v for k, v in ADAM_DOMAINS.items() if k != "adam_weight_decay"},
   "mu_dtype": domains.DTYPE,
+  "owner_layout": domains.optional(domains.boolean()),
   "routing": domains.Domain(
     lambda v: v is None or callable(v), "None or a function (path, leaf) -> a Scion class or 'adam'"
   ),
