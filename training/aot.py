@@ -151,7 +151,11 @@ def fsdp_options(state, devices: int) -> list[dict]:
       for n, shape in by_name.items()
     }
     held = sorted(
-      ((n, shape) for n, shape in by_name.items() if not split[n] and math.prod(shape) >= 2**14),
+      (
+        (n, shape)
+        for n, shape in by_name.items()
+        if not split[n] and math.prod(shape) >= sharding.MIN_SIZE
+      ),
       key=lambda item: -math.prod(item[1]),
     )
     out.append(

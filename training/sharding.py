@@ -16,6 +16,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from training.errors import UserError
 
 AXES = ("data", "fsdp")
+MIN_SIZE = 2**14  # Elements below which a leaf is replicated: not worth a collective.
 
 
 def mesh_shape(data: int, fsdp: int, num_devices: int) -> tuple[int, int]:
@@ -52,7 +53,7 @@ def leaf_name(path) -> str:
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def param_spec(shape, fsdp: int, min_size: int = 2**14) -> PartitionSpec:
+def param_spec(shape, fsdp: int, min_size: int = MIN_SIZE) -> PartitionSpec:
   """Shard the largest dimension divisible by `fsdp` when the leaf has >= min_size elements."""
   size = 1
   for d in shape:
@@ -67,7 +68,7 @@ def param_spec(shape, fsdp: int, min_size: int = 2**14) -> PartitionSpec:
   return PartitionSpec()
 
 
-def param_shardings(params, mesh: Mesh, min_size: int = 2**14, overrides: dict | None = None):
+def param_shardings(params, mesh: Mesh, min_size: int = MIN_SIZE, overrides: dict | None = None):
   """A NamedSharding per parameter leaf by the path rule; `overrides` maps regex -> spec."""
   fsdp = mesh.shape["fsdp"]
 
