@@ -70,8 +70,7 @@ def check_config(config, workdir: Path) -> None:
   config_checks.check_values(wd.flatten(config), FIELDS)
   if not config.entries:
     raise UserError("The atlas config has no entries: add --config.entries or use the default.")
-  if not config.lr_multipliers or any(m <= 0 for m in config.lr_multipliers):
-    raise UserError(f"lr_multipliers must be positive, got {list(config.lr_multipliers)}.")
+  atlas_runs.check_grid(config)
   if config.geometry_batch > config.task.n_train:
     raise UserError(
       f"geometry_batch={config.geometry_batch} is more than task.n_train="
@@ -149,11 +148,11 @@ def hypothesis_tests(names, kinds, tables, values, ball_index, S, boot, min_pair
   return hypothesis
 
 
-def analyze(config, workdir: Path) -> dict:
+def analyze(config, workdir: Path, selection: dict) -> dict:
+  """Every map and verdict of the chosen runs (``selection``: `atlas_runs.train_all`'s)."""
   commands = atlas_runs.run_commands(config, workdir)
   first = wd.load_config(next(iter(commands.values()))[0])
   zero_loss = tasks.zero_predictor_loss(first)
-  selection = atlas_runs.select(config, workdir, zero_loss)
   names = [e for e in atlas_runs.entry_names(config) if selection[e]["chosen"] is not None]
   dropped = [e for e in atlas_runs.entry_names(config) if selection[e]["chosen"] is None]
   if len(names) < 2:
@@ -165,7 +164,7 @@ def analyze(config, workdir: Path) -> dict:
   runs = {e: wd.load_params(Path(selection[e]["run_dir"])) for e in names}
   task = tasks.relu2_task(runs[names[0]][0])
   params_N = atlas_maps.stack_params([runs[e][1] for e in names])
-  point = {e: selection[e]["sweep"][selection[e]["chosen"]] for e in names}
+  point = {e: atlas_runs.chosen_point(selection[e]) for e in names}
   valid_N = np.concatenate([np.asarray(point[e]["converged"], bool) for e in names])
   pairs = atlas_maps.index_pairs(E, S)
   ts = np.linspace(0.0, 1.0, int(config.points), dtype=np.float32)
@@ -272,9 +271,9 @@ def run(config, workdir) -> dict:
   workdir = Path(workdir).resolve()
   check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  trained = atlas_runs.train_all(config, workdir)
-  result = analyze(config, workdir)
-  result["trained"] = trained
+  trained, extended, selection = atlas_runs.train_all(config, workdir)
+  result = analyze(config, workdir, selection)
+  result["trained"], result["grid_extensions"] = trained, extended
   plots = atlas_report.write_plots(result, workdir)
   result["runtime_s"] = time.time() - t
   result["verdicts"] = [stats.describe(r) for r in result["hypothesis"].values()]

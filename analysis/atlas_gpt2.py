@@ -38,6 +38,7 @@ from analysis import (
   atlas_gpt2_runs,
   atlas_maps,
   atlas_report,
+  atlas_runs,
   barriers,
   experiment_cli,
   gpt2_alignment,
@@ -73,8 +74,7 @@ def check_config(config, workdir: Path) -> None:
   config_checks.check_values(wd.flatten(config), FIELDS)
   if not config.entries:
     raise UserError("The atlas config has no entries: add --config.entries or use the default.")
-  if not config.lr_multipliers or any(m <= 0 for m in config.lr_multipliers):
-    raise UserError(f"lr_multipliers must be positive, got {list(config.lr_multipliers)}.")
+  atlas_runs.check_grid(config)
   if config.cross_pairs not in CROSS_PAIRS:
     raise UserError(f"cross_pairs={config.cross_pairs!r}: one of {', '.join(CROSS_PAIRS)}.")
   grid = atlas_gpt2_runs.grid_commands(config, workdir)
@@ -302,10 +302,10 @@ def run(config, workdir) -> dict:
   workdir = Path(workdir).resolve()
   check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  trained, selection = atlas_gpt2_runs.train_all(config, workdir)
+  trained, extended, selection = atlas_gpt2_runs.train_all(config, workdir)
   t_train = time.time() - t
   result = analyze(config, workdir, selection)
-  result["trained"] = trained
+  result["trained"], result["grid_extensions"] = trained, extended
   result["sources"] = wd.load_config(selection[result["entries"][0]]["run_dir"]).data.sources
   plots = atlas_report.write_plots(result, workdir)
   result["runtime_s"], result["train_s"] = time.time() - t, t_train

@@ -45,9 +45,12 @@ def base_learning_rate(config, entry: str) -> float:
   return float(wd.flatten(e.overrides).get("optimizer.learning_rate", _GPT2_LR[base]))
 
 
-def learning_rates(config, entry: str) -> list[float]:
+def learning_rates(config, entry: str, extended: tuple[int, int] = (0, 0)) -> dict[int, float]:
+  """{k: learning rate}: `atlas_runs.grid_multipliers` × the entry's base rate."""
   base = base_learning_rate(config, entry)
-  return [float(f"{base * m:.6g}") for m in config.lr_multipliers]
+  return {
+    k: float(f"{base * m:.6g}") for k, m in atlas_runs.grid_multipliers(config, extended).items()
+  }
 
 
 def run_dir(workdir: Path, entry: str, k: int, seed: int) -> Path:
@@ -110,12 +113,13 @@ def check_entries(config) -> None:
       )
 
 
-def grid_commands(config, workdir: Path) -> dict:
-  """{(entry, k): (run dir, command, learning rate, expected)} of the seed-0 grid."""
+def grid_commands(config, workdir: Path, extended: dict | None = None) -> dict:
+  """{(entry, k): (run dir, command, learning rate, expected)} of the seed-0 grid
+  (with ``extended``'s extra points: `atlas_runs.extend_grid`)."""
   check_entries(config)
   out = {}
   for entry in entry_names(config):
-    for k, lr in enumerate(learning_rates(config, entry)):
+    for k, lr in learning_rates(config, entry, (extended or {}).get(entry, (0, 0))).items():
       d = run_dir(workdir, entry, k, 0)
       out[(entry, k)] = (
         d,
@@ -190,11 +194,11 @@ def is_converged(config, run: dict, vocab_size: int) -> bool:
   return math.isfinite(v) and v <= config.converged_fraction * math.log(vocab_size)
 
 
-def select(config, workdir: Path, vocab_size: int) -> dict:
+def select(config, workdir: Path, vocab_size: int, extended: dict | None = None) -> dict:
   """{entry: {"chosen": k | None, "learning_rate", "run_dir", "sweep": [point, ...]}}
   as `atlas_runs.select`'s, from the seed-0 grid (one seed per point)."""
   out = {}
-  for (entry, k), (d, _, lr, _) in grid_commands(config, workdir).items():
+  for (entry, k), (d, _, lr, _) in grid_commands(config, workdir, extended).items():
     run = read_run(d)
     converged = is_converged(config, run, vocab_size)
     point = {
@@ -209,17 +213,28 @@ def select(config, workdir: Path, vocab_size: int) -> dict:
     }
     out.setdefault(entry, {"sweep": []})["sweep"].append(point)
   for item in out.values():
+    item["sweep"].sort(key=lambda p: p["learning_rate"])
     item.update(atlas_runs.choose(item["sweep"]))
   return out
 
 
-def train_all(config, workdir: Path) -> tuple[dict, dict]:
-  """(what was trained, the selection): the grid, the choice, the other seeds."""
-  trained = launch(list(grid_commands(config, workdir).values()), config.parallel)
-  vocab = vocab_size(config, workdir)
-  selection = select(config, workdir, vocab)
+def train_all(config, workdir: Path) -> tuple[dict, dict, dict]:
+  """(what was trained, the grid extensions, the selection): the seed-0 grid grown
+  where the choice sits at its edge (`atlas_runs.extend_grid`), then the other seeds
+  at the chosen rate."""
+  vocab = None
+
+  def train(extended):
+    nonlocal vocab
+    done = launch(list(grid_commands(config, workdir, extended).values()), config.parallel)
+    vocab = vocab or vocab_size(config, workdir)
+    return done
+
+  trained, extended, selection = atlas_runs.extend_grid(
+    config, train, lambda ext: select(config, workdir, vocab, ext)
+  )
   trained |= launch(list(seed_commands(config, workdir, selection).values()), config.parallel)
-  return trained, selection
+  return trained, extended, selection
 
 
 def vocab_size(config, workdir: Path) -> int:

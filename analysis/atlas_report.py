@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import scipy.cluster.hierarchy as hierarchy
 
-from analysis import stats
+from analysis import atlas_runs, stats
 from analysis.plots import new_figure, palette, save_figure
 
 
@@ -167,22 +167,6 @@ def _gpt2_sections(result: dict) -> list[str]:
   return lines
 
 
-def grid_edge_entries(selection: dict) -> list[tuple[str, str]]:
-  """[(entry, "lowest" | "highest")]: entries whose chosen learning rate is the smallest or
-  largest of a grid of ≥ 3 rates (with 2 every choice is an edge: not flagged)."""
-  out = []
-  for entry, item in selection.items():
-    rates = sorted(p["learning_rate"] for p in item["sweep"])
-    chosen = next((p for p in item["sweep"] if p["k"] == item["chosen"]), None)
-    if chosen is None or len(rates) < 3:
-      continue
-    if chosen["learning_rate"] == rates[0]:
-      out.append((entry, "lowest"))
-    elif chosen["learning_rate"] == rates[-1]:
-      out.append((entry, "highest"))
-  return out
-
-
 def _sweep_and_runs(result: dict) -> list[str]:
   names = result["entries"]
   lines = [
@@ -190,13 +174,29 @@ def _sweep_and_runs(result: dict) -> list[str]:
     "## Learning-rate sweeps (chosen on held-out validation loss, never the train loss)",
     "",
   ]
+  cfg, extended = result["config"], result.get("grid_extensions", {})
+  grown = [
+    f"{e} ({' and '.join(t for t in (f'{b} below' if b else '', f'{a} above' if a else '') if t)})"
+    for e, (b, a) in extended.items()
+    if b or a
+  ]
+  lines += [
+    f"Each entry's grid: its base rate × {', '.join(f'{m:.3g}' for m in cfg['lr_multipliers'])}; "
+    f"while the choice was the lowest or highest rate, up to {cfg.get('grid_extensions', 0)} "
+    "more per side beyond it, one outermost grid ratio each (marked +). Extended: "
+    + (", ".join(grown) if grown else "none")
+    + ".",
+    "",
+  ]
+  n = len(cfg["lr_multipliers"])
   lines += ["| entry | learning rate | converged seeds | median validation loss | chosen |"]
   lines += ["|---|---|---|---|---|"]
   for entry, item in result["selection"].items():
     for p in item["sweep"]:
       chosen = "**yes**" if item["chosen"] == p["k"] else ""
+      ext = " +" if not 0 <= p["k"] < n else ""
       lines.append(
-        f"| {entry} | {p['learning_rate']:.3g} | {sum(p['converged'])}/{len(p['converged'])} | "
+        f"| {entry} | {p['learning_rate']:.3g}{ext} | {sum(p['converged'])}/{len(p['converged'])} | "
         f"{_fmt(p['median_validation_loss'])} | {chosen} |"
       )
   if result["dropped_entries"]:
@@ -204,12 +204,13 @@ def _sweep_and_runs(result: dict) -> list[str]:
       "",
       f"No converged seed at any learning rate: {', '.join(result['dropped_entries'])}.",
     ]
-  edge = grid_edge_entries(result["selection"])
+  edge = atlas_runs.edge_entries(result["selection"])
   if edge:
     lines += [
       "",
-      "Chosen at the edge of the grid (the best rate may lie beyond it; these entries may be "
-      f"under-tuned, widen lr_multipliers): {', '.join(f'{e} ({side})' for e, side in edge)}.",
+      "Chosen at the edge of the grid after its extensions (the best rate may lie beyond it; "
+      "these entries may be under-tuned: widen lr_multipliers or raise grid_extensions): "
+      f"{', '.join(f'{e} ({side})' for e, side in edge)}.",
     ]
   columns = list(result["final"][names[0]])  # train, validation, test (GPT-2: ood)
   lines += ["", "## Chosen runs", "", f"| entry | bias | {' | '.join(columns)} | region |"]

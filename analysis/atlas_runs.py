@@ -11,6 +11,13 @@ index, the first half ("validation") chooses the learning rate (the lowest
 median validation loss over the run's converged seeds; a run with no
 converged seed is never chosen), the second half ("test") is what the atlas
 reports. Every sweep point is kept for the report.
+
+The grid grows where the choice sits at its edge: while an entry's chosen rate
+is the lowest (highest) of a grid of ≥ 3 rates, one more rate is trained below
+(above) it, a further step of the grid's outermost ratio, up to
+``grid_extensions`` per side (`extend_grid`). Extension points are ENTRY_lr-1,
+-2, ... below and ENTRY_lrN, N+1, ... above; a rerun recomputes the same
+extensions from the same finished runs.
 """
 
 import math
@@ -37,9 +44,77 @@ def base_learning_rate(config, entry: str) -> float:
   return float(e.overrides.get("learning_rate", OPTIMIZER_DEFAULTS[e.optimizer]["learning_rate"]))
 
 
-def learning_rates(config, entry: str) -> list[float]:
+def check_grid(config) -> None:
+  """lr_multipliers positive and distinct; grid_extensions an int ≥ 0."""
+  m = list(config.lr_multipliers)
+  if not m or any(v <= 0 for v in m) or len(set(m)) < len(m):
+    raise UserError(f"lr_multipliers must be positive and distinct, got {m}.")
+  ext = config.get("grid_extensions", 0)
+  if not isinstance(ext, int) or ext < 0:
+    raise UserError(f"grid_extensions={ext!r}: an int ≥ 0 (more rates per side of the grid).")
+
+
+def grid_multipliers(config, extended: tuple[int, int] = (0, 0)) -> dict[int, float]:
+  """{k: multiplier}: config.lr_multipliers at k = 0..n−1, then ``extended`` =
+  (below, above) more points: k = −1, −2, ... each one outermost ratio of the
+  grid below its smallest, k = n, n+1, ... above its largest (ratio 3 for a
+  one-point grid)."""
+  m = [float(v) for v in config.lr_multipliers]
+  out = dict(enumerate(m))
+  s = sorted(m)
+  low_ratio = s[1] / s[0] if len(s) > 1 else 3.0
+  high_ratio = s[-1] / s[-2] if len(s) > 1 else 3.0
+  below, above = extended
+  out.update({-j: s[0] / low_ratio**j for j in range(1, below + 1)})
+  out.update({len(m) - 1 + j: s[-1] * high_ratio**j for j in range(1, above + 1)})
+  return out
+
+
+def learning_rates(config, entry: str, extended: tuple[int, int] = (0, 0)) -> dict[int, float]:
+  """{k: learning rate} of the entry's grid (`grid_multipliers` × its base rate)."""
   base = base_learning_rate(config, entry)
-  return [float(f"{base * m:.6g}") for m in config.lr_multipliers]
+  return {k: float(f"{base * m:.6g}") for k, m in grid_multipliers(config, extended).items()}
+
+
+def edge_entries(selection: dict) -> list[tuple[str, str]]:
+  """[(entry, "lowest" | "highest")]: entries whose chosen learning rate is the smallest or
+  largest of a grid of ≥ 3 rates (with 2 every choice is an edge: not flagged)."""
+  out = []
+  for entry, item in selection.items():
+    rates = sorted(p["learning_rate"] for p in item["sweep"])
+    chosen = next((p for p in item["sweep"] if p["k"] == item["chosen"]), None)
+    if chosen is None or len(rates) < 3:
+      continue
+    if chosen["learning_rate"] == rates[0]:
+      out.append((entry, "lowest"))
+    elif chosen["learning_rate"] == rates[-1]:
+      out.append((entry, "highest"))
+  return out
+
+
+def extend_grid(config, train, select) -> tuple[dict, dict, dict]:
+  """(what was trained, {entry: (below, above)}, the selection): ``train(extended)``
+  trains (or reuses) every point of the grids, ``select(extended)`` chooses; while
+  a choice sits at an edge (`edge_entries`) and that side has fewer than
+  config.grid_extensions extra points, one more rate is added there and trained.
+  A rate beyond the edge that diverges or does worse ends that side's growth."""
+  limit = int(config.get("grid_extensions", 0))
+  extended = {e: (0, 0) for e in config.entries}
+  trained = dict(train(extended))
+  for _ in range(2 * limit + 1):
+    selection = select(extended)
+    grown = dict(extended)
+    for entry, side in edge_entries(selection):
+      below, above = extended[entry]
+      if side == "lowest" and below < limit:
+        grown[entry] = (below + 1, above)
+      elif side == "highest" and above < limit:
+        grown[entry] = (below, above + 1)
+    if grown == extended:
+      return trained, extended, selection
+    extended = grown
+    trained |= train(extended)
+  return trained, extended, select(extended)
 
 
 def run_dir(workdir: Path, entry: str, k: int) -> Path:
@@ -75,8 +150,11 @@ def train_command(config, entry: str, lr: float, out: Path) -> list[str]:
   )
 
 
-def run_commands(config, workdir: Path) -> dict[tuple[str, int], tuple[Path, list[str], float]]:
-  """{(entry, k): (run dir, train.py command, learning rate)} of the whole grid."""
+def run_commands(
+  config, workdir: Path, extended: dict | None = None
+) -> dict[tuple[str, int], tuple[Path, list[str], float]]:
+  """{(entry, k): (run dir, train.py command, learning rate)} of the whole grid
+  (with ``extended``'s extra points: `extend_grid`)."""
   out = {}
   for entry in entry_names(config):
     if config.entries[entry].optimizer not in OPTIMIZER_DEFAULTS:
@@ -84,18 +162,28 @@ def run_commands(config, workdir: Path) -> dict[tuple[str, int], tuple[Path, lis
         f"Atlas entry {entry!r}: unknown optimizer {config.entries[entry].optimizer!r}; "
         f"known: {', '.join(sorted(OPTIMIZER_DEFAULTS))}."
       )
-    for k, lr in enumerate(learning_rates(config, entry)):
+    for k, lr in learning_rates(config, entry, (extended or {}).get(entry, (0, 0))).items():
       d = run_dir(workdir, entry, k)
       out[(entry, k)] = (d, train_command(config, entry, lr, d), lr)
   return out
 
 
-def train_all(config, workdir: Path) -> dict:
-  commands = run_commands(config, workdir)
-  expected = {d: dict(overrides(config, e, lr)) for (e, _), (d, _, lr) in commands.items()}
-  return train_runs.train_runs(
-    [(d, cmd) for d, cmd, _ in commands.values()], config.parallel, expected
-  )
+def train_all(config, workdir: Path) -> tuple[dict, dict, dict]:
+  """(what was trained, the grid extensions, the selection): `extend_grid`."""
+  zero_loss = None
+
+  def train(extended):
+    nonlocal zero_loss
+    commands = run_commands(config, workdir, extended)
+    expected = {d: dict(overrides(config, e, lr)) for (e, _), (d, _, lr) in commands.items()}
+    done = train_runs.train_runs(
+      [(d, cmd) for d, cmd, _ in commands.values()], config.parallel, expected
+    )
+    if zero_loss is None:
+      zero_loss = tasks.zero_predictor_loss(wd.load_config(next(iter(commands.values()))[0]))
+    return done
+
+  return extend_grid(config, train, lambda ext: select(config, workdir, zero_loss, ext))
 
 
 def split_test(task) -> tuple[tuple, tuple]:
@@ -117,7 +205,7 @@ def seed_losses(task, params_S) -> dict[str, np.ndarray]:
   }
 
 
-def select(config, workdir: Path, zero_loss: float) -> dict:
+def select(config, workdir: Path, zero_loss: float, extended: dict | None = None) -> dict:
   """{entry: {"chosen": k | None, "learning_rate", "run_dir", "sweep": [point, ...]}}.
 
   A point is one learning rate: its per-seed losses, which seeds converged
@@ -125,7 +213,7 @@ def select(config, workdir: Path, zero_loss: float) -> dict:
   validation loss over the converged seeds (NaN if none)."""
   threshold = config.converged_fraction * zero_loss
   out = {}
-  for (entry, k), (d, _, lr) in run_commands(config, workdir).items():
+  for (entry, k), (d, _, lr) in run_commands(config, workdir, extended).items():
     cfg, params = wd.load_params(d)
     losses = seed_losses(tasks.relu2_task(cfg), params)
     converged = losses["train"] <= threshold
@@ -140,8 +228,14 @@ def select(config, workdir: Path, zero_loss: float) -> dict:
     }
     out.setdefault(entry, {"sweep": []})["sweep"].append(point)
   for item in out.values():
+    item["sweep"].sort(key=lambda p: p["learning_rate"])
     item.update(choose(item["sweep"]), convergence_threshold=threshold)
   return out
+
+
+def chosen_point(item: dict) -> dict:
+  """The sweep point of an entry's chosen rate (by its grid index k)."""
+  return next(p for p in item["sweep"] if p["k"] == item["chosen"])
 
 
 def choose(sweep: list[dict]) -> dict:

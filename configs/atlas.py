@@ -17,7 +17,8 @@ Variants: (none) the default, ≤ 15 minutes on 2 CPU cores; full (more seeds,
 steps and learning rates); runlocal (a tiny atlas for tests); gpt2 (the atlas
 on the tiny GPT-2 and the built-in prose + code + math mixture, `gpt2_config`
 below; with full or runlocal too). Fields can be
-overridden, e.g. --config.seeds=8 or --config.entries.adamw.lr_multipliers=...
+overridden, e.g. --config.seeds=8, --config.grid_extensions=0 (the fixed grid) or
+--config.entries.adamw.overrides.learning_rate=... (an entry's grid centre)
 
 Entries: a name, an optimizer of configs/common.py's OPTIMIZER_DEFAULTS and
 its overrides (so one optimizer can appear at several settings: Freon at
@@ -66,6 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.warmup_steps = 100
   c.final_lr_fraction = 0.01
   c.lr_multipliers = [1 / 3, 1.0, 3.0]  # × each optimizer's relu2 default learning rate
+  # While an entry's chosen rate is the grid's lowest (highest), train one more rate
+  # below (above) it, up to this many per side (analysis/atlas_runs.extend_grid).
+  c.grid_extensions = 2
   c.entries = ml_collections.ConfigDict(
     {name.replace("/", "_"): {"optimizer": opt, "overrides": dict(o)} for name, opt, o in ENTRIES}
   )
@@ -161,6 +165,7 @@ def gpt2_config(arg) -> ml_collections.ConfigDict:
   c.parallel = 2  # train.py processes at once
   c.runlocal = False  # the runs use configs/gpt2.py:runlocal (a small corpus)
   c.lr_multipliers = [1 / 3, 1.0, 3.0]  # × each optimizer's configs/gpt2.py learning rate
+  c.grid_extensions = 2  # more rates beyond an edge choice, per side (seed 0 only)
   c.similarity_every = 125  # the sources' gradient-cosine matrix (the final one is in the summary)
   c.inner_learning_rate = 0.02  # Nexus's γ and k (configs/nexus_mixture.py's)
   c.inner_steps = 3

@@ -223,8 +223,6 @@ def test_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
 
 
 def test_a_choice_at_the_grid_edge_is_flagged_as_possibly_under_tuned():
-  from analysis.atlas_report import grid_edge_entries
-
   def item(chosen, rates=(0.1, 0.3, 1.0)):
     sweep = [{"k": k, "learning_rate": r} for k, r in enumerate(rates)]
     return {"chosen": chosen, "sweep": sweep}
@@ -237,8 +235,71 @@ def test_a_choice_at_the_grid_edge_is_flagged_as_possibly_under_tuned():
     "two": item(1, (0.1, 0.3)),
     "unsorted": item(0, (1.0, 0.1, 0.3)),
   }
-  assert grid_edge_entries(selection) == [
+  assert atlas_runs.edge_entries(selection) == [
     ("low", "lowest"),
     ("high", "highest"),
     ("unsorted", "highest"),
   ]
+
+
+def test_grid_extensions_continue_the_grid_geometrically_on_each_side():
+  config = atlas_config()
+  config.lr_multipliers = [1 / 3, 1.0, 3.0]
+  assert atlas_runs.grid_multipliers(config, (2, 1)) == pytest.approx(
+    {-2: 1 / 27, -1: 1 / 9, 0: 1 / 3, 1: 1.0, 2: 3.0, 3: 9.0}
+  )
+  config.lr_multipliers = [1.0, 0.5, 4.0]  # unsorted, uneven: each side's own outer ratio
+  assert atlas_runs.grid_multipliers(config, (1, 1)) == pytest.approx(
+    {0: 1.0, 1: 0.5, 2: 4.0, -1: 0.25, 3: 16.0}
+  )
+
+
+def _planted_extension(limit: int, best: dict, diverged=frozenset()):
+  """extend_grid on entries whose validation loss is (log m − log best)²: the
+  selection it ends with and the grids it asked to train, in order."""
+  config = atlas_config()
+  config.lr_multipliers, config.grid_extensions = [1 / 3, 1.0, 3.0], limit
+  config.entries = {e: config.entries.adamw.to_dict() for e in best}
+  asked = []
+
+  def select(extended):
+    out = {}
+    for e in best:
+      grid = atlas_runs.grid_multipliers(config, extended[e])
+      sweep = [
+        {
+          "k": k,
+          "learning_rate": m,
+          "median_validation_loss": np.nan if m in diverged else np.log(m / best[e]) ** 2,
+          "run_dir": f"{e}{k}",
+        }
+        for k, m in sorted(grid.items(), key=lambda kv: kv[1])
+      ]
+      out[e] = {"sweep": sweep, **atlas_runs.choose(sweep)}
+    return out
+
+  def train(extended):
+    asked.append(dict(extended))
+    return {}
+
+  _, extended, selection = atlas_runs.extend_grid(config, train, select)
+  return extended, selection, asked
+
+
+def test_extend_grid_follows_the_choice_past_the_edge_until_it_is_interior():
+  extended, sel, asked = _planted_extension(2, {"up": 9.0, "down": 1 / 9, "mid": 1.0})
+  # 9 (1/9) is found one point out; the next point out shows it interior.
+  assert extended == {"up": (0, 2), "down": (2, 0), "mid": (0, 0)}
+  assert sel["up"]["learning_rate"] == pytest.approx(9.0)
+  assert sel["down"]["learning_rate"] == pytest.approx(1 / 9)
+  # Past the last extension the choice is still an edge one.
+  extended, sel, asked = _planted_extension(2, {"far": 20.0})
+  assert extended == {"far": (0, 2)} and sel["far"]["learning_rate"] == pytest.approx(27.0)
+  assert atlas_runs.edge_entries(sel) == [("far", "highest")]  # still an edge: the report says so
+  assert asked == [{"far": (0, 0)}, {"far": (0, 1)}, {"far": (0, 2)}]
+  # A rate beyond the edge that diverges ends the growth; the choice stays where it was.
+  extended, sel, _ = _planted_extension(2, {"up": 100.0}, diverged={9.0})
+  assert extended == {"up": (0, 1)} and sel["up"]["learning_rate"] == pytest.approx(3.0)
+  assert atlas_runs.edge_entries(sel) == []
+  extended, _, asked = _planted_extension(0, {"up": 100.0})
+  assert extended == {"up": (0, 0)} and len(asked) == 1

@@ -28,7 +28,9 @@ def test_gpt2_entries_cover_every_gpt2_optimizer_and_grids_centre_on_its_rate():
     lrs = atlas_gpt2_runs.learning_rates(config, name)
     # The centre: the entry's own rate (Lion-K nuclear/rownorm: Muon's), else configs/gpt2.py's.
     centre = entry.overrides.get("optimizer", {}).get("learning_rate", _GPT2_LR[base])
-    assert lrs == pytest.approx([centre * m for m in config.lr_multipliers], rel=1e-5)
+    assert list(lrs.values()) == pytest.approx(
+      [centre * m for m in config.lr_multipliers], rel=1e-5
+    )
   assert atlas_gpt2_runs.learning_rates(config, "lion_k_nuclear")[1] == _GPT2_LR["muon"]
   full, local = atlas_config("gpt2,full"), atlas_config("gpt2,runlocal")
   assert len(full.lr_multipliers) > len(config.lr_multipliers) and full.seeds >= 3
