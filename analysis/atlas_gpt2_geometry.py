@@ -26,24 +26,31 @@ def measurable(opt_config) -> bool:
   return not factory.nexus_enabled(opt_config) and not microbatch.needs_microbatch_grads(opt_config)
 
 
-def run_geometry(run_dir: Path, mean_loss, train_batches: dict) -> dict:
-  """{"gamma", "phi", "slope_full", "slope_mini", "curvature"}: floats, at the newest checkpoint."""
+def run_geometry(run_dir: Path, mean_loss, train_batches: dict, compiled=None) -> dict:
+  """{"gamma", "phi", "slope_full", "slope_mini", "curvature"}: floats, at the newest
+  checkpoint. ``compiled``: a dict that keeps one jitted measurement per model and
+  optimizer config, so an entry's seeds compile it once (the compile, not the
+  Hessian-vector product, is most of its time on the tiny model)."""
   config = wd.load_config(run_dir)
   vocab_size = json.loads((Path(run_dir) / wd.SUMMARY_FILE).read_text())["vocab_size"]
   step, state, run = gpt2.restored_state(config, Path(run_dir), vocab_size)
   if not step:
     raise ValueError(f"{run_dir} has no checkpoint to measure γ and Φ at.")
   first = {s: {k: v[:1] for k, v in b.items()} for s, b in train_batches.items()}
-  out = jax.jit(
-    lambda p, o, full, mini: update_geometry.geometry(mean_loss, run.tx, p, o, full, mini)
-  )(state["params"], state["opt_state"], train_batches, first)
+  compiled = {} if compiled is None else compiled
+  key = json.dumps([wd.config_json(config.model), wd.config_json(config.optimizer)], sort_keys=True)
+  if key not in compiled:
+    compiled[key] = jax.jit(
+      lambda p, o, full, mini: update_geometry.geometry(mean_loss, run.tx, p, o, full, mini)
+    )
+  out = compiled[key](state["params"], state["opt_state"], train_batches, first)
   return {"step": int(step), **{k: float(v) for k, v in out.items()}}
 
 
 def atlas_geometry(names, dirs, valid_N, seeds: int, model_loss, train_batches, n_resamples):
   """{entry: {"final": {"gamma", "phi": interval, "undefined_phi", "minibatches"}}} over the
   entry's converged seeds (the report's update-geometry table), or {"not_measured": why}."""
-  out = {}
+  out, compiled = {}, {}
   for i, entry in enumerate(names):
     rows = range(i * seeds, (i + 1) * seeds)
     opt_config = wd.load_config(dirs[rows[0]]).optimizer
@@ -53,7 +60,7 @@ def atlas_geometry(names, dirs, valid_N, seeds: int, model_loss, train_batches, 
     gamma, phi = np.full(seeds, np.nan), np.full(seeds, np.nan)
     for s, n in enumerate(rows):
       if valid_N[n]:
-        g = run_geometry(Path(dirs[n]), model_loss, train_batches)
+        g = run_geometry(Path(dirs[n]), model_loss, train_batches, compiled)
         gamma[s], phi[s] = g["gamma"], g["phi"]
     out[entry] = {
       "final": {

@@ -157,7 +157,7 @@ def launch(commands: list, parallel: int) -> dict:
   def one(item):
     d, cmd, _, expected = item
     if (d / DIVERGED_FILE).exists():
-      train_runs.check_finished_run(d, expected)
+      train_runs.check_finished_run(d, expected, cmd)
       return d.name, "diverged"
     try:
       return d.name, train_runs.train_runs([(d, cmd)], 1, {d: expected})[d.name]

@@ -92,7 +92,14 @@ OPTIMIZER_DEFAULTS = {
   "pion": dict(learning_rate=1e-2, b1=0.9, b2=0.999, rms=0.2, degree=2, side="both", **_adam_lr()),
   "scion": dict(learning_rate=0.05, momentum=0.1, constrained=True, **_adam_lr()),
   "symmetric": dict(
-    learning_rate=0.02, beta=0.95, embed="right_spectral", head="hybrid", **_adam_side()
+    learning_rate=0.02,
+    beta=0.95,
+    embed="right_spectral",
+    head="hybrid",
+    # The embedding and head classes' η (None: the section's learning_rate).
+    embed_learning_rate=config_dict.placeholder(float),
+    head_learning_rate=config_dict.placeholder(float),
+    **_adam_side(),
   ),
   # Every mode but std needs per-microbatch gradients: GPT-2 with accum >= 2 (even for cf/full).
   "crossfit_adamw": dict(learning_rate=1e-2, mode="full", b1=0.9, b2=0.999, eps=1e-8, jensen=True),

@@ -153,6 +153,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.optimizer.adam_weight_decay = 0.0
   if arg.optimizer == "adamw":
     config.optimizer.b2 = 0.95
+  if arg.optimizer == "symmetric":
+    # The authors' η for the embedding and head classes. Their hybrid step on the tied
+    # wte has σ_max ν = ‖rownorm(m)‖_* (up to √(V·d) = 128 here), so at the matrices'
+    # 0.02 it grew wte to RMS 2.2 and σ_max 102 in 250 steps (AdamW, Muon: 0.13 and 15)
+    # and two seeds were 3.8 nats apart after alignment; at 1e-3: RMS 0.16, σ_max 5.7,
+    # 0.81 nats, validation loss 2.12 instead of 2.33 (measured 2026-12-03, atlas:gpt2).
+    config.optimizer.embed_learning_rate = 1e-3
+    config.optimizer.head_learning_rate = 1e-3
   # Nexus (optimizers/factory.py NEXUS_DEFAULTS): with enabled=True the data
   # pipeline yields one batch of batch_size/K sequences per source per step (K =
   # number of data.sources); the step takes k = inner_steps normalized-gradient

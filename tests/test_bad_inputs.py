@@ -119,6 +119,17 @@ def test_train_refuses_bad_configs_before_creating_anything(tmp_path, case, args
   assert not run.exists()
 
 
+def test_a_placeholder_field_parses_as_its_declared_type():
+  # configs/common.py's None placeholders (an optional learning rate) take a float
+  # from the command line, as absl's config flags do; a non-number is one line.
+  args = [f"--config={RELU2},optimizer=symmetric"]
+  config = cli.config_from_args([*args, "--config.optimizer.head_learning_rate=0.001"])
+  assert config.optimizer.head_learning_rate == 0.001
+  assert config.optimizer.embed_learning_rate is None
+  with pytest.raises(UserError, match="head_learning_rate=fast"):
+    cli.config_from_args([*args, "--config.optimizer.head_learning_rate=fast"])
+
+
 def test_an_empty_text_file_is_one_line(tmp_path):
   (tmp_path / "empty.txt").write_text("")
   config = cli.config_from_args(

@@ -299,3 +299,25 @@ def test_bf16_params_and_domains():
   assert DOMAINS["head"].check("hybrid") and not DOMAINS["head"].check("polar")
   with pytest.raises(ValueError, match="Unknown rule"):
     symmetric_stack(0.1, head="polar")
+
+
+def test_gpt2_config_steps_the_embedding_and_head_at_their_own_rate():
+  # configs/gpt2.py gives the embed and head classes the authors' 1e-3 (the hybrid
+  # step's scale ν grows with √(V·d)); the factory must hand it to those classes only.
+  from configs.gpt2 import get_config
+  from optimizers.factory import make_optimizer
+
+  section = get_config("optimizer=symmetric").optimizer
+  assert section.head_learning_rate == section.embed_learning_rate == 1e-3
+  section.schedule, section.grad_clip_norm = "constant", 0.0
+  same = section.copy_and_resolve_references()
+  same.head_learning_rate = same.embed_learning_rate = None
+  params = gpt2_params()
+  grads = jax.tree.map(lambda p: jnp.asarray(np.sign(p) + 0.1, p.dtype), params)
+  step = lambda s: make_optimizer(s, 10).update(grads, make_optimizer(s, 10).init(params), params)
+  (u, _), (v, _) = step(section), step(same)
+  ratio = 1e-3 / section.learning_rate
+  for name, a in _names(u).items():
+    b = _names(v)[name]
+    want = ratio * np.asarray(b) if name.endswith("embedding") else np.asarray(b)
+    np.testing.assert_allclose(np.asarray(a), want, rtol=1e-5, atol=1e-9, err_msg=name)

@@ -43,3 +43,24 @@ def test_a_failed_run_is_named_with_its_log(tmp_path):
   with pytest.raises(train_runs.TrainingFailed, match=r"(?s)bad failed \(exit 3\).*NaN at step 7"):
     train_runs.train_runs(runs)
   assert json.loads((tmp_path / "bad" / "config.json").read_text())["seed"] == 3
+
+
+def test_a_finished_run_is_checked_against_every_field_its_command_builds(tmp_path):
+  # A changed default in a config file (here: the run was trained at another b2 than
+  # configs/relu2.py's) refuses the reuse though the experiment passed no such override.
+  from training import cli
+  from training import workdir as wd
+
+  d = tmp_path / "run"
+  cmd = train_runs.train_py_command("configs/relu2.py", "runlocal,optimizer=adamw", d)
+  config = wd.config_json(cli.config_from_args(cmd))
+  d.mkdir()
+  (d / "summary.json").write_text("{}")
+  (d / "config.json").write_text(json.dumps(config))
+  assert train_runs.train_runs([(d, cmd)]) == {"run": "skipped"}
+  config["optimizer"]["b2"] = 0.5
+  del config["optimizer"]["eps"]  # a field the run predates: absent counts when it is set
+  (d / "config.json").write_text(json.dumps(config))
+  with pytest.raises(train_runs.TrainingFailed, match="b2=0.5") as info:
+    train_runs.train_runs([(d, cmd)])
+  assert "eps='<absent>'" in str(info.value)

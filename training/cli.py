@@ -176,8 +176,11 @@ def output_file(text: str, flag: str = "--out") -> Path:
   return path
 
 
-def _parse_like(old, text: str):
-  """``text`` parsed as the type of the field's current value, as absl does."""
+def _parse_like(old, text: str, declared: type | None = None):
+  """``text`` parsed as the type of the field's current value, as absl does (a
+  None placeholder: as its ``declared`` type, config_dict.placeholder(float)'s float)."""
+  if old is None and declared in (bool, int, float):
+    old = declared()
   if isinstance(old, bool):
     if text.lower() not in ("true", "false", "1", "0"):
       raise ValueError(f"{text!r} is not a bool")
@@ -210,7 +213,8 @@ def config_from_args(args: list[str]) -> ml_collections.ConfigDict:
     except (KeyError, TypeError, AttributeError):
       raise UserError(f"{arg}: {spec} has no field {key!r}.") from None
     try:
-      node[leaf] = _parse_like(old, text)
+      declared = node.get_type(leaf) if old is None else None
+      node[leaf] = _parse_like(old, text, declared)
     except (ValueError, TypeError, SyntaxError) as e:
       raise UserError(f"{arg}: {one_line(e)}.") from None
   return config
