@@ -60,13 +60,15 @@ def bootstrap(
   percentile interval over seed resamples. Resamples where the statistic is
   undefined (NaN: e.g. no pair left) are dropped and counted in "n_undefined";
   an interval from fewer than half the resamples, or from fewer than MIN_SEEDS
-  seeds, is reported as NaN (its verdict: inconclusive)."""
+  seeds, or around an undefined point estimate (a ratio whose observed denominator
+  is ≤ 0: the resamples that happen to define it say nothing about the data), is
+  reported as NaN (its verdict: inconclusive)."""
   draws = resample_indices(n_seeds, n_resamples, seed)
   values = np.array([statistic(idx) for idx in draws], dtype=np.float64)
   point, rest = values[0], values[1:]
   finite = rest[np.isfinite(rest)]
   alpha = (1.0 - level) / 2
-  if n_seeds < MIN_SEEDS or finite.size < max(1, n_resamples // 2):
+  if not np.isfinite(point) or n_seeds < MIN_SEEDS or finite.size < max(1, n_resamples // 2):
     low = high = float("nan")
   else:
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])

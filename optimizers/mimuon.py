@@ -25,7 +25,13 @@ Options of this reconstruction:
   small σ's only to ≈ eps·σ₁²/σ).
 - ``gap_scale``: "relative" (κ/σ₁, default: τ is then dimensionless, the same
   for every layer and loss scale) or "absolute" (κ itself, the literal rule).
-- ``tau``: the threshold τ (default 1e−3, relative); the paper's value is unknown.
+- ``tau``: the threshold τ (default 1e−6, relative); the paper's value is unknown.
+  Measured on the tiny GPT-2 (2026-12-03, momentum of 64×192…256×64 matrices after
+  250 steps): the smallest relative gap was 7e−7 to 2e−5 and the median gap 8e−5 to
+  6e−4, so τ = 1e−3 took the SGD branch in every matrix at every step (branch
+  fraction 0.0: MiMuon was momentum SGD, validation loss 2.98 against Muon's 2.11);
+  1e−6, about eight float32 ulps of σ₁, reads "two singular values coincide" at the
+  precision the SVD resolves: 99–100% Muon-branch steps per matrix, validation 2.27.
 - ``method``: msign by Newton–Schulz (Muon's quintic, default) or the SVD.
 - ``scale``: Muon's per-matrix factor s ("none" by default, the rule as written).
 Both branches are computed and one is selected with jnp.where, so it runs
@@ -100,7 +106,7 @@ def smallest_gap(sigma, gap_scale: str = "relative", max_dim: int | None = None)
 
 def scale_by_mimuon(
   beta: float = 0.05,
-  tau: float = 1e-3,
+  tau: float = 1e-6,
   gap: str = "svd",
   gap_scale: str = "relative",
   method: str = "newton_schulz",
@@ -162,7 +168,7 @@ def scale_by_mimuon(
 def mimuon(
   learning_rate: optax.ScalarOrSchedule,
   beta: float = 0.05,
-  tau: float = 1e-3,
+  tau: float = 1e-6,
   gap: str = "svd",
   gap_scale: str = "relative",
   method: str = "newton_schulz",

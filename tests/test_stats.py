@@ -99,6 +99,13 @@ def test_too_few_pairs_or_seeds_is_inconclusive():
     assert stats.verdict(few, 0.0, "greater", 10, 3) == "inconclusive"
   with pytest.raises(ValueError, match="direction"):
     stats.verdict(interval, 1.0, "sideways", 10, 3)
+  # An undefined estimate (the :full sweep's AdamW–Muon ratio at width 4, whose observed
+  # same-optimizer median is ≤ 0) gets no interval, though resamples that drop the
+  # offending seeds define one: those would describe other data than the observed.
+  undefined_here = lambda idx: float("nan") if np.array_equal(idx, np.arange(8)) else 1.5
+  out = stats.bootstrap(undefined_here, n_seeds=8, n_resamples=200)
+  assert np.isnan(out["statistic"]) and np.isnan(out["ci_low"]) and np.isnan(out["ci_high"])
+  assert stats.verdict(out, 1.0, "greater", 28, 3) == "inconclusive"
 
 
 def test_trend_slope_recovers_a_power_law_and_its_sign():
