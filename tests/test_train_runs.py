@@ -64,3 +64,24 @@ def test_a_finished_run_is_checked_against_every_field_its_command_builds(tmp_pa
   with pytest.raises(train_runs.TrainingFailed, match="b2=0.5") as info:
     train_runs.train_runs([(d, cmd)])
   assert "eps='<absent>'" in str(info.value)
+
+
+def test_runs_sharing_the_cores_get_a_share_of_the_blas_threads(tmp_path, monkeypatch):
+  for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    monkeypatch.delenv(k, raising=False)
+  monkeypatch.setattr(train_runs.os, "cpu_count", lambda: 8)
+  assert train_runs.blas_threads(1) == {}
+  assert train_runs.blas_threads(2)["OPENBLAS_NUM_THREADS"] == "4"
+  assert train_runs.blas_threads(16)["OMP_NUM_THREADS"] == "1"
+  # What the runs see: the cap, unless the user set one.
+  monkeypatch.setenv("MKL_NUM_THREADS", "3")
+  code = (
+    "import os, pathlib; d = pathlib.Path({!r}); (d / 'v').write_text(os.environ['{}']); "
+    "(d / 'summary.json').write_text('{{}}')"
+  )
+  runs = [
+    (tmp_path / f"r{i}", [sys.executable, "-c", code.format(str(tmp_path / f"r{i}"), k)])
+    for i, k in enumerate(("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
+  ]
+  train_runs.train_runs(runs, parallel=2)
+  assert (tmp_path / "r0" / "v").read_text() == "4" and (tmp_path / "r1" / "v").read_text() == "3"
