@@ -45,6 +45,7 @@ from optimizers.muon import (
   scale_by_shape,
   shape_scale,
 )
+from optimizers.orthogonalization import newton_schulz
 from optimizers.zoo_common import ADAM_DOMAINS, ROUTING_DOMAIN, adamw_side, routed
 
 KAON_GAIN = 4.1
@@ -60,11 +61,22 @@ def kaon_map(
 ) -> jax.Array:
   """Kaon's map of every matrix in ``x`` (..., m, n), in f32; same shape, f32.
 
-  ``steps`` may be a traced int (a `jax.lax.fori_loop`), so the map works under
-  `optax.inject_hyperparams` without static arguments. ``eps`` is added to the
-  Frobenius norm so that 0 maps to 0.
+  a·(I − XXᵀ)²X = a·X − 2a·(XXᵀ)X + a·(XXᵀ)²X is one quintic Newton–Schulz step
+  with coefficients (a, −2a, a), so with concrete ``steps`` and ``gain`` the map is
+  `optimizers.orthogonalization.newton_schulz` with that triple: Muon's code, and its
+  Gram form on rectangular matrices (2.4× fewer FLOPs on 768×3072). ``steps`` (or
+  ``gain``, ``divisor``) may be traced, as `optax.inject_hyperparams` makes them; the
+  map then runs the standard form in a `jax.lax.fori_loop`, so it needs no static
+  arguments. ``eps`` is added to the Frobenius norm so that 0 maps to 0.
   """
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  try:
+    static = int(steps), float(gain), float(divisor)
+  except (jax.errors.ConcretizationTypeError, TypeError):
+    static = None  # Traced hyperparameters (inject_hyperparams under jit).
+  if static is not None:
+    steps, gain, divisor = static
+    return newton_schulz(x, steps, (gain, -2 * gain, gain), eps=eps) / divisor
   transpose = x.shape[-2] > x.shape[-1]
   x_MxN = jnp.swapaxes(x, -1, -2) if transpose else x
   norm = jnp.sqrt(jnp.sum(jnp.square(x_MxN), axis=(-2, -1), keepdims=True))

