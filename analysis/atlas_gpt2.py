@@ -58,6 +58,7 @@ FIELDS = {
   "seq_len": config_checks.positive(),
   "parallel": config_checks.positive(),
   "similarity_every": config_checks.nonnegative(),
+  "geometry_every": config_checks.positive(),
   "points": config_checks.Field(int, lambda v: v >= 2, "an int ≥ 2 (t = 0 and 1)"),
   "eval_batches": config_checks.positive(),
   "eval_batch_size": config_checks.positive(),
@@ -77,6 +78,12 @@ def check_config(config, workdir: Path) -> None:
   atlas_runs.check_grid(config)
   if config.cross_pairs not in CROSS_PAIRS:
     raise UserError(f"cross_pairs={config.cross_pairs!r}: one of {', '.join(CROSS_PAIRS)}.")
+  if config.geometry_every > config.num_steps:
+    raise UserError(
+      f"geometry_every={config.geometry_every} is more than num_steps={config.num_steps}: "
+      "set --config.geometry_every to at most num_steps (γ and Φ are measured at every "
+      "checkpoint the runs keep, one each geometry_every steps)."
+    )
   grid = atlas_gpt2_runs.grid_commands(config, workdir)
   # The grid, and one other-seed run per entry (the same flags but the seed).
   other = {}

@@ -57,10 +57,18 @@ def run_dir(workdir: Path, entry: str, k: int, seed: int) -> Path:
   return Path(workdir) / "train" / f"{entry}_lr{k}_s{seed}"
 
 
+def checkpointing(config) -> dict:
+  """Every run keeps a checkpoint each ``geometry_every`` steps, all of them (the final
+  step is always saved), so γ and Φ can be measured along training."""
+  every = int(config.geometry_every)
+  return {"checkpoint_every": every, "keep_checkpoints": -(-int(config.num_steps) // every)}
+
+
 def _overrides(config, entry: str) -> dict:
-  """{"a.b": value}: the entry's train.py overrides beyond the variant (the rate is the grid's)."""
+  """{"a.b": value}: the entry's train.py overrides beyond the variant (the rate is the
+  grid's), and the atlas's checkpointing."""
   flat = wd.flatten(config.entries[entry].overrides)
-  return {k: v for k, v in flat.items() if k != "optimizer.learning_rate"}
+  return {k: v for k, v in flat.items() if k != "optimizer.learning_rate"} | checkpointing(config)
 
 
 def train_command(config, entry: str, lr: float, seed: int, out: Path) -> list[str]:

@@ -167,6 +167,9 @@ def gpt2_config(arg) -> ml_collections.ConfigDict:
   c.lr_multipliers = [1 / 3, 1.0, 3.0]  # × each optimizer's configs/gpt2.py learning rate
   c.grid_extensions = 2  # more rates beyond an edge choice, per side (seed 0 only)
   c.similarity_every = 125  # the sources' gradient-cosine matrix (the final one is in the summary)
+  # Every run keeps a checkpoint each this many steps (all of them), and γ and Φ of the
+  # chosen runs' updates are measured at each (analysis/atlas_gpt2_geometry.py).
+  c.geometry_every = 50
   c.inner_learning_rate = 0.02  # Nexus's γ and k (configs/nexus_mixture.py's)
   c.inner_steps = 3
   c.entries = ml_collections.ConfigDict(
@@ -195,11 +198,12 @@ def gpt2_config(arg) -> ml_collections.ConfigDict:
   if arg.full:
     c.seeds, c.num_steps, c.batch, c.seq_len = 5, 1000, 24, 128
     c.lr_multipliers = [0.1, 1 / 3, 1.0, 3.0, 10.0]
-    c.similarity_every, c.points, c.eval_batches = 200, 9, 4
+    c.similarity_every, c.points, c.eval_batches, c.geometry_every = 200, 9, 4, 250
   if arg.runlocal:
     c.seeds, c.num_steps, c.batch, c.seq_len, c.runlocal = 2, 6, 6, 32, True
     c.lr_multipliers = [1.0, 3.0]
     c.similarity_every, c.points, c.eval_batches, c.eval_batch_size = 3, 3, 1, 4
+    c.geometry_every = 3
     c.n_resamples, c.min_pairs = 50, 1
     c.converged_fraction = 1.0  # six steps: every finite run counts
     keep = ("adamw", "muon", "nexus_adamw")

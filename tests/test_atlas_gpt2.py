@@ -96,10 +96,15 @@ def test_symmetric_kl_is_zero_on_copies_and_symmetric():
   assert d[0] == pytest.approx(0.0, abs=1e-6) and d[1] > 0 and d[1] == pytest.approx(d[2])
 
 
-def test_bad_cross_pairs_is_one_line_before_anything_is_written(tmp_path):
+def test_bad_cross_pairs_or_geometry_every_is_one_line_before_anything_is_written(tmp_path):
   config = atlas_config("gpt2,runlocal")
   config.cross_pairs = "some"
   with pytest.raises(UserError, match="cross_pairs='some'"):
+    atlas.check_config(config, tmp_path)
+  assert not (tmp_path / "train").exists()
+  config = atlas_config("gpt2,runlocal")
+  config.geometry_every = 7
+  with pytest.raises(UserError, match="geometry_every=7 is more than num_steps=6"):
     atlas.check_config(config, tmp_path)
   assert not (tmp_path / "train").exists()
 
@@ -123,7 +128,10 @@ def test_gpt2_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
   # γ and Φ for the plain optimizers, "not measured" for Nexus (its update needs sources).
   geometry = saved["update_geometry"]
   assert "not_measured" in geometry["nexus_adamw"]
-  assert all(math.isfinite(geometry[e]["final"]["gamma"]["statistic"]) for e in ("adamw", "muon"))
+  # At every kept checkpoint (geometry_every = 3 of 6 steps: steps 3 and 6).
+  for entry in ("adamw", "muon"):
+    assert list(geometry[entry]) == ["3", "6"], geometry[entry]
+    assert all(math.isfinite(g["gamma"]["statistic"]) for g in geometry[entry].values())
   assert "Update geometry" in report
   again = atlas.run(config, tmp_path)
   assert set(again["trained"].values()) <= {"skipped", "diverged"}

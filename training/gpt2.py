@@ -147,16 +147,20 @@ def build(config, workdir: Path | None, vocab_size: int | None = None) -> Simple
 
 
 def restored_state(
-  config, workdir: Path, vocab_size: int | None = None
+  config, workdir: Path, vocab_size: int | None = None, step: int | None = None
 ) -> tuple[int, dict | None, SimpleNamespace]:
-  """(step, state, build) of workdir's newest checkpoint restored onto config's mesh on this
-  process's devices, as train() resumes it; (0, None, build) without a checkpoint. With
-  ``vocab_size`` (the run's summary has it) no data is read: reading and tokenizing the
-  corpus costs far more than restoring a small model (analysis restores many runs)."""
+  """(step, state, build) of workdir's newest checkpoint (or the one at ``step``) restored
+  onto config's mesh on this process's devices, as train() resumes it; (0, None, build)
+  without a checkpoint. With ``vocab_size`` (the run's summary has it) no data is read:
+  reading and tokenizing the corpus costs far more than restoring a small model (analysis
+  restores many runs)."""
   run = build(config, workdir, vocab_size)
   _, from_checkpoint, target = _checkpoint_layout(run.init, config.seed, run.state_sh)
   with checkpoints.manager(workdir, config) as manager:
-    step, stacked, _ = checkpoints.restore_latest(manager, target)
+    if step is None:
+      step, stacked, _ = checkpoints.restore_latest(manager, target)
+    else:
+      stacked, _ = checkpoints.restore(manager, target, step)
   return step, (from_checkpoint(stacked) if step else None), run
 
 
