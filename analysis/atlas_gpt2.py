@@ -47,7 +47,7 @@ from analysis import (
   spectra,
   stats,
 )
-from training import config_checks, tasks
+from training import config_checks, perf, tasks
 from training import workdir as wd
 from training.errors import UserError
 
@@ -179,6 +179,10 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
   heights = aligned_barriers(model, params, pairs, ts, batches["validation"], valid_N)
   t_barriers = time.time() - t0
   logging.info("Barriers: %d pairs × %d points in %.1f s.", len(pairs), len(ts), t_barriers)
+  # One path point is one evaluation of the mean validation loss; its rate against the
+  # plain f32 matmul measured now, on this machine (the weight matching is in the time).
+  point_flops = perf.compiled_flops(mean_loss, params[0], batches["validation"])
+  matmul = perf.matmul_rate(repeats=5)
   tables = atlas_maps.pair_tables(heights, pairs, E, S, valid_N)
   barrier = atlas_maps.matrix_with_intervals(tables, E, S, **boot)
   tol = float(config.connected_tol)
@@ -274,6 +278,13 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
       "barriers": t_barriers,
       "path_points": int(len(pairs) * len(ts)),
       "seconds_per_1000_points": 1000 * t_barriers / max(1, len(pairs) * len(ts)),
+      "flops_per_point": point_flops,
+      "matmul_flops_per_s": matmul,
+      "fraction_of_matmul_rate": point_flops
+      * len(pairs)
+      * len(ts)
+      / max(t_barriers, 1e-9)
+      / matmul,
     },
   }
 

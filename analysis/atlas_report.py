@@ -256,7 +256,14 @@ def render(result: dict, plots: list[Path]) -> str:
   t = result["timings_s"]
   lines += [
     f"Barrier evaluation: {t['path_points']} path points in {t['barriers']:.1f} s "
-    f"({t['seconds_per_1000_points']:.3f} s per 1,000 points, alignment included).",
+    f"({t['seconds_per_1000_points']:.3f} s per 1,000 points, alignment included)"
+    + (
+      f": {t['flops_per_point'] / 1e9:.3g} GFLOP per point, "
+      f"{100 * t['fraction_of_matmul_rate']:.1f}% of the f32 matmul rate measured in this run "
+      f"({t['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)."
+      if "fraction_of_matmul_rate" in t
+      else "."
+    ),
     "",
     "Plots: " + ", ".join(f"`{p.name}`" for p in plots),
   ]

@@ -50,7 +50,7 @@ def check_grid(config) -> None:
   if not m or any(v <= 0 for v in m) or len(set(m)) < len(m):
     raise UserError(f"lr_multipliers must be positive and distinct, got {m}.")
   ext = config.get("grid_extensions", 0)
-  if not isinstance(ext, int) or ext < 0:
+  if isinstance(ext, bool) or not isinstance(ext, int) or ext < 0:
     raise UserError(f"grid_extensions={ext!r}: an int ≥ 0 (more rates per side of the grid).")
 
 
@@ -82,9 +82,9 @@ def edge_entries(selection: dict) -> list[tuple[str, str]]:
   out = []
   for entry, item in selection.items():
     rates = sorted(p["learning_rate"] for p in item["sweep"])
-    chosen = next((p for p in item["sweep"] if p["k"] == item["chosen"]), None)
-    if chosen is None or len(rates) < 3:
+    if item["chosen"] is None or len(rates) < 3:
       continue
+    chosen = chosen_point(item)
     if chosen["learning_rate"] == rates[0]:
       out.append((entry, "lowest"))
     elif chosen["learning_rate"] == rates[-1]:
@@ -183,7 +183,8 @@ def train_all(config, workdir: Path) -> tuple[dict, dict, dict]:
       zero_loss = tasks.zero_predictor_loss(wd.load_config(next(iter(commands.values()))[0]))
     return done
 
-  return extend_grid(config, train, lambda ext: select(config, workdir, zero_loss, ext))
+  cache = {}  # run dir -> its seed losses: each extension round re-selects every entry
+  return extend_grid(config, train, lambda ext: select(config, workdir, zero_loss, ext, cache))
 
 
 def split_test(task) -> tuple[tuple, tuple]:
@@ -205,17 +206,23 @@ def seed_losses(task, params_S) -> dict[str, np.ndarray]:
   }
 
 
-def select(config, workdir: Path, zero_loss: float, extended: dict | None = None) -> dict:
+def select(
+  config, workdir: Path, zero_loss: float, extended: dict | None = None, cache: dict | None = None
+) -> dict:
   """{entry: {"chosen": k | None, "learning_rate", "run_dir", "sweep": [point, ...]}}.
 
   A point is one learning rate: its per-seed losses, which seeds converged
   (train loss ≤ converged_fraction × the zero predictor's), and its median
-  validation loss over the converged seeds (NaN if none)."""
+  validation loss over the converged seeds (NaN if none). ``cache``: {run dir:
+  losses} kept across calls, so a run is read once however often it is selected."""
   threshold = config.converged_fraction * zero_loss
+  cache = {} if cache is None else cache
   out = {}
   for (entry, k), (d, _, lr) in run_commands(config, workdir, extended).items():
-    cfg, params = wd.load_params(d)
-    losses = seed_losses(tasks.relu2_task(cfg), params)
+    if str(d) not in cache:
+      cfg, params = wd.load_params(d)
+      cache[str(d)] = seed_losses(tasks.relu2_task(cfg), params)
+    losses = cache[str(d)]
     converged = losses["train"] <= threshold
     val = losses["validation"][converged]
     point = {

@@ -4,6 +4,7 @@ analysis.atlas.ball_of, analysis.atlas_runs.choose), and the command end to end.
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -13,6 +14,7 @@ from configs.atlas import get_config as atlas_config
 from configs.relu2 import get_config
 from optimizers import lion
 from training import tasks
+from training.errors import UserError
 
 
 def _task_and_inits(num_seeds: int):
@@ -196,6 +198,11 @@ def test_config_errors_are_one_line(tmp_path):
   with pytest.raises(Exception, match="unknown optimizer 'adamz'"):
     atlas.check_config(config, tmp_path)
   assert not (tmp_path / "train").exists()
+  # A bool is an int in Python; True is not a count of grid points.
+  for bad in (True, -1, 1.5):
+    config = ml_collections.ConfigDict({"lr_multipliers": [0.5, 1.0], "grid_extensions": bad})
+    with pytest.raises(UserError, match="grid_extensions="):
+      atlas_runs.check_grid(config)
 
 
 @pytest.mark.slow
@@ -220,6 +227,26 @@ def test_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
   assert "Update geometry" in report
   again = atlas.run(config, tmp_path)
   assert set(again["trained"].values()) == {"skipped"}
+
+
+@pytest.mark.slow
+def test_atlas_trains_an_extension_run_when_the_choice_is_at_the_grid_edge(tmp_path):
+  """End to end: rates so small that 60 steps barely move the loss make the largest the
+  best, so each entry's grid grows by one trained rate above it (k = 3, one grid ratio
+  further), and a choice still at the new edge is flagged in the report."""
+  config = atlas_config("runlocal")
+  config.lr_multipliers, config.grid_extensions = [1e-3, 3e-3, 1e-2], 1
+  result = atlas.run(config, tmp_path)
+  for entry in result["entries"]:
+    assert tuple(result["grid_extensions"][entry]) == (0, 1)
+    assert (tmp_path / "train" / f"{entry}_lr3").is_dir()
+    item = result["selection"][entry]
+    rates = [p["learning_rate"] for p in item["sweep"]]
+    assert len(rates) == 4 and rates[-1] == pytest.approx(3 * rates[-2])
+    assert item["chosen"] == 3
+  report = (tmp_path / "report.md").read_text()
+  assert "Chosen at the edge of the grid after its extensions" in report
+  assert report.count(" + |") == len(result["entries"])  # the extension points are marked
 
 
 def test_a_choice_at_the_grid_edge_is_flagged_as_possibly_under_tuned():

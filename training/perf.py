@@ -37,3 +37,11 @@ def peak_flops(config_value: float) -> float:
   if config_value >= 0:
     return config_value
   return matmul_rate(1024, 1024, 1024, repeats=5, num_devices=0)
+
+
+def compiled_flops(jitted, *args) -> float:
+  """FLOPs of one call of ``jitted`` on ``args``, from XLA's cost analysis of its
+  compiled program (what runs, fusions included); NaN where the backend reports none."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older jax: one per program.
+  return float((cost or {}).get("flops", float("nan")))
