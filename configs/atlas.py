@@ -151,8 +151,9 @@ def gpt2_config(arg) -> ml_collections.ConfigDict:
   trained at seed 0 only (grown past an edge choice, `grid_extensions`), the
   chosen rate at seeds 1..seeds−1 as well (the grid at every seed would triple
   the budget). Default: 19 entries × 3 rates, 13 extension rates and 2 more
-  seeds each, 108 runs of 250 steps: 35 min 6 s on 2 idle CPU cores
-  (2026-12-03), a rerun that trains nothing 6.5 minutes; full: 5 rates, 5
+  seeds each, 108–110 runs of 250 steps, a checkpoint every 50: 45 min 12 s on
+  2 CPU cores (2026-12-03; 35 min 6 s before the checkpoints every 50 steps and γ/Φ at
+  each), a rerun that trains nothing 6.5 minutes (before them); full: 5 rates, 5
   seeds, 1000 steps of the 128-token windows."""
   c = ml_collections.ConfigDict()
   c.model = "gpt2"

@@ -232,8 +232,8 @@ def test_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
 @pytest.mark.slow
 def test_atlas_trains_an_extension_run_when_the_choice_is_at_the_grid_edge(tmp_path):
   """End to end: rates so small that 60 steps barely move the loss make the largest the
-  best, so each entry's grid grows by one trained rate above it (k = 3, one grid ratio
-  further), and a choice still at the new edge is flagged in the report."""
+  best, so each entry's grid grows by one trained rate above it (k = 3, one outermost grid
+  ratio further), and a choice still at the new edge is flagged in the report."""
   config = atlas_config("runlocal")
   config.lr_multipliers, config.grid_extensions = [1e-3, 3e-3, 1e-2], 1
   result = atlas.run(config, tmp_path)
@@ -242,7 +242,8 @@ def test_atlas_trains_an_extension_run_when_the_choice_is_at_the_grid_edge(tmp_p
     assert (tmp_path / "train" / f"{entry}_lr3").is_dir()
     item = result["selection"][entry]
     rates = [p["learning_rate"] for p in item["sweep"]]
-    assert len(rates) == 4 and rates[-1] == pytest.approx(3 * rates[-2])
+    # One outermost grid ratio (1e-2 / 3e-3) beyond the old top rate.
+    assert len(rates) == 4 and rates[-1] == pytest.approx(rates[-2] ** 2 / rates[-3], rel=1e-5)
     assert item["chosen"] == 3
   report = (tmp_path / "report.md").read_text()
   assert "Chosen at the edge of the grid after its extensions" in report

@@ -133,5 +133,9 @@ def test_gpt2_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
     assert list(geometry[entry]) == ["3", "6"], geometry[entry]
     assert all(math.isfinite(g["gamma"]["statistic"]) for g in geometry[entry].values())
   assert "Update geometry" in report
+  # The barriers' rate against a matmul rate of the same run (XLA's FLOP count of a point).
+  t = saved["timings_s"]
+  assert t["flops_per_point"] > 0 and 0 < t["fraction_of_matmul_rate"] < 10
+  assert "of the f32 matmul rate measured in this run" in report
   again = atlas.run(config, tmp_path)
   assert set(again["trained"].values()) <= {"skipped", "diverged"}
