@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers import domains
+from optimizers import domains, lapack
 from optimizers.kaon import scale_by_muon_momentum_map
 from optimizers.muon import (
   MUON_SCALES,
@@ -94,7 +94,7 @@ def _divide_by_power_mean(o_MxN, x_MxN, q):
 
 
 def _freon_svd(x, q):
-  u, s, vt = jnp.linalg.svd(x, full_matrices=False)
+  u, s, vt = lapack.svd(x)
   tol = s[..., :1] * max(x.shape[-2:]) * jnp.finfo(x.dtype).eps
   keep = s > tol
   # Relative to σ_max (O is scale-free), and 1 where dropped, so no 0^(q−1) = inf.
@@ -214,6 +214,7 @@ def scale_by_freon(
   steps: int = 24,
   eps: float = 1e-7,
   mu_dtype: Any | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """Freon's direction O = `freon_map`(u) of Muon's momentum mix u (module docstring)."""
   if method not in FREON_METHODS:
@@ -223,7 +224,7 @@ def scale_by_freon(
   if method == "newton":
     newton_exponent(q)  # Fail on a q it cannot take now, not at update.
   return scale_by_muon_momentum_map(
-    lambda u: freon_map(u, q, method, steps, eps), beta, nesterov, mu_dtype, "Freon"
+    lambda u: freon_map(u, q, method, steps, eps), beta, nesterov, mu_dtype, "Freon", owner_layout
   )
 
 
@@ -245,6 +246,7 @@ def freon(
   adam_eps: float = 1e-8,
   adam_weight_decay: float = 0.0,
   routing: Callable[[Any, Any], bool] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """Freon on the leaves ``routing`` selects, AdamW on the others.
 
@@ -267,10 +269,13 @@ def freon(
     routing: ``routing(path, leaf) -> bool``, True for Freon; None is
       `optimizers.muon.default_muon_routing`. Under `optax.inject_hyperparams` list
       it in ``static_args``.
+    owner_layout: the map (SVD or the Newton iteration) on same-shape matrices stacked,
+      whole matrices per device (`optimizers.owner_layout`: no collective inside the
+      iteration) under the ambient mesh; None: on under FSDP.
   """
   shape_scale((1, 1), scale)  # Fail on an unknown name now, not at update.
   matrix_side = optax.chain(
-    scale_by_freon(q, beta, nesterov, method, steps, eps, mu_dtype),
+    scale_by_freon(q, beta, nesterov, method, steps, eps, mu_dtype, owner_layout),
     scale_by_shape(scale),
     optax.add_decayed_weights(weight_decay, mask),
     optax.scale_by_learning_rate(learning_rate),
@@ -299,6 +304,7 @@ DOMAINS = {
   "mu_dtype": domains.DTYPE,
   **ADAM_DOMAINS,
   "routing": ROUTING_DOMAIN,
+  "owner_layout": domains.optional(domains.boolean()),
 }
 
 IMPLICIT_BIAS_NOTE = (

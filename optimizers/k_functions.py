@@ -28,6 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from optimizers import lapack
 from optimizers import orthogonalization as ortho
 
 
@@ -170,7 +171,7 @@ def _spectral() -> KFunction:
   nuclear norm."""
 
   def grad(x):
-    u, s, vt = jnp.linalg.svd(_f32(_as_matrix(x)), full_matrices=False)
+    u, s, vt = lapack.svd(_f32(_as_matrix(x)))
     top = (s[..., :1] > 0).astype(u.dtype)[..., None]
     return (top * u[..., :, :1] @ vt[..., :1, :]).reshape(x.shape).astype(x.dtype)
 
@@ -195,7 +196,7 @@ def _schatten(p: float = 4.0) -> KFunction:
   pnorm = lambda s, r: jnp.sum(s**r, -1) ** (1 / r)
 
   def grad(x):
-    u, s, vt = jnp.linalg.svd(_f32(_as_matrix(x)), full_matrices=False)
+    u, s, vt = lapack.svd(_f32(_as_matrix(x)))
     # Scale by σ_max first so σ^(p−1) cannot overflow or underflow.
     s_rel = _safe_div(s, s[..., :1])
     w = _safe_div(s_rel ** (p - 1), pnorm(s_rel, p)[..., None] ** (p - 1))

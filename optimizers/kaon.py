@@ -40,6 +40,7 @@ import optax
 from optax import tree as otu
 
 from optimizers import domains
+from optimizers import owner_layout as owner_layout_lib
 from optimizers.muon import (
   MUON_SCALES,
   scale_by_shape,
@@ -102,11 +103,14 @@ def scale_by_muon_momentum_map(
   nesterov: bool = True,
   mu_dtype: Any | None = None,
   who: str = "this optimizer",
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """``matrix_map(u)`` with Muon's momentum: m ← β·m + (1 − β)·g, u = β·m + (1 − β)·g
   (Nesterov) or u = m. The momentum mix is formed in f32 and the map's output cast
   to the update's dtype; m is kept in ``mu_dtype`` (default float32). Every leaf
-  must have rank ≥ 2 (checked at init)."""
+  must have rank ≥ 2 (checked at init). ``matrix_map`` (a pure function of each matrix)
+  runs in the owner layout when ``owner_layout`` (None: under FSDP; `optimizers.owner_layout`):
+  same-shape matrices stacked, whole matrices per device, no collective inside its iteration."""
   mu_dtype = jnp.dtype(jnp.float32 if mu_dtype is None else mu_dtype)
 
   def init_fn(params):
@@ -125,7 +129,8 @@ def scale_by_muon_momentum_map(
     f32 = lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32))
     mu = jax.tree.map(lambda g, m: beta * f32(m) + (1 - beta) * f32(g), updates, state.mu)
     mix = jax.tree.map(lambda g, m: beta * m + (1 - beta) * f32(g), updates, mu) if nesterov else mu
-    directions = jax.tree.map(lambda g, u: matrix_map(u).astype(g.dtype), updates, mix)
+    directions = owner_layout_lib.tree_map(matrix_map, mix, enabled=owner_layout)
+    directions = jax.tree.map(lambda g, d: d.astype(g.dtype), updates, directions)
     mu = jax.tree.map(lambda m: m.astype(mu_dtype), mu)
     return directions, ScaleByMuonMomentumState(optax.safe_increment(state.count), mu)
 
@@ -139,10 +144,11 @@ def scale_by_kaon(
   gain: float = KAON_GAIN,
   divisor: float = KAON_DIVISOR,
   mu_dtype: Any | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """Kaon's direction O = `kaon_map`(u) of Muon's momentum mix u (module docstring)."""
   return scale_by_muon_momentum_map(
-    lambda u: kaon_map(u, steps, gain, divisor), beta, nesterov, mu_dtype, "Kaon"
+    lambda u: kaon_map(u, steps, gain, divisor), beta, nesterov, mu_dtype, "Kaon", owner_layout
   )
 
 
@@ -163,6 +169,7 @@ def kaon(
   adam_eps: float = 1e-8,
   adam_weight_decay: float = 0.0,
   routing: Callable[[Any, Any], bool] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """Kaon on the leaves ``routing`` selects, AdamW on the others.
 
@@ -182,10 +189,13 @@ def kaon(
     routing: ``routing(path, leaf) -> bool``, True for Kaon; None is
       `optimizers.muon.default_muon_routing`. Under `optax.inject_hyperparams` list
       it in ``static_args`` (``steps`` may stay numeric).
+    owner_layout: the map on same-shape matrices stacked, whole matrices per device
+      (`optimizers.owner_layout`: no collective inside its Newton–Schulz steps) under the
+      ambient mesh; None: on under FSDP.
   """
   shape_scale((1, 1), scale)  # Fail on an unknown name now, not at update.
   matrix_side = optax.chain(
-    scale_by_kaon(beta, nesterov, steps, gain, divisor, mu_dtype),
+    scale_by_kaon(beta, nesterov, steps, gain, divisor, mu_dtype, owner_layout),
     scale_by_shape(scale),
     optax.add_decayed_weights(weight_decay, mask),
     optax.scale_by_learning_rate(learning_rate),
@@ -213,6 +223,7 @@ DOMAINS = {
   "mu_dtype": domains.DTYPE,
   **ADAM_DOMAINS,
   "routing": ROUTING_DOMAIN,
+  "owner_layout": domains.optional(domains.boolean()),
 }
 
 IMPLICIT_BIAS_NOTE = (

@@ -42,7 +42,6 @@ Layout: a flax kernel is (..., in, out) = Wᵀ; singular values and msign do not
 care (msign(Wᵀ) = msign(W)ᵀ), so nothing is transposed.
 """
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -51,7 +50,8 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.linalg import eigh_tridiagonal
 
-from optimizers import domains
+from optimizers import domains, lapack
+from optimizers import owner_layout as owner_layout_lib
 from optimizers.muon import MUON_SCALES, shape_scale
 from optimizers.orthogonalization import ORTHOGONALIZE_METHODS, orthogonalize
 from optimizers.zoo_common import (
@@ -84,21 +84,23 @@ def singular_values(m, gap: str = "svd"):
   """σ of every matrix in ``m`` (..., a, b), descending, float32."""
   m = m.astype(jnp.float32)
   if gap == "svd":
-    return jnp.linalg.svd(m, compute_uv=False)
+    return lapack.singular_values(m)
   if m.shape[-2] > m.shape[-1]:
     m = jnp.swapaxes(m, -1, -2)  # The short side's Gram matrix: (short × short).
   eig = gram_eigenvalues(m @ jnp.swapaxes(m, -1, -2))
   return jnp.sqrt(jnp.maximum(eig[..., ::-1], 0.0))
 
 
-@functools.partial(jnp.vectorize, signature="(k,k)->(k)")
 def gram_eigenvalues(a):
-  """Ascending eigenvalues of the symmetric ``a`` without its eigenvectors:
-  Householder tridiagonalization (LAPACK sytrd), then bisection on the tridiagonal
-  matrix. jnp.linalg.eigvalsh computes the eigenvectors too and drops them (48 ms
-  against 27 ms for a 768×768 matrix on this CPU; the same values to 1e-7·λ_max)."""
-  _, diagonal, off_diagonal, _ = jax.lax.linalg.tridiagonal(a)
-  return jnp.sort(eigh_tridiagonal(diagonal, off_diagonal, eigvals_only=True))
+  """Ascending eigenvalues of every symmetric matrix in ``a`` (..., k, k) without their
+  eigenvectors: Householder tridiagonalization (LAPACK sytrd), then bisection on the
+  tridiagonal matrix. jnp.linalg.eigvalsh computes the eigenvectors too and drops them (48
+  ms against 27 ms for a 768×768 matrix on this CPU; the same values to 1e-7·λ_max)."""
+  _, diagonal, off_diagonal, _ = lapack.tridiagonal(a)
+  bisect = lambda d, e: jnp.sort(eigh_tridiagonal(d, e, eigvals_only=True))
+  for _ in range(a.ndim - 2):
+    bisect = jax.vmap(bisect)
+  return bisect(diagonal, off_diagonal)
 
 
 def smallest_gap(sigma, gap_scale: str = "relative", max_dim: int | None = None):
@@ -125,6 +127,7 @@ def scale_by_mimuon(
   ns_steps: int = 5,
   scale: str = "none",
   mu_dtype: Any | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """MiMuon's direction (module docstring): s·msign(M) where κ ≥ τ, M elsewhere.
 
@@ -137,6 +140,9 @@ def scale_by_mimuon(
     ns_steps: Newton–Schulz steps (``method="newton_schulz"``).
     scale: Muon's shape factor on the Muon branch ("shape", "rms_match", "none").
     mu_dtype: dtype of M (default float32).
+    owner_layout: the gap and msign on same-shape matrices stacked, whole matrices per device
+      (`optimizers.owner_layout`: no collective inside the SVD, the eigenvalue bisection or
+      Newton–Schulz) under the ambient mesh; None: on under FSDP.
   """
   for name, value, known in (
     ("gap", gap, GAP_ESTIMATORS),
@@ -160,19 +166,32 @@ def scale_by_mimuon(
       muon_steps=jax.tree.map(counter, params),
     )
 
-  def leaf_update(g, m, steps):
-    m32 = beta * g.astype(jnp.float32) + (1.0 - beta) * m.astype(jnp.float32)
+  def branch(m32):
+    """Per matrix of a stack: the direction and whether it took the Muon branch."""
     kappa = smallest_gap(singular_values(m32, gap), gap_scale, max(m32.shape[-2:]))
     take_muon = kappa >= tau
     muon_step = orthogonalize(m32, method, **options) * shape_scale(m32.shape, scale)
-    direction = jnp.where(take_muon[..., None, None], muon_step, m32)
-    return direction.astype(g.dtype), m32.astype(dtype), steps + take_muon.astype(jnp.int32)
+    return jnp.where(take_muon[..., None, None], muon_step, m32), take_muon
 
   def update_fn(updates, state, params=None):
     del params
-    out = jax.tree.map(leaf_update, updates, state.mu, state.muon_steps)
-    direction, mu, muon_steps = unzip(updates, out, 3)
-    return direction, ScaleByMiMuonState(optax.safe_increment(state.count), mu, muon_steps)
+    mu = jax.tree.map(
+      lambda g, m: beta * g.astype(jnp.float32) + (1.0 - beta) * m.astype(jnp.float32),
+      updates,
+      state.mu,
+    )
+    # The gap and msign (pure functions of each matrix) go through the owner layout.
+    direction, take_muon = unzip(
+      updates, owner_layout_lib.tree_map(branch, mu, enabled=owner_layout), 2
+    )
+    return (
+      jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates),
+      ScaleByMiMuonState(
+        optax.safe_increment(state.count),
+        jax.tree.map(lambda m: m.astype(dtype), mu),
+        jax.tree.map(lambda n, t: n + t.astype(jnp.int32), state.muon_steps, take_muon),
+      ),
+    )
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -195,17 +214,19 @@ def mimuon(
   adam_weight_decay: float = 0.0,
   mu_dtype: Any | None = None,
   routing: Callable[[Any, Any], bool] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """MiMuon on the leaves ``routing`` selects, AdamW on the others.
 
   W ← (1 − ηλ)·W − η·d with d from `scale_by_mimuon` (its args). ``mask``
   selects the leaves that decay, on both sides; ``adam_*`` are the AdamW side's
-  hyperparameters (``adam_learning_rate`` None: ``learning_rate``). Under
+  hyperparameters (``adam_learning_rate`` None: ``learning_rate``). ``owner_layout``: see
+  `scale_by_mimuon`. Under
   `optax.inject_hyperparams` list ``routing``, ``mask`` (a function) and
   ``ns_steps`` in ``static_args``.
   """
   matrix_side = optax.chain(
-    scale_by_mimuon(beta, tau, gap, gap_scale, method, ns_steps, scale, mu_dtype),
+    scale_by_mimuon(beta, tau, gap, gap_scale, method, ns_steps, scale, mu_dtype, owner_layout),
     optax.add_decayed_weights(weight_decay, mask),
     optax.scale_by_learning_rate(learning_rate),
   )
@@ -239,4 +260,5 @@ DOMAINS: dict[str, domains.Domain] = {
   **ADAM_DOMAINS,
   "mu_dtype": domains.DTYPE,
   "routing": ROUTING_DOMAIN,
+  "owner_layout": domains.optional(domains.boolean()),
 }

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optimizers import lapack
+
 Coeffs = str | Sequence[float] | Sequence[Sequence[float]]
 
 _PE_SAFETY = 1.01
@@ -196,7 +198,7 @@ def polar_svd(x: jax.Array) -> jax.Array:
   if x.ndim < 2:
     raise ValueError(f"polar_svd needs a matrix (rank >= 2), got shape {x.shape}.")
   work = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  u, s, vt = jnp.linalg.svd(work, full_matrices=False)
+  u, s, vt = lapack.svd(work)
   tol = s[..., :1] * max(x.shape[-2:]) * jnp.finfo(work.dtype).eps
   keep = (s > tol).astype(work.dtype)
   return ((u * keep[..., None, :]) @ vt).astype(x.dtype)

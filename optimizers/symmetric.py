@@ -58,6 +58,7 @@ rules are transpose-equivariant. Leading axes are stacked matrices (one u per
 index); everything runs in f32 and is cast back to the leaf's dtype.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -66,6 +67,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers import domains
+from optimizers import owner_layout as owner_layout_lib
 from optimizers.k_functions import KFunction, get_k
 from optimizers.lion_k import K_OPTION_DOMAINS, scale_by_lion_k
 from optimizers.muon import MUON_SCALES, scale_by_shape
@@ -77,7 +79,7 @@ from optimizers.symmetric_k import (  # noqa: F401
   chebyshev_radius,
   row_normalize,
 )
-from optimizers.zoo_common import ADAM_DOMAINS, adamw_side, state_dtype, unzip
+from optimizers.zoo_common import ADAM_DOMAINS, adamw_side, state_dtype
 
 SYMMETRIC_RULES = (
   "right_spectral",
@@ -123,10 +125,13 @@ class ScaleBySymmetricState(NamedTuple):
 
 
 def scale_by_symmetric(
-  kfn: KFunction, beta: float = 0.95, mu_dtype: Any | None = None
+  kfn: KFunction, beta: float = 0.95, mu_dtype: Any | None = None, owner_layout: bool | None = False
 ) -> optax.GradientTransformation:
   """m ← β·m + (1 − β)·g, u = kfn.grad(m) on the rows-first view of each leaf
-  (`rows_first`); the decay and learning rate come after."""
+  (`rows_first`); the decay and learning rate come after. ``owner_layout``: kfn.grad on
+  same-shape matrices stacked, whole matrices per device (`optimizers.owner_layout`; None: on
+  under FSDP), for the spectral rules, whose polar() would otherwise have GSPMD partition
+  every Newton–Schulz matmul; False (default) for the row rules, which are local to a row."""
   dtype = state_dtype(mu_dtype)
 
   def init_fn(params):
@@ -134,19 +139,25 @@ def scale_by_symmetric(
       jnp.zeros([], jnp.int32), jax.tree.map(lambda p: jnp.zeros(p.shape, dtype), params)
     )
 
-  def leaf_update(path, g, m):
-    m32 = beta * m.astype(jnp.float32) + (1.0 - beta) * g.astype(jnp.float32)
-    if rows_first(path, g):
-      u = jnp.swapaxes(kfn.grad(jnp.swapaxes(m32, -1, -2)), -1, -2)
-    else:
-      u = kfn.grad(m32)
-    return u.astype(g.dtype), m32.astype(dtype)
+  def flip(path, x):
+    return jnp.swapaxes(x, -1, -2) if rows_first(path, x) else x
 
   def update_fn(updates, state, params=None):
     del params
-    out = jax.tree_util.tree_map_with_path(leaf_update, updates, state.mu)
-    direction, mu = unzip(updates, out, 2)
-    return direction, ScaleBySymmetricState(optax.safe_increment(state.count), mu)
+    mu = jax.tree.map(
+      lambda g, m: beta * m.astype(jnp.float32) + (1.0 - beta) * g.astype(jnp.float32),
+      updates,
+      state.mu,
+    )
+    rows = jax.tree_util.tree_map_with_path(flip, mu)
+    u = owner_layout_lib.tree_map(kfn.grad, rows, enabled=owner_layout)
+    direction = jax.tree_util.tree_map_with_path(flip, u)  # Back to the leaf's layout.
+    return (
+      jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates),
+      ScaleBySymmetricState(
+        optax.safe_increment(state.count), jax.tree.map(lambda m: m.astype(dtype), mu)
+      ),
+    )
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -196,6 +207,7 @@ def symmetric_stack(
   adam_weight_decay: float = 0.0,
   mu_dtype: Any | None = None,
   routing: Callable[[Any, Any], str] | None = None,
+  owner_layout: bool | None = None,
 ) -> optax.GradientTransformation:
   """The authors' symmetry-compatible stack (module docstring) as one optax transform.
 
@@ -221,6 +233,9 @@ def symmetric_stack(
     routing: ``routing(path, leaf) -> "embed" | "head" | "matrices" | "adam"``
       (None: `symmetric_labels`). Under `optax.inject_hyperparams` list
       ``ns_steps``, ``routing`` and ``mask`` (a function) in ``static_args``.
+    owner_layout: polar() of the spectral, hybrid and Muon classes on same-shape matrices
+      stacked, whole matrices per device (`optimizers.owner_layout`: no collective inside
+      Newton–Schulz) under the ambient mesh; None: on under FSDP. The row rules never use it.
   """
   rules = {"embed": embed, "head": head, "matrices": matrices}
   for cls, rule in rules.items():
@@ -244,6 +259,7 @@ def symmetric_stack(
           b2=beta,
           mu_dtype=mu_dtype,
           method=method,
+          tree_map=functools.partial(owner_layout_lib.tree_map, enabled=owner_layout),
           **(ns if method == "newton_schulz" else {}),
         ),
         scale_by_shape(scale),
@@ -252,7 +268,8 @@ def symmetric_stack(
       return optax.identity()  # No leaf has this label (symmetric_labels gives "adam").
     else:
       kfn = _rule_k(rules[cls], eps, method, ns_steps, ns_coeffs, compute_dtype)
-      direction = scale_by_symmetric(kfn, beta, mu_dtype)
+      spectral = rules[cls] in ("right_spectral", "left_spectral", "hybrid")
+      direction = scale_by_symmetric(kfn, beta, mu_dtype, owner_layout if spectral else False)
     return optax.chain(
       direction,
       optax.add_decayed_weights(weight_decay, mask),
@@ -288,4 +305,5 @@ DOMAINS: dict[str, domains.Domain] = {
     lambda v: v is None or callable(v),
     "None or a function (path, leaf) -> 'embed' | 'head' | 'matrices' | 'adam'",
   ),
+  "owner_layout": domains.optional(domains.boolean()),
 }

@@ -40,10 +40,8 @@ def _callees(lines: list[str]) -> set[str]:
   return names
 
 
-def collective_counts(text: str) -> dict[str, Counter]:
-  """{"inside_loops": Counter(op -> n), "outside_loops": Counter(op -> n)}: collective
-  instructions in computations reachable from a while loop's body, and the rest."""
-  comps = _computations(text)
+def _loop_computations(comps: dict[str, list[str]]) -> set[str]:
+  """The computations reachable from a while loop's body."""
   inside: set[str] = set()
   todo = [b for lines in comps.values() for line in lines for b in _BODY.findall(line)]
   while todo:
@@ -52,9 +50,55 @@ def collective_counts(text: str) -> dict[str, Counter]:
       continue
     inside.add(name)
     todo.extend(_callees(comps[name]))
+  return inside
+
+
+def collective_counts(text: str) -> dict[str, Counter]:
+  """{"inside_loops": Counter(op -> n), "outside_loops": Counter(op -> n)}: collective
+  instructions in computations reachable from a while loop's body, and the rest."""
+  comps = _computations(text)
+  inside = _loop_computations(comps)
   counts = {"inside_loops": Counter(), "outside_loops": Counter()}
   for name, lines in comps.items():
     where = "inside_loops" if name in inside else "outside_loops"
     for line in lines:
       counts[where].update(_OP.findall(line))
   return counts
+
+
+# Bytes per element of the HLO element types a collective may carry.
+_ITEM_BYTES = {
+  "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
+  "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+}  # fmt: skip
+_TYPED_OP = re.compile(r"=\s*(\(?[^=]*?\)?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+_ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
+
+
+def _type_bytes(text: str, start: bool) -> int:
+  """Bytes of an instruction's result type; for an async "-start" whose result is a tuple
+  (operand, result), the last element: what the collective delivers."""
+  arrays = _ARRAY.findall(text)
+  if start and len(arrays) > 1:
+    arrays = arrays[-1:]
+  total = 0
+  for dtype, dims in arrays:
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    total += n * _ITEM_BYTES.get(dtype, 4)
+  return total
+
+
+def collective_bytes(text: str) -> dict[str, Counter]:
+  """As `collective_counts`, the bytes each device's collectives deliver (the sizes of their
+  per-device results, after SPMD partitioning), by op: a loop body counts once, not per trip."""
+  comps = _computations(text)
+  inside = _loop_computations(comps)
+  out = {"inside_loops": Counter(), "outside_loops": Counter()}
+  for name, lines in comps.items():
+    where = "inside_loops" if name in inside else "outside_loops"
+    for line in lines:
+      for type_text, op, start in _TYPED_OP.findall(line):
+        out[where][op] += _type_bytes(type_text, bool(start))
+  return out
