@@ -87,7 +87,7 @@ OPTIMIZER_DEFAULTS = {
     learning_rate=0.02, beta=0.95, beta2=0.95, nesterov=True, form="code", **_adam_side()
   ),
   "sf_normuon": dict(learning_rate=0.02, b1=0.9, b2=0.95, mu=0.8, **_adam_side()),
-  "mimuon": dict(learning_rate=0.02, beta=0.05, tau=1e-6, gap="svd", **_adam_side()),
+  "mimuon": dict(learning_rate=0.02, beta=0.05, tau=1e-6, gap="svd", gap_every=1, **_adam_side()),
   "dion": dict(learning_rate=0.02, rank=0.25, mu=0.95, **_adam_side()),
   "pion": dict(learning_rate=1e-2, b1=0.9, b2=0.999, rms=0.2, degree=2, side="both", **_adam_lr()),
   "scion": dict(learning_rate=0.05, momentum=0.1, constrained=True, **_adam_lr()),

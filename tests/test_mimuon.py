@@ -133,6 +133,38 @@ def test_separated_takes_muon_branch_and_repeated_takes_sgd(gap):
   np.testing.assert_allclose(muon_branch_fraction(state), [1.0, 0.0])
 
 
+@pytest.mark.parametrize("gap", ["svd", "estimate"])
+def test_gap_every_keeps_the_last_checked_branch_between_checks(gap):
+  """β = 1 (M = G), one 3×5 matrix: step 0 σ = (3, 2, 1) takes Muon; steps 1–3 σ = (2, 2, 1)
+  would take SGD. Every step (gap_every 1): Muon, SGD, SGD, SGD. gap_every 3: the gap is
+  measured at steps 0 and 3 only, so steps 1 and 2 keep step 0's Muon branch (msign of their
+  own M), step 3 measures again and takes SGD; also under jit and vmap over seeds."""
+  separated, _ = _with_singular_values([3.0, 2.0, 1.0], (3, 5), 0)
+  repeated, repeated_polar = _with_singular_values([2.0, 2.0, 1.0], (3, 5), 1)
+  grads = [jnp.asarray(x, jnp.float32) for x in (separated, repeated, repeated, repeated)]
+  branches = {}
+  for every in (1, 3):
+    tx = scale_by_mimuon(beta=1.0, tau=0.1, gap=gap, method="svd", gap_every=every)
+    update, state, taken = jax.jit(tx.update), tx.init(grads[0]), []
+    for step, g in enumerate(grads):
+      d, state = update(g, state)
+      muon = step > 0 and np.allclose(d, repeated_polar, atol=1e-5)
+      assert muon or step == 0 or np.allclose(d, repeated, atol=1e-6), (every, step)
+      taken.append(bool(state.take_muon))
+    branches[every] = (taken, int(state.muon_steps))
+  assert branches[1] == ([True, False, False, False], 1)
+  assert branches[3] == ([True, True, True, False], 3)
+  # Under vmap over two seeds (the lax.cond becomes a select of both sides): the same.
+  tx = scale_by_mimuon(beta=1.0, tau=0.1, gap=gap, method="svd", gap_every=3)
+  update, state = jax.jit(jax.vmap(tx.update)), jax.vmap(tx.init)(jnp.stack([grads[0]] * 2))
+  for g in grads[:3]:
+    d, state = update(jnp.stack([g, g]), state)
+  np.testing.assert_allclose(d[1], repeated_polar, atol=1e-5)
+  np.testing.assert_array_equal(state.muon_steps, [3, 3])
+  with pytest.raises(ValueError, match="gap_every must be an int >= 1"):
+    scale_by_mimuon(gap_every=0)
+
+
 def test_gram_eigenvalues_match_numpy_on_a_stack():
   """The eigenvalues-only path (tridiagonalization + bisection) against
   numpy.linalg.eigvalsh in float64, on a (2, 3) stack of Gram matrices with a
@@ -159,7 +191,7 @@ def test_errors_and_domains():
 
 
 def test_inject_hyperparams():
-  check_inject_hyperparams(_mimuon, static_args=("ns_steps",))
+  check_inject_hyperparams(_mimuon, static_args=("ns_steps", "gap_every"))
 
 
 @pytest.mark.slow  # the wrapper checks: `pytest -m slow`
