@@ -56,6 +56,11 @@ ZOO = {
   # MiMuon: the SVD (or the Gram eigenvalues) for the gap, then Newton–Schulz for msign.
   "mimuon_svd": (lambda n, o: mimuon(1e-2, ns_steps=n, **layout(o)), True),
   "mimuon_estimate": (lambda n, o: mimuon(1e-2, gap="estimate", ns_steps=n, **layout(o)), True),
+  # The gap checked every 2nd step: its pass sits in a lax.cond beside msign's.
+  "mimuon_every": (
+    lambda n, o: mimuon(1e-2, gap="estimate", gap_every=2, ns_steps=n, **layout(o)),
+    True,
+  ),
   # Dion: no Newton–Schulz; its QR and products on whole matrices with their Q (two trees).
   "dion": (lambda n, o: dion(1e-2, **layout(o)), False),
 }
