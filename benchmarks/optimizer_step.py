@@ -119,6 +119,42 @@ def time_step(opt, params, grads, repeats, period=1):
   return min(times), compile_and_first
 
 
+def pion_products(matrices, repeats):
+  """Seconds for Pion's matrix products alone on these (out, in) shapes, in one jit: per
+  matrix the two generators' products (WᵀG, GWᵀ), W·B_in and B_out·W, and the degree-2
+  series' two products on the larger side and two on the smaller after it (3·max + 4·min,
+  as `optimizers.pion._rotate`). No elementwise work: the ceiling of Pion's step on this
+  machine's GEMM at these shapes, and their FLOPs."""
+  keys = iter(jax.random.split(jax.random.PRNGKey(1), 4 * len(matrices)))
+  args = [
+    [jax.random.normal(next(keys), s) for s in ((o, i), (o, i), (i, i), (o, o))]
+    for o, i in matrices
+  ]
+
+  def products(args):
+    out = []
+    for w, g, b_in, b_out in args:
+      wb, bw = w @ b_in, b_out @ w
+      out += [w.T @ g, g @ w.T, wb, bw]
+      if w.shape[0] < w.shape[1]:  # In side first (reuses wb), then the out side.
+        w2 = w + wb @ b_in
+        out += [w2, b_out @ w2, b_out @ (b_out @ w2)]
+      else:
+        w2 = w + b_out @ bw
+        out += [w2, w2 @ b_in, (w2 @ b_in) @ b_in]
+    return out
+
+  flops = sum(2 * (3 * o * i * max(o, i) + 4 * o * i * min(o, i)) for o, i in matrices)
+  step = jax.jit(products)
+  jax.block_until_ready(step(args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(args))
+    times.append(time.perf_counter() - t0)
+  return min(times), flops
+
+
 def orthogonality(n_layer):
   """Singular-value range of both implementations on the same momentum-like
   matrices, and their largest elementwise difference."""
@@ -227,19 +263,32 @@ def main(argv):
     # Pion's own work: per matrix (out × in) the two generators, W·Â_in and Â_out·W
     # (computed once, reused for the RMS scale), and the degree-2 exponentials on
     # both sides: about 6·out·in·(in + out) FLOPs (issue 13).
-    matrices = [x.shape for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m]
+    # Kernels are (in, out): the paper's W is (out, in).
+    matrices = [
+      x.shape[::-1] for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m
+    ]
     pion_flops = sum(6 * o * i * (i + o) for o, i in matrices)
     rate_pion = pion_flops / results["step_s"]["pion"]
+    products_s, products_flops = pion_products(matrices, FLAGS.repeats)
     results["pion"] = {
       "tflop_per_step": pion_flops / 1e12,
       "gflops": rate_pion / 1e9,
       "share_of_matmul_rate": rate_pion / rate,
       "flops_over_muon_ns": pion_flops / ns_flops,
+      "products_only_s": products_s,
+      "products_only_tflop": products_flops / 1e12,
+      "products_only_share_of_matmul_rate": products_flops / products_s / rate,
+      "step_over_products_only": results["step_s"]["pion"] / products_s,
     }
     print(
       f"pion: {pion_flops / 1e12:.3f} TFLOP/step ({pion_flops / ns_flops:.2f}x our Muon's "
       f"Newton-Schulz), {rate_pion / 1e9:.0f} GFLOP/s = {rate_pion / rate:.0%} of the matmul "
       "rate (whole step time: a lower bound; target >= 80%)"
+    )
+    print(
+      f"pion's products alone ({products_flops / 1e12:.3f} TFLOP, no elementwise work): "
+      f"{products_s:.3f} s = {products_flops / products_s / rate:.0%} of the matmul rate; "
+      f"the whole step takes {results['step_s']['pion'] / products_s:.2f}x their time"
     )
   print(f"ours / optax.contrib.muon = {ours / theirs:.3f}   (target <= 0.35)")
   print(f"ours / optax.adamw        = {results['ratio_ours_over_adamw']:.2f}")

@@ -105,32 +105,39 @@ def _frobenius(x):
   return jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True))
 
 
-def _right_series(x, xa_hat, a_hat, degree: int):
-  """x·E(Â) given xa_hat = x·Â: x + xÂ + (xÂ)Â/2 + …, each term from the last."""
-  out, term = x + xa_hat, xa_hat
+# The series take Â = c·A as the matrix A and the scalar c: c multiplies each product's
+# result (the size of x), never A itself, so the generator (up to out × out) is not
+# rewritten in memory for the scale or the sign.
+
+
+def _right_series(x, xa, a, degree: int, c=1.0):
+  """x·E(c·A) given xa = x·A: x + c·xA + c²·(xA)A/2 + …, each term from the last."""
+  term = c * xa
+  out = x + term
   for k in range(2, degree + 1):
-    term = (term @ a_hat) / k
+    term = (term @ a) * (c / k)
     out = out + term
   return out
 
 
-def _left_series(a_hat, x, ax_hat, degree: int):
-  """E(Â)·x given ax_hat = Â·x."""
-  out, term = x + ax_hat, ax_hat
+def _left_series(a, x, ax, degree: int, c=1.0):
+  """E(c·A)·x given ax = A·x."""
+  term = c * ax
+  out = x + term
   for k in range(2, degree + 1):
-    term = (a_hat @ term) / k
+    term = (a @ term) * (c / k)
     out = out + term
   return out
 
 
-def times_truncated_exp(x, a, degree: int = 2):
-  """x·E(A), E(A) = Σ_{k≤degree} A^k/k!, without forming any power of A."""
-  return _right_series(x, x @ a, a, degree)
+def times_truncated_exp(x, a, degree: int = 2, c=1.0):
+  """x·E(c·A), E(A) = Σ_{k≤degree} A^k/k!, without forming any power of A."""
+  return _right_series(x, x @ a, a, degree, c)
 
 
-def truncated_exp_times(a, x, degree: int = 2):
-  """E(A)·x, E(A) = Σ_{k≤degree} A^k/k!, without forming any power of A."""
-  return _left_series(a, x, a @ x, degree)
+def truncated_exp_times(a, x, degree: int = 2, c=1.0):
+  """E(c·A)·x, E(A) = Σ_{k≤degree} A^k/k!, without forming any power of A."""
+  return _left_series(a, x, a @ x, degree, c)
 
 
 def rms_scale(w_OxI, a_in_IxI, a_out_OxO, learning_rate, rms: float = 0.2):
@@ -145,27 +152,28 @@ def rms_scale(w_OxI, a_in_IxI, a_out_OxO, learning_rate, rms: float = 0.2):
   return alpha, wa, aw
 
 
-def _rotate(w_OxI, a_in, a_out, learning_rate, rms, degree, m_OxI=None):
-  """W ← E(Â_out)·W·E(Â_in) (and m by the same factors when given); None = identity."""
-  alpha, wa, aw = rms_scale(w_OxI, a_in, a_out, learning_rate, rms)
-  a_in = None if a_in is None else alpha * a_in
-  a_out = None if a_out is None else alpha * a_out
+def _rotate(w_OxI, b_in, b_out, learning_rate, rms, degree, m_OxI=None):
+  """W ← E(Â_out)·W·E(Â_in) (and m by the same factors when given) for the generators
+  A = −B (the momenta as stored: no negated copy); None = identity. Â = α·A, α from
+  `rms_scale`, which only needs ‖W·B_in + B_out·W‖_F = ‖W·A_in + A_out·W‖_F."""
+  alpha, wb, bw = rms_scale(w_OxI, b_in, b_out, learning_rate, rms)
+  c = -alpha  # Â = α·A = −α·B.
   out_dim, in_dim = w_OxI.shape[-2:]
-  if a_out is None:
-    w_OxI = _right_series(w_OxI, alpha * wa, a_in, degree)
-  elif a_in is None:
-    w_OxI = _left_series(a_out, w_OxI, alpha * aw, degree)
-  elif out_dim < in_dim:  # The in side's products (out·in²) are the larger: reuse W·Â_in.
-    w_OxI = _right_series(w_OxI, alpha * wa, a_in, degree)
-    w_OxI = truncated_exp_times(a_out, w_OxI, degree)
+  if b_out is None:
+    w_OxI = _right_series(w_OxI, wb, b_in, degree, c)
+  elif b_in is None:
+    w_OxI = _left_series(b_out, w_OxI, bw, degree, c)
+  elif out_dim < in_dim:  # The in side's products (out·in²) are the larger: reuse W·B_in.
+    w_OxI = _right_series(w_OxI, wb, b_in, degree, c)
+    w_OxI = truncated_exp_times(b_out, w_OxI, degree, c)
   else:
-    w_OxI = _left_series(a_out, w_OxI, alpha * aw, degree)
-    w_OxI = times_truncated_exp(w_OxI, a_in, degree)
+    w_OxI = _left_series(b_out, w_OxI, bw, degree, c)
+    w_OxI = times_truncated_exp(w_OxI, b_in, degree, c)
   if m_OxI is not None:
-    if a_in is not None:
-      m_OxI = times_truncated_exp(m_OxI, a_in, degree)
-    if a_out is not None:
-      m_OxI = truncated_exp_times(a_out, m_OxI, degree)
+    if b_in is not None:
+      m_OxI = times_truncated_exp(m_OxI, b_in, degree, c)
+    if b_out is not None:
+      m_OxI = truncated_exp_times(b_out, m_OxI, degree, c)
   return w_OxI, m_OxI
 
 
@@ -228,13 +236,13 @@ def scale_by_pion(
     return ScaleByPionState(jnp.zeros([], jnp.int32), jax.tree.map(init_leaf, params))
 
   def lie_generator(skew_grad, st, name):
-    """(A, new moments) of one side from its skew gradient."""
+    """(B = −A, new moments) of one side from its skew gradient: the momentum itself."""
     m = b1 * st["m_" + name].astype(jnp.float32) + (1.0 - b1) * skew_grad
-    new, a = {"m_" + name: m}, -m
+    new, b = {"m_" + name: m}, m
     if second_moment:
       v = b2 * st["v_" + name].astype(jnp.float32) + (1.0 - b2) * jnp.square(skew_grad)
-      new["v_" + name], a = v, a / (jnp.sqrt(v) + eps)
-    return a, new
+      new["v_" + name], b = v, m / (jnp.sqrt(v) + eps)
+    return b, new
 
   def leaf_update(g, w, st, in_step, lr):
     w_OxI, g_OxI = _t(w.astype(jnp.float32)), _t(g.astype(jnp.float32))
@@ -256,13 +264,13 @@ def scale_by_pion(
       if second_moment:
         v_OxI = b2 * _t(st["v"].astype(jnp.float32)) + (1.0 - b2) * jnp.square(m_OxI)
         new["v"], gt_OxI = v_OxI, m_OxI / (jnp.sqrt(v_OxI) + eps)
-      gen_in = lambda: -_skew(_t(w_OxI) @ gt_OxI)
-      gen_out = lambda: -_skew(gt_OxI @ _t(w_OxI))
+      gen_in = lambda: _skew(_t(w_OxI) @ gt_OxI)  # B = −A.
+      gen_out = lambda: _skew(gt_OxI @ _t(w_OxI))
 
     def step(which):
-      a_in = gen_in() if which in ("both", "in") else None
-      a_out = gen_out() if which in ("both", "out") else None
-      return _rotate(w_OxI, a_in, a_out, lr, rms, degree, m_OxI)
+      b_in = gen_in() if which in ("both", "in") else None
+      b_out = gen_out() if which in ("both", "out") else None
+      return _rotate(w_OxI, b_in, b_out, lr, rms, degree, m_OxI)
 
     if side == "alternate":
       # A traced choice (the count may be batched under vmap): lax.cond runs one
