@@ -41,7 +41,7 @@ from analysis import (
   update_geometry,
 )
 from optimizers import get_k, implicit_constraints
-from training import config_checks, tasks
+from training import config_checks, perf, tasks
 from training import workdir as wd
 from training.errors import UserError
 
@@ -173,6 +173,11 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
   t0 = time.time()
   heights = atlas_maps.aligned_barriers(task.metric, params_N, pairs, ts, task.train)
   t_barriers = time.time() - t0
+  # One path point is one train-loss evaluation; its rate against the plain f32 matmul
+  # measured now, on this machine (the weight matching is in the time).
+  one_loss = jax.jit(lambda p, batch: task.metric(p, batch)["loss"])
+  point_flops = perf.compiled_flops(one_loss, jax.tree.map(lambda x: x[0], params_N), task.train)
+  matmul = perf.matmul_rate(repeats=5)
   tables = atlas_maps.pair_tables(heights, pairs, E, S, valid_N)
   barrier = atlas_maps.matrix_with_intervals(tables, E, S, **boot)
   tol = float(config.connected_tol * zero_loss)
@@ -255,9 +260,7 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
     "update_geometry": geometry,
     "timings_s": {
       "update_geometry": t_geometry,
-      "barriers": t_barriers,
-      "path_points": int(len(pairs) * len(ts)),
-      "seconds_per_1000_points": 1000 * t_barriers / max(1, len(pairs) * len(ts)),
+      **atlas_maps.barrier_timings(t_barriers, len(pairs) * len(ts), point_flops, matmul),
     },
   }
 

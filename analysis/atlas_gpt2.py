@@ -275,16 +275,7 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
     ),
     "timings_s": {
       "update_geometry": t_geometry,
-      "barriers": t_barriers,
-      "path_points": int(len(pairs) * len(ts)),
-      "seconds_per_1000_points": 1000 * t_barriers / max(1, len(pairs) * len(ts)),
-      "flops_per_point": point_flops,
-      "matmul_flops_per_s": matmul,
-      "fraction_of_matmul_rate": point_flops
-      * len(pairs)
-      * len(ts)
-      / max(t_barriers, 1e-9)
-      / matmul,
+      **atlas_maps.barrier_timings(t_barriers, len(pairs) * len(ts), point_flops, matmul),
     },
   }
 

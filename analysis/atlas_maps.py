@@ -40,6 +40,20 @@ def aligned_barriers(metric, params_N, pairs_Px2, ts, batch) -> np.ndarray:
   return np.asarray(barriers.loss_barrier(along["loss"], ts, kind="linear").height)
 
 
+def barrier_timings(seconds: float, num_points: int, point_flops: float, matmul: float) -> dict:
+  """The barrier evaluation's timing record: time per 1,000 path points and, with the FLOPs of
+  one point (one loss evaluation, XLA's count) and the f32 matmul rate of the same run, the
+  share of that rate it ran at."""
+  return {
+    "barriers": seconds,
+    "path_points": int(num_points),
+    "seconds_per_1000_points": 1000 * seconds / max(1, num_points),
+    "flops_per_point": point_flops,
+    "matmul_flops_per_s": matmul,
+    "fraction_of_matmul_rate": point_flops * num_points / max(seconds, 1e-9) / matmul,
+  }
+
+
 def function_distances(apply_fn, params_N, pairs_Px2, x_BxD) -> np.ndarray:
   """(P,) RMS of f_a(x) − f_b(x) over the inputs x: the distance in function space
   (invariant to permutations, so it needs no alignment)."""

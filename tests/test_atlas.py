@@ -192,6 +192,15 @@ def test_ball_distance_correlation_recovers_a_monotone_planted_relation():
   assert interval["statistic"] > 0.8 and interval["ci_low"] > 0.8
 
 
+def test_barrier_timings_closed_form():
+  """2,000 points of 3 GFLOP in 4 s against a 500 GFLOP/s matmul: 2 s per 1,000 points,
+  1.5 TFLOP/s, i.e. 3× the matmul rate (an impossible share, so a wrong formula shows)."""
+  t = atlas_maps.barrier_timings(4.0, 2000, 3e9, 5e11)
+  assert t["path_points"] == 2000 and t["barriers"] == 4.0
+  assert t["seconds_per_1000_points"] == pytest.approx(2.0)
+  assert t["fraction_of_matmul_rate"] == pytest.approx(3.0)
+
+
 def test_config_errors_are_one_line(tmp_path):
   config = atlas_config("runlocal")
   config.entries.adamw.optimizer = "adamz"
@@ -225,6 +234,10 @@ def test_atlas_runlocal_end_to_end_and_rerun_reuses_runs(tmp_path):
     steps = saved["update_geometry"][entry]
     assert steps and all(np.isfinite(g["gamma"]["statistic"]) for g in steps.values())
   assert "Update geometry" in report
+  # The barrier rate against the same run's matmul rate, in atlas.json and the report.
+  t = saved["timings_s"]
+  assert t["flops_per_point"] > 0 and 0 < t["fraction_of_matmul_rate"] < 10
+  assert "of the f32 matmul rate measured in this run" in report
   again = atlas.run(config, tmp_path)
   assert set(again["trained"].values()) == {"skipped"}
 
