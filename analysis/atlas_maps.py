@@ -181,23 +181,29 @@ def ball_distance_correlation(
   v = v.reshape(num_entries, num_seeds, -1)
   meds = {p: stats.seed_median(tables[p], False) for p in pair_set}
 
-  def statistic(idx):
+  def rows(draws):
+    """Every resample row's ρ: the seed medians of all rows at once, then one Spearman per row."""
     xs, ys = [], []
     for e, f in pair_set:
-      parts = []
+      parts = []  # [R] ball distances of this entry pair.
       if ball_of_entry[f] is not None:
-        parts.append(np.nanmedian(v[e, idx, ball_of_entry[f]]))
+        parts.append(stats.nanmedian(v[e][draws, ball_of_entry[f]], axis=1))
       if ball_of_entry[e] is not None:
-        parts.append(np.nanmedian(v[f, idx, ball_of_entry[e]]))
-      xs.append(max(parts) if parts else np.nan)
-      ys.append(meds[(e, f)](idx))
-    xs, ys = np.asarray(xs), np.asarray(ys)
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    if ok.sum() < 3 or np.ptp(xs[ok]) == 0 or np.ptp(ys[ok]) == 0:
-      return float("nan")
-    return float(scipy.stats.spearmanr(xs[ok], ys[ok]).statistic)
+        parts.append(stats.nanmedian(v[f][draws, ball_of_entry[e]], axis=1))
+      x = parts[0] if parts else np.full(len(draws), np.nan)
+      for part in parts[1:]:  # Python's max(x, part), NaNs included: part only if greater.
+        x = np.where(part > x, part, x)
+      xs.append(x)
+      ys.append(meds[(e, f)].rows(draws))
+    xs_RxP, ys_RxP = np.stack(xs, 1), np.stack(ys, 1)
+    out = np.full(len(draws), np.nan)
+    for r, (x, y) in enumerate(zip(xs_RxP, ys_RxP, strict=True)):
+      ok = np.isfinite(x) & np.isfinite(y)
+      if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0:
+        out[r] = scipy.stats.spearmanr(x[ok], y[ok]).statistic
+    return out
 
-  interval = stats.bootstrap(statistic, num_seeds, **boot)
+  interval = stats.bootstrap(stats.RowStatistic(rows), num_seeds, **boot)
   interval["n_entry_pairs"] = len(pair_set)
   return interval
 

@@ -60,7 +60,8 @@ class SeedMedians:
     key = (id(table_SxS), same)
     if key not in self.cache:  # The table is kept so that its id stays its own.
       f = stats.seed_median(table_SxS, same)
-      self.cache[key] = (table_SxS, f, {d.tobytes(): f(d) for d in self.draws})
+      rows = dict(zip((d.tobytes() for d in self.draws), f.rows(self.draws), strict=True))
+      self.cache[key] = (table_SxS, f, rows)
     _, f, values = self.cache[key]
     return lambda idx: values[idx.tobytes()] if idx.tobytes() in values else f(idx)
 

@@ -156,3 +156,46 @@ def test_paired_difference_and_describe():
   )
   line = stats.describe(record)
   assert "HELD" in line and "[0.5, 0.5]" in line and "1 excluded" in line
+
+
+def reference_seed_median(table, idx, same):
+  """The per-resample loop `stats.seed_median` replaced (a plain transcription)."""
+  sub = np.asarray(table, np.float64)[np.ix_(idx, idx)]
+  per_seed = []
+  for a in range(len(idx)):
+    values = sub[a][idx != idx[a]] if same else np.concatenate([sub[a], sub[:, a]])
+    values = values[np.isfinite(values)]
+    if values.size:
+      per_seed.append(np.median(values))
+  return float(np.median(per_seed)) if per_seed else float("nan")
+
+
+def reference_pair_median(table, idx, same):
+  values = stats.pair_values(table, idx, same)
+  return float(np.median(values)) if values.size else float("nan")
+
+
+@pytest.mark.parametrize("same", [True, False])
+@pytest.mark.parametrize("n", [4, 5, 8])
+def test_row_statistics_equal_the_per_resample_loop(same, n):
+  """All resample rows at once give, row by row, what the loop over rows gives: tables
+  with NaN (excluded) and inf entries, a seed with no finite pair, repeated draws."""
+  rng = np.random.default_rng(n)
+  table = rng.lognormal(size=(n, n))
+  table[rng.random((n, n)) < 0.1] = np.nan
+  table[0, 1] = np.inf
+  table[n - 1, :] = table[:, n - 1] = np.nan  # The last seed has no pair at all.
+  if same:
+    table = np.where(np.isnan(table) | np.isnan(table.T), np.nan, (table + table.T) / 2)
+  draws = stats.resample_indices(n, 300, seed=n)
+  draws = np.vstack([draws, np.full(n, n - 1)])  # Only the pairless seed: undefined (NaN).
+  for make, reference in (
+    (stats.seed_median, reference_seed_median),
+    (stats.pair_median, reference_pair_median),
+  ):
+    got = make(table, same).rows(draws)
+    want = np.array([reference(table, d, same) for d in draws])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-12)
+    assert np.isnan(want[-1]) and np.isfinite(want).sum() > 100  # Both kinds of row occur.
+    assert make(table, same)(draws[1]) == pytest.approx(want[1], nan_ok=True)
