@@ -81,7 +81,14 @@ def relu2_states(workdir: Path, step: int) -> tuple[object, dict]:
 def relu2_geometry(workdir: Path, step: int, batch: int, count: int, seed: int = 0) -> dict:
   """{key: (S, count) numpy array} of `geometry` for every seed of a relu2 run at
   checkpoint ``step``, over ``count`` shared minibatches of ``batch`` rows."""
-  config, seeds = relu2_states(workdir, step)
+  return relu2_geometry_steps(workdir, [step], batch, count, seed)[step]
+
+
+def relu2_geometry_steps(workdir: Path, steps, batch: int, count: int, seed: int = 0) -> dict:
+  """{step: `relu2_geometry` at that checkpoint}: one compiled program for all the steps
+  (they share the run's config; compiling once per checkpoint was most of the relu2
+  atlas's γ/Φ time)."""
+  config = wd.load_config(workdir)
   task = tasks.relu2_task(config)
   tx = factory.make_optimizer(config.optimizer, config.num_steps)
   x, y = task.train
@@ -92,8 +99,14 @@ def relu2_geometry(workdir: Path, step: int, batch: int, count: int, seed: int =
     per_batch = lambda idx: geometry(loss_fn, tx, params, opt_state, (x, y), (x[idx], y[idx]))
     return jax.vmap(per_batch)(idx_MxB)
 
-  out = jax.jit(jax.vmap(one_seed))(seeds["params"], seeds["opt_state"])
-  return {k: np.asarray(v) for k, v in out.items()}
+  all_seeds = jax.jit(jax.vmap(one_seed))
+  out = {}
+  for step in steps:
+    _, seeds = relu2_states(workdir, step)
+    out[step] = {
+      k: np.asarray(v) for k, v in all_seeds(seeds["params"], seeds["opt_state"]).items()
+    }
+  return out
 
 
 def seed_interval(per_seed_S: np.ndarray, n_resamples: int) -> dict:
@@ -114,8 +127,8 @@ def atlas_geometry(run_dirs: dict, converged: dict, batch: int, count: int, n_re
   for entry, run_dir in run_dirs.items():
     keep = np.asarray(converged[entry], bool)
     out[entry] = {}
-    for step in wd.checkpoint_steps(run_dir):
-      g = relu2_geometry(Path(run_dir), step, batch, count)
+    steps = wd.checkpoint_steps(run_dir)
+    for step, g in relu2_geometry_steps(Path(run_dir), steps, batch, count).items():
       phi = np.where(keep[:, None], g["phi"], np.nan)
       out[entry][str(step)] = {
         "gamma": seed_interval(np.where(keep, np.median(g["gamma"], axis=1), np.nan), n_resamples),
