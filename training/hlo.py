@@ -53,17 +53,24 @@ def _loop_computations(comps: dict[str, list[str]]) -> set[str]:
   return inside
 
 
-def collective_counts(text: str) -> dict[str, Counter]:
-  """{"inside_loops": Counter(op -> n), "outside_loops": Counter(op -> n)}: collective
-  instructions in computations reachable from a while loop's body, and the rest."""
+def _tally(text: str, count_line) -> dict[str, Counter]:
+  """{"inside_loops": Counter, "outside_loops": Counter}: ``count_line(line)`` (a Counter)
+  summed over the instructions of computations reachable from a while loop's body, and
+  over the rest."""
   comps = _computations(text)
   inside = _loop_computations(comps)
-  counts = {"inside_loops": Counter(), "outside_loops": Counter()}
+  out = {"inside_loops": Counter(), "outside_loops": Counter()}
   for name, lines in comps.items():
     where = "inside_loops" if name in inside else "outside_loops"
     for line in lines:
-      counts[where].update(_OP.findall(line))
-  return counts
+      out[where].update(count_line(line))
+  return out
+
+
+def collective_counts(text: str) -> dict[str, Counter]:
+  """{"inside_loops": Counter(op -> n), "outside_loops": Counter(op -> n)}: collective
+  instructions in computations reachable from a while loop's body, and the rest."""
+  return _tally(text, lambda line: Counter(_OP.findall(line)))
 
 
 # Bytes per element of the HLO element types a collective may carry.
@@ -93,12 +100,11 @@ def _type_bytes(text: str, start: bool) -> int:
 def collective_bytes(text: str) -> dict[str, Counter]:
   """As `collective_counts`, the bytes each device's collectives deliver (the sizes of their
   per-device results, after SPMD partitioning), by op: a loop body counts once, not per trip."""
-  comps = _computations(text)
-  inside = _loop_computations(comps)
-  out = {"inside_loops": Counter(), "outside_loops": Counter()}
-  for name, lines in comps.items():
-    where = "inside_loops" if name in inside else "outside_loops"
-    for line in lines:
-      for type_text, op, start in _TYPED_OP.findall(line):
-        out[where][op] += _type_bytes(type_text, bool(start))
-  return out
+
+  def line_bytes(line):
+    out = Counter()
+    for type_text, op, start in _TYPED_OP.findall(line):
+      out[op] += _type_bytes(type_text, bool(start))
+    return out
+
+  return _tally(text, line_bytes)
