@@ -26,6 +26,7 @@ from configs.common import optimizer_config
 from optimizers import factory, muon, newton_schulz
 from optimizers.muon import default_muon_routing
 from optimizers.orthogonalization import matrix_flops_per_step
+from optimizers.pion import scale_by_pion
 from training import cli
 from training.perf import matmul_rate
 
@@ -153,6 +154,35 @@ def pion_products(matrices, repeats):
     jax.block_until_ready(step(args))
     times.append(time.perf_counter() - t0)
   return min(times), flops
+
+
+def pion_alone(params, labels, repeats):
+  """Pion on its matrices alone (the AdamW leaves left out, as in torch_zoo.py), timed in
+  turns with the 768×3072×768 matmul so both see the same machine (this VM's speed drifts
+  by ±10% within minutes): per round one step and the best of 3 matmuls. Returns the step
+  seconds (min), the step's FLOPs as XLA counts them (products and elementwise work), and
+  the share of the matmul rate per round (FLOPs/step time over that round's matmul rate)."""
+  mats = [x for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if m]
+  grads = random_like(mats, seed=2)
+  opt = scale_by_pion(1e-2)  # configs/common.py's defaults.
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params, state = jax.tree.map(jnp.copy, mats), opt.init(mats)
+  step = jax.jit(step, donate_argnums=(0, 1))
+  cost = step.lower(params, state, grads).compile().cost_analysis()
+  flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
+  params, state = jax.block_until_ready(step(params, state, grads))
+  times, shares = [], []
+  for _ in range(max(repeats, 5)):
+    rate = matmul_rate(768, 3072, 768, repeats=3)
+    t0 = time.perf_counter()
+    params, state = jax.block_until_ready(step(params, state, grads))
+    times.append(time.perf_counter() - t0)
+    shares.append(flops / times[-1] / rate)
+  return min(times), flops, shares
 
 
 def orthogonality(n_layer):
@@ -284,6 +314,21 @@ def main(argv):
       f"pion: {pion_flops / 1e12:.3f} TFLOP/step ({pion_flops / ns_flops:.2f}x our Muon's "
       f"Newton-Schulz), {rate_pion / 1e9:.0f} GFLOP/s = {rate_pion / rate:.0%} of the matmul "
       "rate (whole step time: a lower bound; target >= 80%)"
+    )
+    alone_s, alone_flops, shares = pion_alone(params, labels, FLAGS.repeats)
+    issue_shares = [x * pion_flops / alone_flops for x in shares]
+    results["pion"] |= {
+      "matrices_alone_s": alone_s,
+      "matrices_alone_xla_tflop": alone_flops / 1e12,
+      "matrices_alone_share_per_round": shares,
+      "matrices_alone_share_at_issue_flops_per_round": issue_shares,
+    }
+    print(
+      f"pion on its {len(matrices)} matrices alone (no AdamW leaves), in turns with the matmul: "
+      f"{alone_s:.3f} s/step, {alone_flops / 1e12:.3f} TFLOP as XLA counts them = "
+      f"{np.median(shares):.0%} of the matmul rate (median of {len(shares)} rounds, "
+      f"{min(shares):.0%}-{max(shares):.0%}; target >= 80%); at the issue's "
+      f"6*out*in*(in+out): {np.median(issue_shares):.0%}"
     )
     print(
       f"pion's products alone ({products_flops / 1e12:.3f} TFLOP, no elementwise work): "

@@ -48,9 +48,10 @@ transporting m (no product to reuse). The second moment is elementwise.
 
 Not followed from the code: it splits fused QKV kernels per head and SwiGLU
 fc1 into up/gate before the update; here a leaf is one matrix (GPT-2's c_attn
-(d, 3d) is rotated as a whole). Layout: a flax kernel is (…, in, out) = Wᵀ, so
-W = swapaxes(kernel) inside (and back); leading axes (L, in, out) are stacked
-matrices, one W, one α per leading index. Leaves `default_muon_routing` does not
+(d, 3d) is rotated as a whole). Layout: a flax kernel is (…, in, out) = Wᵀ, and
+the step runs on the kernel as stored, K ← E(α·B_in)·K·E(α·B_out) (the transpose of
+the rule above, `_rotate`), so no copy of W is transposed in and out; leading axes
+(L, in, out) are stacked matrices, one W, one α per leading index. Leaves `default_muon_routing` does not
 select (embeddings, heads, vectors) go to AdamW, as in `optimizers.muon.muon`.
 """
 
@@ -140,41 +141,50 @@ def truncated_exp_times(a, x, degree: int = 2, c=1.0):
   return _left_series(a, x, a @ x, degree, c)
 
 
+def _scale_and_products(x, b_left, b_right, learning_rate, rms):
+  """α = η·rms·√(rows·cols)/(‖B_left·X + X·B_right‖_F + 1e−12) per matrix (…, 1, 1), with
+  the products B_left·X and X·B_right (None for a side that does not move), reused."""
+  bx = None if b_left is None else b_left @ x
+  xb = None if b_right is None else x @ b_right
+  base = sum(y for y in (bx, xb) if y is not None)
+  rows, cols = x.shape[-2:]
+  alpha = learning_rate * rms * math.sqrt(rows * cols) / (_frobenius(base) + 1e-12)
+  return alpha, bx, xb
+
+
 def rms_scale(w_OxI, a_in_IxI, a_out_OxO, learning_rate, rms: float = 0.2):
   """α = η·rms·√(out·in)/(‖W·A_in + A_out·W‖_F + 1e−12) per matrix (…, 1, 1), so that
   ‖W·(αA_in) + (αA_out)·W‖_F = rms·η·√(out·in). None is a side that does not move.
   Returns (α, W·A_in or None, A_out·W or None): the products are reused."""
-  wa = None if a_in_IxI is None else w_OxI @ a_in_IxI
-  aw = None if a_out_OxO is None else a_out_OxO @ w_OxI
-  base = sum(x for x in (wa, aw) if x is not None)
-  out_dim, in_dim = w_OxI.shape[-2:]
-  alpha = learning_rate * rms * math.sqrt(out_dim * in_dim) / (_frobenius(base) + 1e-12)
+  alpha, aw, wa = _scale_and_products(w_OxI, a_out_OxO, a_in_IxI, learning_rate, rms)
   return alpha, wa, aw
 
 
-def _rotate(w_OxI, b_in, b_out, learning_rate, rms, degree, m_OxI=None):
-  """W ← E(Â_out)·W·E(Â_in) (and m by the same factors when given) for the generators
-  A = −B (the momenta as stored: no negated copy); None = identity. Â = α·A, α from
-  `rms_scale`, which only needs ‖W·B_in + B_out·W‖_F = ‖W·A_in + A_out·W‖_F."""
-  alpha, wb, bw = rms_scale(w_OxI, b_in, b_out, learning_rate, rms)
-  c = -alpha  # Â = α·A = −α·B.
-  out_dim, in_dim = w_OxI.shape[-2:]
+def _rotate(k_IxO, b_in, b_out, learning_rate, rms, degree, m_IxO=None):
+  """The paper's W ← E(Â_out)·W·E(Â_in) (and m by the same factors when given), done on
+  the kernel K = Wᵀ (…, in, out) as stored, so that no (…, out, in) copy of W is made and
+  none transposed back: K ← E(Â_in)ᵀ·K·E(Â_out)ᵀ = E(α·B_in)·K·E(α·B_out), because a
+  truncated exponential of a skew matrix has E(A)ᵀ = E(−A) and Â = α·A = −α·B for the
+  momenta as stored (B = −A: no negated copy). None = identity. α from
+  `_scale_and_products`: ‖B_in·K + K·B_out‖_F = ‖(W·A_in + A_out·W)ᵀ‖_F."""
+  alpha, bk, kb = _scale_and_products(k_IxO, b_in, b_out, learning_rate, rms)
+  in_dim, out_dim = k_IxO.shape[-2:]
   if b_out is None:
-    w_OxI = _right_series(w_OxI, wb, b_in, degree, c)
+    k_IxO = _left_series(b_in, k_IxO, bk, degree, alpha)
   elif b_in is None:
-    w_OxI = _left_series(b_out, w_OxI, bw, degree, c)
-  elif out_dim < in_dim:  # The in side's products (out·in²) are the larger: reuse W·B_in.
-    w_OxI = _right_series(w_OxI, wb, b_in, degree, c)
-    w_OxI = truncated_exp_times(b_out, w_OxI, degree, c)
+    k_IxO = _right_series(k_IxO, kb, b_out, degree, alpha)
+  elif out_dim < in_dim:  # The in side's products (in²·out) are the larger: reuse B_in·K.
+    k_IxO = _left_series(b_in, k_IxO, bk, degree, alpha)
+    k_IxO = times_truncated_exp(k_IxO, b_out, degree, alpha)
   else:
-    w_OxI = _left_series(b_out, w_OxI, bw, degree, c)
-    w_OxI = times_truncated_exp(w_OxI, b_in, degree, c)
-  if m_OxI is not None:
+    k_IxO = _right_series(k_IxO, kb, b_out, degree, alpha)
+    k_IxO = truncated_exp_times(b_in, k_IxO, degree, alpha)
+  if m_IxO is not None:
     if b_in is not None:
-      m_OxI = times_truncated_exp(m_OxI, b_in, degree, c)
+      m_IxO = truncated_exp_times(b_in, m_IxO, degree, alpha)
     if b_out is not None:
-      m_OxI = truncated_exp_times(b_out, m_OxI, degree, c)
-  return w_OxI, m_OxI
+      m_IxO = times_truncated_exp(m_IxO, b_out, degree, alpha)
+  return k_IxO, m_IxO
 
 
 def _check(side, momentum, degree):
@@ -245,44 +255,45 @@ def scale_by_pion(
     return b, new
 
   def leaf_update(g, w, st, in_step, lr):
-    w_OxI, g_OxI = _t(w.astype(jnp.float32)), _t(g.astype(jnp.float32))
+    # Kernel layout throughout: K = Wᵀ, G_k = Gᵀ (…, in, out); the transposed operands
+    # of the products are folded into the GEMMs, so nothing is copied to W's layout.
+    k_IxO, g_IxO = w.astype(jnp.float32), g.astype(jnp.float32)
     if momentum == "lie":
       gens, new = {}, {}
       if uses_in:
-        x_IxI = _t(w_OxI) @ g_OxI
+        x_IxI = k_IxO @ _t(g_IxO)  # WᵀG
         gens["in"], moments = lie_generator(_skew(x_IxI), st, "in")
         new.update(moments)
       if uses_out:
-        y_OxO = g_OxI @ _t(w_OxI)
+        y_OxO = _t(g_IxO) @ k_IxO  # GWᵀ
         gens["out"], moments = lie_generator(_skew(y_OxO), st, "out")
         new.update(moments)
       gen_in, gen_out = (lambda: gens["in"]), (lambda: gens["out"])
-      m_OxI = None
+      m_IxO = None
     else:
-      m_OxI = b1 * _t(st["m"].astype(jnp.float32)) + (1.0 - b1) * g_OxI
-      new, gt_OxI = {"m": m_OxI}, m_OxI
+      m_IxO = b1 * st["m"].astype(jnp.float32) + (1.0 - b1) * g_IxO
+      new, gt_IxO = {"m": m_IxO}, m_IxO
       if second_moment:
-        v_OxI = b2 * _t(st["v"].astype(jnp.float32)) + (1.0 - b2) * jnp.square(m_OxI)
-        new["v"], gt_OxI = v_OxI, m_OxI / (jnp.sqrt(v_OxI) + eps)
-      gen_in = lambda: _skew(_t(w_OxI) @ gt_OxI)  # B = −A.
-      gen_out = lambda: _skew(gt_OxI @ _t(w_OxI))
+        v_IxO = b2 * st["v"].astype(jnp.float32) + (1.0 - b2) * jnp.square(m_IxO)
+        new["v"], gt_IxO = v_IxO, m_IxO / (jnp.sqrt(v_IxO) + eps)
+      gen_in = lambda: _skew(k_IxO @ _t(gt_IxO))  # B = −A: skew(WᵀG̃).
+      gen_out = lambda: _skew(_t(gt_IxO) @ k_IxO)  # skew(G̃Wᵀ).
 
     def step(which):
       b_in = gen_in() if which in ("both", "in") else None
       b_out = gen_out() if which in ("both", "out") else None
-      return _rotate(w_OxI, b_in, b_out, lr, rms, degree, m_OxI)
+      return _rotate(k_IxO, b_in, b_out, lr, rms, degree, m_IxO)
 
     if side == "alternate":
       # A traced choice (the count may be batched under vmap): lax.cond runs one
       # side per step, and becomes a select of both when vmapped over seeds.
-      w_new, m_new = jax.lax.cond(in_step, lambda: step("in"), lambda: step("out"))
+      k_new, m_new = jax.lax.cond(in_step, lambda: step("in"), lambda: step("out"))
     else:
-      w_new, m_new = step(side)
+      k_new, m_new = step(side)
     if momentum == "ambient":
       new["m"] = m_new
-      new = {k: _t(v) for k, v in new.items()}  # Back to the leaf's (…, in, out).
     new = {k: v.astype(dtype) for k, v in new.items()}
-    return (_t(w_new) - w.astype(jnp.float32)).astype(w.dtype), new
+    return (k_new - w.astype(jnp.float32)).astype(w.dtype), new
 
   def update_fn(updates, state, params=None):
     if params is None:

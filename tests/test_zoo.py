@@ -67,7 +67,10 @@ def test_trains_relu2_through_the_trainer(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_trains_tiny_gpt2_through_the_trainer(tmp_path, name):
-  config = gpt2_config.get_config(f"runlocal,optimizer={name},steps=20")
+  # The symmetric stack's embedding and head classes take the authors' η = 1e-3 (50x below
+  # its matrices'), so it needs 40 steps to clear the bar below (20 steps: 4.70 nats).
+  steps = 40 if name == "symmetric" else 20
+  config = gpt2_config.get_config(f"runlocal,optimizer={name},steps={steps}")
   with config.unlocked():
     config.log_every = 5
   summary = training.run(config, tmp_path)
