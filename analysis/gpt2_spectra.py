@@ -7,7 +7,12 @@ r"""Do linear paths between GPT-2 solutions keep the weight spectrum?
    with a summary.json is finished and skipped), for each protocol of
    config.protocols: "shared_start" (group shared/: every run's init from
    config.init_seed, its data order and dropout from its seed: the standard
-   linear-mode-connectivity setup), "aligned" (group independent/: inits from
+   linear-mode-connectivity setup), "spawn" (group spawn/: one trunk run,
+   spawn/trunk, trains config.spawn_steps steps from config.init_seed with
+   config.spawn_optimizer; every run then starts from its parameters, `init_from`,
+   with a fresh optimizer state and its own data order: spawning from a common
+   early checkpoint, where linear paths are low-barrier when training is stable
+   to its noise, Frankle et al. 2020), "aligned" (group independent/: inits from
    the seeds, and each pair's b weight-matched onto a by
    `analysis.gpt2_alignment` before interpolating) and "unaligned" (the same
    independent runs as they are: the permutation-symmetric baseline).
@@ -70,7 +75,8 @@ def run_names(config) -> list[tuple[str, int]]:
   return [(o, int(s)) for o in tasks.plus_list(config.optimizers) for s in seeds]
 
 
-PROTOCOLS = ("shared_start", "aligned", "unaligned")
+PROTOCOLS = ("shared_start", "spawn", "aligned", "unaligned")
+TRUNK = "trunk"  # The spawn protocol's common parent run, runs/spawn/trunk.
 
 
 def train_command(
@@ -86,9 +92,29 @@ def train_command(
   variant += ",runlocal" if config.runlocal else ""
   # Shared start: every run's parameters from one init, its data order from seed.
   shared = [f"--config.init_seed={config.init_seed}"] if protocol == "shared_start" else []
+  if protocol == "spawn":  # From the trunk's last parameters (its sibling folder).
+    shared = [f"--config.init_from={run_dir.parent / TRUNK}"]
   return (
     train_runs.train_py_command(
       "configs/gpt2.py", variant, run_dir, [f"--config.seed={seed}", *shared]
+    )
+    + config.train_flags.split()
+  )
+
+
+def trunk_command(config, run_dir: Path) -> list[str]:
+  """The spawn protocol's trunk: spawn_steps of spawn_optimizer from init_seed."""
+  variant = pack_arg(
+    size=config.size,
+    optimizer=config.spawn_optimizer,
+    steps=config.spawn_steps,
+    batch=config.batch,
+    seq_len=config.seq_len,
+  )
+  variant += ",runlocal" if config.runlocal else ""
+  return (
+    train_runs.train_py_command(
+      "configs/gpt2.py", variant, run_dir, [f"--config.seed={config.init_seed}"]
     )
     + config.train_flags.split()
   )
@@ -105,6 +131,8 @@ FIELDS = {
   "eval_batch_size": config_checks.positive(),
   "monotone_tolerance": config_checks.nonnegative(float),
   "init_seed": config_checks.nonnegative(),
+  "spawn_steps": config_checks.positive(),
+  "spawn_optimizer": config_checks.Field(str),
   "preserve_tolerance": config_checks.nonnegative(float),
   "spike_tolerance": config_checks.nonnegative(float),
   "barrier_tolerance": config_checks.nonnegative(float),
@@ -123,11 +151,17 @@ def protocols_of(config) -> list[str]:
 
 def run_group(protocol: str) -> str:
   """The runs' folder: aligned and unaligned paths share the independent-init runs."""
-  return "shared" if protocol == "shared_start" else "independent"
+  groups = {"shared_start": "shared", "spawn": "spawn"}
+  return groups.get(protocol, "independent")
+
+
+def trunk_dir(workdir: Path) -> Path:
+  return workdir / "runs" / run_group("spawn") / TRUNK
 
 
 def run_commands(config, workdir: Path) -> dict[tuple[str, str, int], tuple[Path, list[str]]]:
-  """{(run group, optimizer, seed): (run dir, train.py command)} of every run."""
+  """{(run group, optimizer, seed): (run dir, train.py command)} of every run (the
+  spawn protocol's trunk is not among them: `trunk_command`)."""
   out = {}
   for protocol in protocols_of(config):
     group = run_group(protocol)
@@ -149,7 +183,11 @@ def check_config(config, workdir: Path) -> None:
     raise UserError(
       f"Config field seeds={config.seeds!r} must be distinct '+'-separated ints >= 0."
     )
-  train_runs.check_commands(list(run_commands(config, workdir).values()))
+  commands = list(run_commands(config, workdir).values())
+  if "spawn" in protocols_of(config):
+    d = trunk_dir(workdir)
+    commands.append((d, trunk_command(config, d)))
+  train_runs.check_commands(commands)
 
 
 def train_all(config, workdir: Path) -> dict[str, dict[str, Path]]:
@@ -157,16 +195,27 @@ def train_all(config, workdir: Path) -> dict[str, dict[str, Path]]:
   time (each a `python train.py` process); returns {group: {name: run dir}}."""
   commands = run_commands(config, workdir)
   runs = {key: d for key, (d, _) in commands.items()}
+  common = {"batch_size": config.batch, "data.seq_len": config.seq_len, "model.size": config.size}
+  if "spawn" in protocols_of(config):  # The trunk first: the spawn runs start from it.
+    d = trunk_dir(workdir)
+    train_runs.train_runs(
+      [(d, trunk_command(config, d))],
+      1,
+      {
+        d: common
+        | {
+          "seed": config.init_seed,
+          "num_steps": config.spawn_steps,
+          "optimizer.name": config.spawn_optimizer,
+        }
+      },
+    )
+  starts = {
+    "shared": {"init_seed": config.init_seed},
+    "spawn": {"init_from": str(trunk_dir(workdir))},
+  }
   expected = {
-    d: {
-      "seed": s,
-      "num_steps": config.steps,
-      "batch_size": config.batch,
-      "data.seq_len": config.seq_len,
-      "model.size": config.size,
-      "optimizer.name": o,
-    }
-    | ({"init_seed": config.init_seed} if g == "shared" else {})
+    d: common | {"seed": s, "num_steps": config.steps, "optimizer.name": o} | starts.get(g, {})
     for (g, o, s), d in runs.items()
   }
   train_runs.train_runs(

@@ -75,6 +75,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # init, dropout and data order
   config.init_seed = -1  # >= 0: the parameters' init from it instead (a shared start)
+  # A GPT-2 workdir: start from its parameters at checkpoint init_from_step (-1: its
+  # latest) instead of an init, with a fresh optimizer state and this run's own data order,
+  # dropout and schedule ("spawning" from a common early checkpoint). Same model shapes.
+  config.init_from = ""
+  config.init_from_step = -1
   config.num_seeds = 1  # GPT-2: one seed per workdir
   config.num_steps = or_default(arg.steps, 40 if arg.runlocal else 1000)
   config.batch_size = or_default(arg.batch, 8 if arg.runlocal else 32)  # sequences per step

@@ -27,10 +27,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.optimizers = "adamw+muon"  # '+'-separated; every pair of them is compared
   # shared_start: every run from one init (init_seed), data order from its seed;
+  # spawn: every run from one trunk run's parameters after spawn_steps (below);
   # aligned: independent inits, b weight-matched onto a (analysis.gpt2_alignment)
   # before interpolating; unaligned: independent inits as they are.
   config.protocols = "shared_start+aligned"
-  config.init_seed = 0  # the shared start's initialization
+  config.init_seed = 0  # the shared start's initialization (and the spawn trunk's)
+  # spawn: one trunk trains spawn_steps with spawn_optimizer from init_seed; every run
+  # then starts from its parameters with a fresh optimizer state and its own data order.
+  config.spawn_steps = 4 if arg.runlocal else 100
+  config.spawn_optimizer = "adamw"
   config.seeds = "0+1" if arg.runlocal else "0+1+2"  # >= 3 for an interval
   config.size = arg.size
   config.steps = or_default(arg.steps, 8 if arg.runlocal else 600)

@@ -97,6 +97,35 @@ def test_command_writes_report_json_and_plots(tmp_path):
   assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 8
 
 
+# A trunk and 2 spawned runs (~30 s on 2 cores): `pytest -m slow`.
+@pytest.mark.slow
+def test_spawn_protocol_starts_every_run_from_the_trunk(tmp_path):
+  cmd = [
+    sys.executable,
+    "-m",
+    "analysis.gpt2_spectra",
+    "--config=configs/gpt2_spectra.py:runlocal,steps=3,points=3",
+    "--config.protocols=spawn",
+    "--config.optimizers=adamw",
+    f"--workdir={tmp_path}",
+  ]
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  trunk = tmp_path / "runs" / "spawn" / "trunk"
+  trunk_config = json.loads((trunk / "config.json").read_text())
+  assert trunk_config["num_steps"] == 4 and trunk_config["seed"] == 0  # spawn_steps, init_seed
+  for s in (0, 1):
+    child = json.loads((tmp_path / "runs" / "spawn" / f"adamw_s{s}" / "config.json").read_text())
+    assert child["init_from"] == str(trunk) and child["seed"] == s
+  full = json.loads((tmp_path / "spectra.json").read_text())
+  out = full["protocols"]["spawn"]
+  assert set(out["runs"]) == {"adamw_s0", "adamw_s1"}  # The trunk is the parent, no endpoint.
+  assert [p["kind"] for p in out["pairs"]] == ["same:adamw", "self:adamw"]
+  again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 3
+
+
 def _fake_result(same_bump: float, cross_bump: float) -> dict:
   """3 seeds of adamw and muon; statistics linear in t plus a bump at the midpoint."""
   ts = np.linspace(0, 1, 5)

@@ -86,6 +86,8 @@ RELU2_FIELDS = {
 }
 GPT2_FIELDS = {
   "init_seed": Field(int, lambda v: v >= -1, ">= -1 (-1: the init from seed)"),
+  "init_from": Field(str),
+  "init_from_step": Field(int, lambda v: v >= -1, ">= -1 (-1: the run's latest checkpoint)"),
   "model.name": Field(str),
   "model.size": one_of(sorted(gpt2.CONFIGS)),
   "model.dropout": Field(float, lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -133,6 +135,8 @@ ADDED_FIELDS = {
   "data.source": "builtin",
   "data.data_dir": "",
   "init_seed": -1,
+  "init_from": "",
+  "init_from_step": -1,
   "optimizer.nexus.control": "none",  # Nexus workdirs from before the control arm
 }
 # Logging/checkpoint cadence does not change the trajectory.
@@ -212,6 +216,11 @@ def check_gpt2(config) -> None:
     )
   if config.batch_size < 1:
     raise ConfigError(f"batch_size={config.batch_size}: GPT-2 needs >= 1 sequences per step.")
+  if config.get("init_from") and config.get("init_seed", -1) >= 0:
+    raise ConfigError(
+      f"init_from={config.init_from!r} and init_seed={config.init_seed} both name the "
+      "starting parameters; keep one (init_seed=-1 to start from init_from's run)."
+    )
   k = len(tasks.source_names(config))
   if factory.nexus_enabled(config.optimizer):
     per_source = config.batch_size // k

@@ -32,6 +32,7 @@ from training import (
   tasks,
 )
 from training import workdir as wd
+from training.errors import UserError
 from training.gpt2_steps import batch_loss, make_data_mesh, make_steps, to_device_batch
 from training.similarity import make_similarity
 
@@ -116,12 +117,15 @@ def build(config, workdir: Path | None, vocab_size: int | None = None) -> Simple
   model = tasks.gpt2_model(config, vocab_size or data.tokenizer.vocab_size)
   tx = factory.make_optimizer(config.optimizer, config.num_steps, num_sources=len(sources))
 
-  def init(seed):
+  def init(seed, params=None):
+    """The train state at step 0: ``params`` given (init_from) or drawn; the optimizer
+    state is always tx.init of them (some rules keep a copy of the params, e.g. SF)."""
     init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
     if config.get("init_seed", -1) >= 0:
       # Shared start: the parameters from init_seed, dropout and data from seed.
       init_key = jax.random.split(jax.random.PRNGKey(config.init_seed))[0]
-    params = gpt2.init_params(model, init_key, config.data.seq_len)
+    if params is None:
+      params = gpt2.init_params(model, init_key, config.data.seq_len)
     return {
       "step": jnp.int32(0),
       "params": params,
@@ -144,6 +148,39 @@ def build(config, workdir: Path | None, vocab_size: int | None = None) -> Simple
     init=init,
     state_sh=state_sh,
   )
+
+
+def start_params(config, init) -> dict | None:
+  """The parameters config.init_from names (that GPT-2 workdir's checkpoint at
+  init_from_step, -1: its latest; its first seed), checked against this model's shapes
+  and cast to its dtypes; None without init_from. Errors are one line (UserError)."""
+  source = config.get("init_from", "")
+  if not source:
+    return None
+  step = config.get("init_from_step", -1)
+  try:
+    source_config, params = wd.load_params(source, None if step < 0 else step)
+  except ValueError as e:  # No checkpoint at that step: the message lists the steps.
+    raise UserError(f"Config field init_from={source!r}: {e}") from None
+  if source_config.get("model", {}).get("name") != "gpt2":
+    raise UserError(f"Config field init_from={source!r} is not a GPT-2 run's workdir.")
+  have = {
+    jax.tree_util.keystr(k): v
+    for k, v in jax.tree_util.tree_leaves_with_path(wd.seed_params(params, 0))
+  }
+  want, treedef = jax.tree_util.tree_flatten_with_path(jax.eval_shape(init, config.seed)["params"])
+  leaves = []
+  for path, ref in want:
+    name = jax.tree_util.keystr(path)
+    got = have.get(name)
+    if got is None or got.shape != ref.shape:
+      raise UserError(
+        f"Config field init_from={source!r}: its parameter {name} is "
+        f"{None if got is None else got.shape}, this model's {ref.shape}; start from a run "
+        "of the same model size, vocabulary and seq_len."
+      )
+    leaves.append(np.asarray(got, ref.dtype))
+  return jax.tree.unflatten(treedef, leaves)
 
 
 def restored_state(
@@ -184,6 +221,8 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     train_step = _under_mesh(train_step, mesh)
   to_checkpoint, from_checkpoint, target = _checkpoint_layout(init, config.seed, state_sh)
   iterator = iter(data.loader)
+  # init_from's parameters are read (and refused in one line) before the manager exists.
+  start = None if wd.checkpoint_steps(workdir) else start_params(config, init)
   manager = checkpoints.manager(workdir, config)
   resume_step, stacked, data_state = checkpoints.restore_latest(manager, target)
   if resume_step:
@@ -191,6 +230,9 @@ def train(config, workdir: Path, claim: Callable[[], None] = lambda: None) -> di
     iterator.set_state(host_data.own_state(data_state))
     state = from_checkpoint(stacked)
     logging.info("Resumed %s from step %d.", workdir, resume_step)
+  elif start is not None:
+    state = jax.jit(lambda p: init(config.seed, p), out_shardings=state_sh)(start)
+    logging.info("Started from the parameters of %s.", config.init_from)
   else:
     state = jax.jit(init, static_argnums=0, out_shardings=state_sh)(config.seed)
   claim()  # The run starts: config.json may now be written.
