@@ -111,20 +111,31 @@ def ball_of(opt_config, params) -> tuple[str, object | None]:
   return kind, fn
 
 
-def hypothesis_tests(names, kinds, tables, values, ball_index, S, boot, min_pairs, **extra) -> dict:
+def hypothesis_tests(
+  names, kinds, tables, values, ball_index, S, boot, min_pairs, level_N=None, **extra
+) -> dict:
   """{"members", "contrast"}: verdict records of Spearman ρ(ball distance, cross
   barrier) over the pairs of entries whose kind is "ball" (the Lion-K-type
-  members), and over the member × non-member pairs; ``extra`` goes into each record."""
+  members), and over the member × non-member pairs; with ``level_N`` (each solution's
+  final loss on the barrier's split) also "members_given_level" and "contrast_given_level",
+  the partial ρ given the pair's training level (secondary: a barrier that tracks how far
+  its endpoints trained is not evidence for the balls); ``extra`` goes into each record."""
   E = len(names)
   members = [i for i in range(E) if kinds[i] == "ball"]
   others = [i for i in range(E) if i not in members]
   member_pairs = [(i, j) for i, j in zip(*np.triu_indices(E, 1)) if i in members and j in members]
   contrast_pairs = [tuple(sorted((i, j))) for i in members for j in others]
   hypothesis = {}
-  for key, pair_set, claim in (
+  tests = [
     ("members", member_pairs, "Ball distance predicts the cross barrier (Lion-K-type members)"),
     ("contrast", contrast_pairs, "Ball distance predicts the cross barrier (member vs non-member)"),
-  ):
+  ]
+  if level_N is not None:
+    tests += [
+      (f"{key}_given_level", pairs, f"{claim[:-1]}, given the endpoints' training level)")
+      for key, pairs, claim in tests
+    ]
+  for key, pair_set, claim in tests:
     pair_set = [(int(i), int(j)) for i, j in pair_set]
     # An entry pair without one converged cross pair, or without a ball value, drops out.
     excluded = [
@@ -132,7 +143,15 @@ def hypothesis_tests(names, kinds, tables, values, ball_index, S, boot, min_pair
       for p in pair_set
       if not np.isfinite(tables[p]).any() or (ball_index[p[0]] is None and ball_index[p[1]] is None)
     ]
-    interval = atlas_maps.ball_distance_correlation(tables, values, ball_index, pair_set, S, **boot)
+    interval = atlas_maps.ball_distance_correlation(
+      tables,
+      values,
+      ball_index,
+      pair_set,
+      S,
+      level_N if key.endswith("_given_level") else None,
+      **boot,
+    )
     hypothesis[key] = stats.verdict_record(
       claim,
       interval,
@@ -210,6 +229,11 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
     S,
     boot,
     min_pairs=max(3, int(config.min_pairs)),
+    level_N=np.where(
+      valid_N,
+      np.concatenate([np.asarray(point[e]["train_loss"], np.float64) for e in names]),
+      np.nan,
+    ),
     condition="linear+align, train loss; Spearman over entry pairs",
     width=int(config.width),
   )

@@ -221,6 +221,7 @@ def analyze(config, workdir: Path, selection: dict) -> dict:
     S,
     boot,
     min_pairs=max(3, int(config.min_pairs)),
+    level_N=np.where(valid_N, [float(mean_loss(p, batches["validation"])) for p in params], np.nan),
     condition=f"linear+align, validation loss; cross pairs {config.cross_pairs}; "
     "Spearman over entry pairs",
     width=None,

@@ -170,20 +170,25 @@ def ball_distance_correlation(
   ball_of_entry: list[int | None],
   pair_set: list[tuple[int, int]],
   num_seeds: int,
+  level_N=None,
   **boot,
 ) -> dict:
   """Spearman ρ over the entry pairs (e, f) of ``pair_set`` between the ball
   distance d = max(λ_f·K*_f(θ_e), λ_e·K*_e(θ_f)) (seed medians; only the balls
   that exist: an entry without a ball contributes none) and the cross barrier
-  (seed median of T[e, f]), recomputed on every seed resample."""
+  (seed median of T[e, f]), recomputed on every seed resample. With ``level_N`` (a
+  number per solution, e.g. its final loss) the partial Spearman ρ given the pair's level
+  z = mean of the two entries' seed medians: whether the ball distance predicts the
+  barrier beyond what both owe to how far training got."""
   v = np.asarray(values_NxJ, np.float64)
   num_entries = v.shape[0] // num_seeds
   v = v.reshape(num_entries, num_seeds, -1)
   meds = {p: stats.seed_median(tables[p], False) for p in pair_set}
+  level = None if level_N is None else np.asarray(level_N, np.float64).reshape(num_entries, -1)
 
   def rows(draws):
     """Every resample row's ρ: the seed medians of all rows at once, then one Spearman per row."""
-    xs, ys = [], []
+    xs, ys, zs = [], [], []
     for e, f in pair_set:
       parts = []  # [R] ball distances of this entry pair.
       if ball_of_entry[f] is not None:
@@ -195,17 +200,36 @@ def ball_distance_correlation(
         x = np.where(part > x, part, x)
       xs.append(x)
       ys.append(meds[(e, f)].rows(draws))
+      if level is not None:
+        zs.append(
+          (stats.nanmedian(level[e][draws], axis=1) + stats.nanmedian(level[f][draws], axis=1)) / 2
+        )
+    if not xs:  # No entry pair (e.g. fewer than two members): no ρ.
+      return np.full(len(draws), np.nan)
     xs_RxP, ys_RxP = np.stack(xs, 1), np.stack(ys, 1)
+    zs_RxP = np.stack(zs, 1) if zs else np.zeros_like(xs_RxP)
     out = np.full(len(draws), np.nan)
-    for r, (x, y) in enumerate(zip(xs_RxP, ys_RxP, strict=True)):
-      ok = np.isfinite(x) & np.isfinite(y)
+    for r, (x, y, z) in enumerate(zip(xs_RxP, ys_RxP, zs_RxP, strict=True)):
+      ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
       if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0:
-        out[r] = scipy.stats.spearmanr(x[ok], y[ok]).statistic
+        if level is None:
+          out[r] = scipy.stats.spearmanr(x[ok], y[ok]).statistic
+        elif ok.sum() >= 4 and np.ptp(z[ok]) > 0:
+          out[r] = partial_spearman(x[ok], y[ok], z[ok])
     return out
 
   interval = stats.bootstrap(stats.RowStatistic(rows), num_seeds, **boot)
   interval["n_entry_pairs"] = len(pair_set)
   return interval
+
+
+def partial_spearman(x, y, z) -> float:
+  """Spearman ρ of x and y given z: the correlation of the ranks' residuals after
+  each is linearly regressed on z's ranks, (r_xy − r_xz·r_yz)/√((1 − r_xz²)(1 − r_yz²));
+  NaN when z's ranks explain x's or y's entirely."""
+  r = np.corrcoef(np.stack([scipy.stats.rankdata(a) for a in (x, y, z)]))
+  denom = (1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2)
+  return float((r[0, 1] - r[0, 2] * r[1, 2]) / np.sqrt(denom)) if denom > 1e-12 else np.nan
 
 
 def to_lists(tree):

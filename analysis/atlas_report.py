@@ -315,4 +315,11 @@ def _summary(result: dict, regions: dict) -> str:
     f"ρ = {_fmt(h['statistic'])} [{_fmt(h['ci_low'])}, {_fmt(h['ci_high'])}]: the hypothesis "
     f"{h['verdict']}."
   )
+  g = result["hypothesis"].get("members_given_level")
+  if g is not None:
+    text += (
+      f" Given the endpoints' training level (a barrier can track how far its endpoints "
+      f"trained), the partial ρ is {_fmt(g['statistic'])} [{_fmt(g['ci_low'])}, "
+      f"{_fmt(g['ci_high'])}]: {g['verdict']}."
+    )
   return text
