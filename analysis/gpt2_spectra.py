@@ -79,17 +79,18 @@ PROTOCOLS = ("shared_start", "spawn", "aligned", "unaligned")
 TRUNK = "trunk"  # The spawn protocol's common parent run, runs/spawn/trunk.
 
 
+def _variant(config, optimizer: str, steps: int) -> str:
+  """configs/gpt2.py's variant string of one run of this experiment."""
+  variant = pack_arg(
+    size=config.size, optimizer=optimizer, steps=steps, batch=config.batch, seq_len=config.seq_len
+  )
+  return variant + (",runlocal" if config.runlocal else "")
+
+
 def train_command(
   config, optimizer: str, seed: int, run_dir: Path, protocol: str = "unaligned"
 ) -> list[str]:
-  variant = pack_arg(
-    size=config.size,
-    optimizer=optimizer,
-    steps=config.steps,
-    batch=config.batch,
-    seq_len=config.seq_len,
-  )
-  variant += ",runlocal" if config.runlocal else ""
+  variant = _variant(config, optimizer, config.steps)
   # Shared start: every run's parameters from one init, its data order from seed.
   shared = [f"--config.init_seed={config.init_seed}"] if protocol == "shared_start" else []
   if protocol == "spawn":  # From the trunk's last parameters (its sibling folder).
@@ -104,14 +105,7 @@ def train_command(
 
 def trunk_command(config, run_dir: Path) -> list[str]:
   """The spawn protocol's trunk: spawn_steps of spawn_optimizer from init_seed."""
-  variant = pack_arg(
-    size=config.size,
-    optimizer=config.spawn_optimizer,
-    steps=config.spawn_steps,
-    batch=config.batch,
-    seq_len=config.seq_len,
-  )
-  variant += ",runlocal" if config.runlocal else ""
+  variant = _variant(config, config.spawn_optimizer, config.spawn_steps)
   return (
     train_runs.train_py_command(
       "configs/gpt2.py", variant, run_dir, [f"--config.seed={config.init_seed}"]
