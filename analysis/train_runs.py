@@ -67,6 +67,8 @@ def check_finished_run(
   if built is None and not expected:
     return  # Nothing asked of it (the tests' stand-in commands).
   flat = wd.flatten(wd.config_json(wd.load_config(run_dir)))
+  for key, default in config_checks.ADDED_FIELDS.items():  # Absent there: the old behaviour.
+    flat.setdefault(key, default)
   want = {k: v for k, v in (built or {}).items() if k in flat or v is not None}
   want.update(expected)
   diffs = [

@@ -66,6 +66,25 @@ def test_a_finished_run_is_checked_against_every_field_its_command_builds(tmp_pa
   assert "eps='<absent>'" in str(info.value)
 
 
+def test_a_run_from_before_an_added_field_is_reused_at_its_default(tmp_path):
+  # GPT-2 runs trained before init_from existed have no such field: its default ("", -1)
+  # is what they did, so they are reused; a run the field changes is still refused.
+  from training import cli
+  from training import workdir as wd
+
+  d = tmp_path / "run"
+  cmd = train_runs.train_py_command("configs/gpt2.py", "runlocal", d)
+  config = wd.config_json(cli.config_from_args(cmd))
+  del config["init_from"], config["init_from_step"]
+  d.mkdir()
+  (d / "summary.json").write_text("{}")
+  (d / "config.json").write_text(json.dumps(config))
+  assert train_runs.train_runs([(d, cmd)]) == {"run": "skipped"}
+  spawned = train_runs.train_py_command("configs/gpt2.py", "runlocal", d, ["--config.init_from=x"])
+  with pytest.raises(train_runs.TrainingFailed, match="init_from=''"):
+    train_runs.train_runs([(d, spawned)])
+
+
 def test_runs_sharing_the_cores_get_a_share_of_the_blas_threads(tmp_path, monkeypatch):
   for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     monkeypatch.delenv(k, raising=False)
