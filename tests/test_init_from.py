@@ -1,12 +1,15 @@
 """GPT-2's init_from ("spawning"): a run starts from another run's parameters with a fresh
 optimizer state; what it cannot start from is refused in one line before anything is written."""
 
+import jax
+import numpy as np
 import pytest
 from absl import logging
 
 import training
 from configs.gpt2 import get_config
 from tests.config_overrides import assert_params_close, config_with, unsafe_config_with
+from training import workdir as wd
 
 logging.set_verbosity(logging.WARNING)
 pytestmark = pytest.mark.usefixtures("compilation_cache")  # tests/conftest.py
@@ -56,6 +59,10 @@ def test_an_earlier_checkpoint(tmp_path, trunk):
   )
   with pytest.raises(AssertionError):  # Step 5's parameters, not the trunk's last.
     assert_params_close(trunk, tmp_path / "child", rtol=0, atol=1e-20)
+  _, at5 = wd.load_params(trunk, 5)
+  _, child = wd.load_params(tmp_path / "child")
+  for a, b in zip(jax.tree.leaves(at5), jax.tree.leaves(child), strict=True):
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-20)
 
 
 @pytest.mark.parametrize(
