@@ -47,17 +47,23 @@ def test_deviation_metrics_flag_a_spike_and_a_dip():
 
 
 # ~80 s on 2 cores (8 runs: two protocols): `pytest -m slow` (the spectra pieces are tested above).
-@pytest.mark.slow
-def test_command_writes_report_json_and_plots(tmp_path):
+def _spectra_command(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
+  """`python -m analysis.gpt2_spectra` on the runlocal config (3 steps, 3 points)."""
   cmd = [
     sys.executable,
     "-m",
     "analysis.gpt2_spectra",
     "--config=configs/gpt2_spectra.py:runlocal,steps=3,points=3",
-    f"--workdir={tmp_path}",
+    *flags,
+    f"--workdir={workdir}",
   ]
   env = dict(os.environ, PYTHONPATH=str(REPO))
-  result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_command_writes_report_json_and_plots(tmp_path):
+  result = _spectra_command(tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   report = (tmp_path / "report.md").read_text()
   for text in (
@@ -93,24 +99,15 @@ def test_command_writes_report_json_and_plots(tmp_path):
   for name in ("loss_along_path.png", *(f"spectra_{s}.png" for s in STAT_NAMES)):
     assert (tmp_path / f"aligned_{name}").stat().st_size > 1000
   # A rerun skips the finished runs.
-  again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  again = _spectra_command(tmp_path)
   assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 8
 
 
 # A trunk and 2 spawned runs (~30 s on 2 cores): `pytest -m slow`.
 @pytest.mark.slow
 def test_spawn_protocol_starts_every_run_from_the_trunk(tmp_path):
-  cmd = [
-    sys.executable,
-    "-m",
-    "analysis.gpt2_spectra",
-    "--config=configs/gpt2_spectra.py:runlocal,steps=3,points=3",
-    "--config.protocols=spawn",
-    "--config.optimizers=adamw",
-    f"--workdir={tmp_path}",
-  ]
-  env = dict(os.environ, PYTHONPATH=str(REPO))
-  result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  flags = ("--config.protocols=spawn", "--config.optimizers=adamw")
+  result = _spectra_command(tmp_path, *flags)
   assert result.returncode == 0, result.stderr[-3000:]
   trunk = tmp_path / "runs" / "spawn" / "trunk"
   trunk_config = json.loads((trunk / "config.json").read_text())
@@ -122,7 +119,7 @@ def test_spawn_protocol_starts_every_run_from_the_trunk(tmp_path):
   out = full["protocols"]["spawn"]
   assert set(out["runs"]) == {"adamw_s0", "adamw_s1"}  # The trunk is the parent, no endpoint.
   assert [p["kind"] for p in out["pairs"]] == ["same:adamw", "self:adamw"]
-  again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  again = _spectra_command(tmp_path, *flags)
   assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 3
 
 
